@@ -88,7 +88,7 @@ timed() {  # timed LABEL CMD...: run a step, print its duration; show its log if
   say "$label done in $((SECONDS - start)) s"
 }
 
-pinned_packages() { sed -n 's/^\([a-z0-9][a-z0-9+.-]*\)=\(.*\)$/\1=\2/p' "$LOCK"; }
+pinned_packages() { sed -n '/^suite=/d; s/^\([a-z0-9][a-z0-9+.-]*\)=\(.*\)$/\1=\2/p' "$LOCK"; }
 wanted_packages() { sed 's/#.*//' "$PACKAGES" | tr -s ' \n' '\n' | sed '/^$/d'; }
 
 configure_apt() {
@@ -109,7 +109,8 @@ install_pinned() {
   if ! out=$(in_new_root "$root" apt-get install -y -q --allow-downgrades $(pinned_packages) 2>&1); then
     echo "$out" | tail -n 20 >&2
     local gone
-    gone=$(echo "$out" | sed -n "s/.*Version '\([^']*\)' for '\([^']*\)' was not found.*/\2=\1/p")
+    gone=$(echo "$out" | sed -n -e "s/.*Version '\([^']*\)' for '\([^']*\)' was not found.*/\2=\1/p" \
+                               -e "s/.*Unable to locate package \(.*\)$/\1/p")
     [ -z "$gone" ] || die "pinned packages are gone from the Debian mirror: $(echo $gone)" \
       "The mirror dropped these versions. Refresh the lock: tools/toolchain/toolchain.sh refresh-lock"
     die "apt-get install of the pinned toolchain failed (output above)."
