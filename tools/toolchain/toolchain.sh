@@ -240,6 +240,10 @@ passthrough_env() {
     [ -n "${!name:-}" ] && printf '%s=%s\0' "$name" "${!name}"
   done
   env -0 | tr '\0' '\n' | grep -E '^(CHURN_|BAZELW_)[A-Z0-9_]*=' | tr '\n' '\0' || true
+  # kubectl (//k8s:apply) inside the root reads the caller's kubeconfig through /.host.
+  local kubeconfig=${KUBECONFIG:-}
+  [ -n "$kubeconfig" ] || { [ -f "$HOME/.kube/config" ] && kubeconfig=$HOME/.kube/config; }
+  [ -z "$kubeconfig" ] || printf 'KUBECONFIG=%s\0' "$(echo "$kubeconfig" | sed 's#\(^\|:\)/#\1/.host/#g')"
 }
 
 enter() {  # enter CMD...: run CMD in the namespace, in the caller's directory when inside the workspace
