@@ -1,0 +1,136 @@
+"""`ml_jobs <command>`: the batch side of churn-mlops (one binary, one subcommand per step).
+
+Thin by design: argument parsing and printing only; the steps live in `churn.pipeline.steps`
+so Jobs, tests and `seed` run the same code. Exit codes: 0 ok, 1 error (bad input, missing
+file, failed validation), 2 drift FAIL (drift-check), argparse's 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from typing import Callable, Sequence
+
+from churn.config.settings import ConfigError, Settings, load_config
+from churn.monitoring.drift import DriftConfigError
+from churn.pipeline import steps
+from churn.pipeline.steps import EXIT_ERROR, EXIT_OK, StepResult
+from churn.registry.registry import RegistryError
+from churn.scoring.batch import parse_shard
+from churn.storage.files import DataError
+from churn.storage.lock import LockTimeout
+from churn.training.split import SplitError
+
+log = logging.getLogger("ml_jobs")
+
+EXPECTED_ERRORS = (ConfigError, DataError, RegistryError, SplitError, DriftConfigError, LockTimeout,
+                   FileNotFoundError, ValueError)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        shard = parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert shard is not None
+    return shard
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ml_jobs", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="PATH", help="YAML config (default: $CHURN_MLOPS_CONFIG, else built-in)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    add("generate", "generate synthetic raw data into raw/").add_argument(
+        "--simulate-shift", action="store_true", help="degrade behaviour in the last days (drift demo)")
+    add("validate", "validate raw data; exit 1 with a report on any violation")
+    add("prepare", "clean raw data and build the user x day grid (needs validated raw data)")
+    add("features", "compute features for every user and as-of date")
+    add("labels", "point-in-time churn labels and the training set")
+    add("train", "train baseline + candidate, register both, print the metrics table")
+    p = add("promote", "promote a registered version to production through the holdout gate")
+    p.add_argument("--version", help="version to promote (default: best model of the last training run)")
+    p.add_argument("--force", action="store_true", help="skip the gate (requires --reason)")
+    p.add_argument("--reason", help="why (recorded in the registry history)")
+    p = add("batch-score", "score eligible users as of a date with the production model")
+    p.add_argument("--as-of", type=_date, help="as-of date YYYY-MM-DD (default: latest feature date)")
+    p.add_argument("--top-k", type=_positive, help="rows in top_k.csv (default: scoring.top_k)")
+    p.add_argument("--shard", type=_shard, metavar="I/N", help="score only shard I of N (stable user hash)")
+    add("score-proxy", "distribution of predicted risk -> monitoring/score_proxy/").add_argument(
+        "--as-of", type=_date, help="scored date (default: latest scored date)")
+    add("drift-check", "feature drift, training window vs recent window; exit 2 on FAIL")
+    add("retrain", "refresh features and labels, train, promote through the gate")
+    p = add("rollback", "point production back at an earlier version")
+    p.add_argument("--to", dest="to_version", metavar="VERSION", help="target (default: previous production)")
+    p.add_argument("--reason", default="rollback", help="why (recorded in the history)")
+    add("seed", "run every step in order into an empty data root").add_argument(
+        "--force", action="store_true", help="seed even if the data root is not empty")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
+    commands: dict[str, Callable[[], StepResult | list[StepResult]]] = {
+        "generate": lambda: steps.step_generate(settings, args.simulate_shift),
+        "validate": lambda: steps.step_validate(settings),
+        "prepare": lambda: steps.step_prepare(settings),
+        "features": lambda: steps.step_features(settings),
+        "labels": lambda: steps.step_labels(settings),
+        "train": lambda: steps.step_train(settings),
+        "promote": lambda: steps.step_promote(settings, args.version, args.force, args.reason),
+        "batch-score": lambda: steps.step_batch_score(settings, args.as_of, args.top_k, args.shard),
+        "score-proxy": lambda: steps.step_score_proxy(settings, args.as_of),
+        "drift-check": lambda: steps.step_drift_check(settings),
+        "retrain": lambda: steps.step_retrain(settings),
+        "rollback": lambda: steps.step_rollback(settings, args.to_version, args.reason),
+        "seed": lambda: steps.seed(settings, args.force),
+    }
+    out = commands[args.command]()
+    return out if isinstance(out, list) else [out]
+
+
+def _print_results(results: list[StepResult]) -> None:
+    for r in results:
+        if r.message:
+            print(r.message)
+        print(f"{r.name}: {r.rows} rows in {r.seconds:.2f}s (exit {r.exit_code})")
+    if len(results) > 1:
+        print(steps.format_table([{"step": r.name, "rows": r.rows, "seconds": round(r.seconds, 2),
+                                   "exit": r.exit_code} for r in results]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_config(args.config)
+        results = _dispatch(args, settings)
+    except EXPECTED_ERRORS as exc:
+        print(f"ml_jobs {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    _print_results(results)
+    return next((r.exit_code for r in results if r.exit_code != EXIT_OK), EXIT_OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""End to end: the real `ml_jobs` CLI in subprocesses on a tiny config (300 users, 90 days)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from churn.pipeline.testing import TINY_YAML
+
+MAIN = Path(__file__).with_name("main.py")
+
+
+class Cli:
+    """Runs `ml_jobs --config <tiny config for root> ...` and keeps the data root at hand."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root.parent / f"{root.name}.yaml"
+        self.config.write_text(TINY_YAML.format(root=root, users=300, days=90))
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env.pop("CHURN_DATA_ROOT", None)
+        env.pop("CHURN_MLOPS_CONFIG", None)
+        return subprocess.run([sys.executable, str(MAIN), "--config", str(self.config), *args],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = self(*args)
+        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def history(self) -> list[dict]:
+        path = self.root / "registry" / "history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def production(self) -> str:
+        return json.loads((self.root / "registry" / "aliases" / "production.json").read_text())["version"]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Cli:
+    cli = Cli(tmp_path_factory.mktemp("seeded") / "root")
+    result = cli.ok("seed")
+    for step in ("generate", "validate", "prepare", "features", "labels", "train", "promote",
+                 "batch-score", "score-proxy", "drift-check"):
+        assert f"\n{step}" in "\n" + result.stdout, step
+    cli.seed_stdout = result.stdout  # type: ignore[attr-defined]
+    return cli
+
+
+@pytest.fixture()
+def cli(seeded: Cli, tmp_path: Path) -> Cli:
+    """A private copy of the seeded root."""
+    root = tmp_path / "root"
+    shutil.copytree(seeded.root, root)
+    return Cli(root)
+
+
+def test_seed_produces_every_artifact_and_refuses_a_non_empty_root(seeded):
+    root = seeded.root
+    assert "step" in seeded.seed_stdout and "seconds" in seeded.seed_stdout
+    version = seeded.production()
+    assert (root / "registry" / "models" / version / "card.json").is_file()
+    scored = list((root / "predictions").glob("*/scores.parquet"))
+    assert len(scored) == 1
+    scores = pd.read_parquet(scored[0])
+    assert len(scores) > 100 and scores["risk"].notna().all() and scores["user_id"].is_unique
+    assert (set(scores["model_version"]) == {version})
+    assert list((root / "monitoring" / "drift").glob("*.html"))
+    again = seeded("seed")
+    assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_drift_check_is_ok_on_the_seeded_data(cli):
+    result = cli("drift-check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drift OK" in result.stdout
+
+
+def test_shifted_data_makes_drift_check_fail_with_exit_2(cli):
+    cli.ok("generate", "--simulate-shift")
+    for step in ("validate", "prepare", "features"):
+        cli.ok(step)
+    result = cli("drift-check")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "drift FAIL" in result.stdout
+    report = json.loads(next((cli.root / "monitoring" / "drift").glob("*.json")).read_text())
+    failed = [f["name"] for f in report["features"] if f["status"] == "FAIL"]
+    assert failed and report["baseline_n"] > 0 and report["recent_n"] > 0
+
+
+def test_corrupted_raw_fails_validation_and_nothing_downstream_runs(tmp_path):
+    cli = Cli(tmp_path / "root")
+    cli.ok("generate")
+    events_path = cli.root / "raw" / "events.parquet"
+    events = pd.read_parquet(events_path)
+    events.loc[events.index[:5], "quiz_score"] = 150.0
+    events.to_parquet(events_path, index=False)
+    result = cli("validate")
+    assert result.returncode == 1
+    assert "FAILED" in result.stdout and "quiz" in result.stdout
+    prepare = cli("prepare")
+    assert prepare.returncode == 1 and "ml_jobs validate" in prepare.stderr
+    assert not (cli.root / "processed" / "user_days.parquet").exists()
+    assert not list((cli.root / "features").glob("*")) if (cli.root / "features").exists() else True
+
+
+def test_missing_inputs_name_the_path_and_the_producing_command(tmp_path):
+    cli = Cli(tmp_path / "empty")
+    result = cli("features")
+    assert result.returncode == 1
+    assert "user_days.parquet" in result.stderr and "ml_jobs prepare" in result.stderr
+    result = cli("batch-score")
+    assert result.returncode == 1 and "features.parquet" in result.stderr
+
+
+def test_bad_arguments_are_argparse_errors(cli):
+    for args in (("batch-score", "--shard", "3/2"), ("batch-score", "--as-of", "yesterday"), ("nope",)):
+        result = cli(*args)
+        assert result.returncode == 2 and "usage:" in result.stderr, args
+    forced = cli("promote", "--force")
+    assert forced.returncode == 1 and "--reason" in forced.stderr
+
+
+def test_retrain_promotes_or_refuses_with_recorded_reasons(cli):
+    before = len(cli.history())
+    result = cli.ok("retrain")
+    assert "PROMOTED" in result.stdout
+    entry = cli.history()[-1]
+    assert len(cli.history()) == before + 1
+    assert entry["action"] in ("promote", "refused") and entry["reason"] == "scheduled retrain"
+    assert entry["metrics"]["metric"] == "pr_auc"
+    assert entry["metrics"]["candidate"] is not None and entry["metrics"]["production"] is not None
+
+
+def test_forced_promotion_then_rollback(cli):
+    first = cli.production()
+    run = json.loads((cli.root / "registry" / "last_training_run.json").read_text())
+    other = next(v for v in run["versions"] if v != first)
+    cli.ok("promote", "--version", other, "--force", "--reason", "manual test")
+    assert cli.production() == other
+    cli.ok("rollback")
+    assert cli.production() == first
+    cli.ok("rollback", "--to", other)
+    assert cli.production() == other
+    assert [h["action"] for h in cli.history()][-3:] == ["promote", "rollback", "rollback"]
+    bad = cli("rollback", "--to", "20990101T000000Z-00000000")
+    assert bad.returncode == 1 and "not found" in bad.stderr
+
+
+def test_shard_union_equals_full_scoring(cli):
+    full_dir = next((cli.root / "predictions").iterdir())
+    full = pd.read_parquet(full_dir / "scores.parquet")
+    for i in range(3):
+        cli.ok("batch-score", "--shard", f"{i}/3")
+    parts = [pd.read_parquet(p) for p in sorted(full_dir.glob("scores.shard-*.parquet"))]
+    assert len(parts) == 3 and all(len(p) for p in parts)
+    union = pd.concat(parts, ignore_index=True)
+    assert union["user_id"].is_unique
+    merged = full.merge(union, on="user_id", suffixes=("_full", "_shard"), validate="one_to_one")
+    assert len(merged) == len(full) == len(union)
+    assert (merged["risk_full"] == merged["risk_shard"]).all()
+    assert len(list(full_dir.glob("top_k.shard-*.csv"))) == 3

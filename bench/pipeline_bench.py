@@ -1,0 +1,286 @@
+"""Pipeline benchmark: data steps at 2,000 users (default) or `--users 100000`.
+
+Prints one table: step, rows, seconds, rows/s, peak RSS during the step, and a baseline
+measured in the same run: re-implementations of the reference project's per-user Python
+loops (generator, prepare) and its groupby-apply rolling features. The baselines are run on
+a subset of users (`--baseline-users`, default 200) and scaled linearly to the full user
+count (they are per-user loops, so time is linear in users); the table says so.
+
+Each step runs through the same `run_*` functions as the CLI (Parquet in/out, atomic
+writes) on a temporary data root. Adding a step: append a `Step` in `extra_steps` (hook for
+train / score / the whole `seed`, measured through `apps/ml_jobs` once it exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from churn.config.settings import GeneratorSettings, Settings, load_config
+from churn.data.generate import generate, write_raw
+from churn.data.prepare import run_prepare
+from churn.data.validate import run_validate
+from churn.features.compute import run_features
+from churn.labels.build import run_labels, run_training_set
+from churn.storage.paths import DataPaths
+
+
+@dataclass
+class Step:
+    """A timed step: `run()` returns its row count; `baseline()` returns seconds for the FULL size."""
+
+    name: str
+    run: Callable[[], int]
+    baseline: Callable[[], float] | None = None
+    baseline_note: str = ""
+
+
+@dataclass
+class Result:
+    name: str
+    rows: int
+    seconds: float
+    peak_rss_mb: float
+    baseline_s: float | None
+    note: str
+
+
+class PeakRss:
+    """Samples this process's RSS every 10 ms; `peak_mb` is the maximum seen while running."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "PeakRss":
+        self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+# ---------------------------------------------------------------- reference re-implementations
+
+
+def ref_generate(cfg: GeneratorSettings) -> pd.DataFrame:
+    """The reference generator's structure: a Python loop over users, days and sessions."""
+    rng = np.random.default_rng(cfg.seed)
+    start = dt.datetime.fromisoformat(cfg.start_date)
+    rows: list[dict[str, object]] = []
+    for uid in range(1, cfg.n_users + 1):
+        e = float(rng.beta(2.0, 2.5))
+        paid = rng.random() < cfg.paid_share
+        p = min(0.95, cfg.churn_base * (0.75 if paid else 1.0) * (0.4 + 1.4 * (1 - e) ** 1.6))
+        churn_day = int(rng.integers(cfg.days // 4, cfg.days)) if rng.random() < p else cfg.days
+        for d in range(min(churn_day + 1, cfg.days)):
+            day = start + dt.timedelta(days=d)
+            if rng.random() >= 0.15 + 0.8 * e:
+                continue
+            for _ in range(int(rng.integers(1, 4))):
+                t = day + dt.timedelta(minutes=int(rng.integers(0, 1440)))
+                rows.append({"user_id": uid, "event_time": t.isoformat(), "event_type": "login"})
+                course = rng.choice(list(cfg.courses))
+                if rng.random() < 0.5 + 0.4 * e:
+                    rows.append({"user_id": uid, "event_time": t.isoformat(), "event_type": "video_watch",
+                                 "course_id": course, "watch_minutes": float(np.clip(rng.normal(20 + 40 * e, 10), 2, 180))})
+                if rng.random() < 0.25 + 0.35 * e:
+                    rows.append({"user_id": uid, "event_time": t.isoformat(), "event_type": "quiz_attempt",
+                                 "course_id": course, "quiz_score": float(np.clip(rng.normal(50 + 40 * e, 15), 0, 100))})
+                if rng.random() < 0.05:
+                    rows.append({"user_id": uid, "event_time": t.isoformat(), "event_type": "course_enroll",
+                                 "course_id": course})
+            if paid and day.day <= 3:
+                kind = "payment_success" if rng.random() < 0.93 else "payment_failed"
+                rows.append({"user_id": uid, "event_time": day.isoformat(), "event_type": kind,
+                             "amount": float(np.clip(rng.normal(499, 80), 199, 999))})
+            if rng.random() < 0.005:
+                rows.append({"user_id": uid, "event_time": day.isoformat(), "event_type": "support_ticket"})
+    events = pd.DataFrame(rows).sort_values(["user_id", "event_time"]).reset_index(drop=True)
+    events.insert(0, "event_id", np.arange(1, len(events) + 1))
+    return events
+
+
+def ref_prepare(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """The reference prepare: a Python loop over (user, day) groups building one dict each."""
+    e = events.copy()
+    e["event_type"] = e["event_type"].astype(object)  # as pandas 2 read it from CSV (faster than pandas 3 str)
+    e["as_of_date"] = pd.to_datetime(e["event_time"]).dt.date
+    days = pd.date_range(e["as_of_date"].min(), e["as_of_date"].max(), freq="D")
+    grid = pd.MultiIndex.from_product([users["user_id"].tolist(), days], names=["user_id", "as_of_date"]).to_frame(index=False)
+    grid["as_of_date"] = grid["as_of_date"].dt.date
+
+    def count(df: pd.DataFrame, kind: str) -> int:
+        return int((df["event_type"] == kind).sum())
+
+    rows = []
+    for (uid, day), df in e.groupby(["user_id", "as_of_date"]):
+        quiz = df["event_type"] == "quiz_attempt"
+        rows.append({
+            "user_id": uid, "as_of_date": day,
+            "logins_count": count(df, "login"), "enroll_count": count(df, "course_enroll"),
+            "watch_minutes_sum": float(df.loc[df["event_type"] == "video_watch", "watch_minutes"].sum()),
+            "quiz_attempts_count": count(df, "quiz_attempt"),
+            "quiz_avg_score": float(df.loc[quiz, "quiz_score"].mean()) if quiz.any() else np.nan,
+            "payment_success_count": count(df, "payment_success"), "payment_failed_count": count(df, "payment_failed"),
+            "support_ticket_count": count(df, "support_ticket"), "total_events": int(len(df)),
+        })
+    merged = grid.merge(pd.DataFrame(rows), on=["user_id", "as_of_date"], how="left").fillna(0)
+    merged["is_active_day"] = (merged["total_events"] > 0).astype(int)
+    return merged
+
+
+def ref_features(daily: pd.DataFrame, windows: tuple[int, ...]) -> pd.DataFrame:
+    """The reference features: groupby(user).apply(rolling) once per column and window."""
+    x = daily.sort_values(["user_id", "as_of_date"]).reset_index(drop=True)
+    cols = ["is_active_day", "total_events", "logins_count", "enroll_count", "watch_minutes_sum",
+            "quiz_attempts_count", "payment_success_count", "payment_failed_count", "support_ticket_count"]
+    for w in windows:
+        for c in cols:
+            x[f"{c}_{w}d"] = x.groupby("user_id", group_keys=False)[c].apply(
+                lambda s, w=w: s.rolling(window=w, min_periods=1).sum()).astype(float)
+        x[f"quiz_avg_{w}d"] = x.groupby("user_id", group_keys=False)["quiz_avg_score"].apply(
+            lambda s, w=w: s.rolling(window=w, min_periods=1).mean())
+    return x
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- steps
+
+
+def build_steps(settings: Settings, paths: DataPaths, baseline_users: int) -> list[Step]:
+    n = settings.generator.n_users
+    sub_cfg = dataclasses.replace(settings.generator, n_users=min(baseline_users, n))
+    scale = n / sub_cfg.n_users
+    note = f"ref loop on {sub_cfg.n_users} users x{scale:g}" if scale != 1 else "ref loop, same size"
+    cache: dict[str, pd.DataFrame] = {}
+
+    def sub_raw() -> tuple[pd.DataFrame, pd.DataFrame]:
+        if "users" not in cache:
+            cache["users"], cache["events"] = generate(sub_cfg)
+        return cache["users"], cache["events"]
+
+    def base_prepare() -> float:
+        users, events = sub_raw()
+        secs = _timed(lambda: cache.__setitem__("daily", ref_prepare(users, events)))
+        return secs * scale
+
+    def base_features() -> float:
+        if "daily" not in cache:
+            base_prepare()
+        return _timed(lambda: ref_features(cache["daily"], settings.features.windows_days)) * scale
+
+    steps = [
+        Step("generate", lambda: write_raw(settings.generator, paths).events,
+             lambda: _timed(lambda: ref_generate(sub_cfg)) * scale, note),
+        Step("validate", lambda: _validate(settings, paths)),
+        Step("prepare", lambda: run_prepare(settings, paths).grid_rows, base_prepare, note),
+        Step("features", lambda: len(run_features(settings, paths)), base_features,
+             f"ref groupby-apply rolling on {sub_cfg.n_users} users x{scale:g}"),
+        Step("labels", lambda: len(run_labels(settings, paths))),
+        Step("training_set", lambda: len(run_training_set(settings, paths))),
+    ]
+    return steps + extra_steps(settings, paths)
+
+
+def _validate(settings: Settings, paths: DataPaths) -> int:
+    report = run_validate(settings, paths)
+    if not report.ok:
+        raise SystemExit(f"validation failed:\n{report.summary()}")
+    return report.events
+
+
+def extra_steps(settings: Settings, paths: DataPaths) -> list[Step]:
+    """Hook for later steps (train, batch-score, the whole `seed` through apps/ml_jobs).
+
+    Add e.g. `Step("seed", lambda: <ml_jobs seed function>(settings, fresh_paths))` here; the
+    table picks it up. Left empty by part 1: training/scoring are owned by part 2.
+    """
+    return []
+
+
+def run(steps: list[Step], with_baseline: bool) -> list[Result]:
+    results = []
+    for step in steps:
+        with PeakRss() as rss:
+            t0 = time.perf_counter()
+            rows = step.run()
+            secs = time.perf_counter() - t0
+        base = step.baseline() if (with_baseline and step.baseline) else None
+        results.append(Result(step.name, rows, secs, rss.peak_mb, base, step.baseline_note if base else ""))
+    return results
+
+
+def render(results: list[Result], title: str) -> str:
+    head = f"{'step':<13} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak RSS':>10} {'baseline s':>11} {'speed-up':>9}  baseline"
+    lines = [title, head, "-" * len(head)]
+    for r in results:
+        rate = r.rows / r.seconds if r.seconds > 0 else float("inf")
+        base = f"{r.baseline_s:11.1f}" if r.baseline_s is not None else f"{'-':>11}"
+        speed = f"{r.baseline_s / r.seconds:8.0f}x" if r.baseline_s is not None else f"{'-':>9}"
+        lines.append(f"{r.name:<13} {r.rows:>12,} {r.seconds:>9.2f} {rate:>12,.0f} {r.peak_rss_mb:>8.0f}MB {base} {speed}  {r.note}")
+    total = sum(r.seconds for r in results)
+    lines.append(f"{'total':<13} {'':>12} {total:>9.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--days", type=int, default=None, help="default: generator.days from the config")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--baseline-users", type=int, default=200, help="users for the reference loops (scaled)")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--root", default=None, help="data root (default: a temporary directory)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    base = load_config()
+    gen = dataclasses.replace(base.generator, n_users=args.users, days=args.days or base.generator.days,
+                              seed=base.generator.seed if args.seed is None else args.seed)
+    with tempfile.TemporaryDirectory(prefix="churn-bench-") as tmp:
+        settings = dataclasses.replace(base, generator=gen, paths=dataclasses.replace(base.paths, root=args.root or tmp))
+        paths = DataPaths.from_root(settings.paths.root).ensure()
+        results = run(build_steps(settings, paths, args.baseline_users), not args.no_baseline)
+    title = (f"pipeline bench: {gen.n_users:,} users x {gen.days} days, seed {gen.seed}, "
+             f"{os.cpu_count()} CPUs, numpy {np.__version__}, pandas {pd.__version__}")
+    print(render(results, title))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Typed settings loaded from YAML with env overrides: see `churn.config.settings`."""

@@ -1,0 +1,1 @@
+"""Raw data: synthetic generator (`generate`), validation (`validate`), user x day grid (`prepare`)."""

@@ -1,0 +1,278 @@
+"""Seeded, vectorised synthetic users and events (the behaviour of DOMAIN.md, every knob in config).
+
+Why vectorised: the reference looped in Python over every user-day and session; here each
+chunk of users is drawn as arrays (user x day activity matrix, then sessions, then events),
+so 100k users x 120 days (about 24M events) takes seconds, and chunking by users bounds
+memory so 1M users stream to Parquet chunk by chunk.
+
+Determinism: users and churn are drawn from `default_rng(seed)`; the events of chunk k from
+`default_rng([seed, 1, k])`. Same settings (including `chunk_users`) -> identical files.
+
+`engagement_score` is written to users.parquet because it drives behaviour (and lets tests
+check the generator), but it is hidden: `churn.data.prepare` drops it, so it can never
+become a feature (it was one in the reference: a leak).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from churn.config.settings import GeneratorSettings
+from churn.storage.files import atomic_path
+from churn.storage.tables import atomic_write_parquet
+from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES: tuple[str, ...] = (
+    "login",
+    "course_enroll",
+    "video_watch",
+    "quiz_attempt",
+    "payment_success",
+    "payment_failed",
+    "support_ticket",
+)
+PLANS: tuple[str, ...] = ("free", "paid")
+HIDDEN_USER_COLUMNS: tuple[str, ...] = ("engagement_score",)
+
+_LOGIN, _ENROLL, _VIDEO, _QUIZ, _PAY_OK, _PAY_FAIL, _TICKET = range(7)
+_DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """What `write_raw` produced (the CLI prints it; tests assert on it)."""
+
+    users: int
+    events: int
+    user_days: int
+    seconds: float
+    users_path: str
+    events_path: str
+
+
+@dataclass(frozen=True)
+class _Population:
+    """Per-user draws that events need but that are not user attributes."""
+
+    users: pd.DataFrame
+    first_day: np.ndarray  # first day index (0 = data start) the user can be active
+    last_day: np.ndarray  # last active day index (churners stop after it)
+
+
+def start_date(cfg: GeneratorSettings) -> dt.date:
+    return dt.date.fromisoformat(cfg.start_date)
+
+
+def _draw_population(cfg: GeneratorSettings) -> _Population:
+    """Users, signup days and churn days from `default_rng(seed)` (reference order of draws)."""
+    rng = np.random.default_rng(cfg.seed)
+    n, days = cfg.n_users, cfg.days
+    start = np.datetime64(cfg.start_date, "D")
+    before = rng.integers(0, cfg.signup_spread_days, size=n)
+    is_paid = rng.random(n) < cfg.paid_share
+    country = rng.integers(0, len(cfg.countries), size=n)
+    source = rng.integers(0, len(cfg.marketing_sources), size=n)
+    engagement = rng.beta(cfg.engagement_alpha, cfg.engagement_beta, size=n)
+
+    late = rng.random(n) < cfg.late_signup_share
+    late_day = rng.integers(0, days, size=n)
+    first_day = np.where(late, late_day, 0).astype(np.int32)
+    signup = np.where(late, start + late_day, start - before).astype("datetime64[s]")
+
+    base = cfg.churn_base * np.where(is_paid, cfg.paid_churn_multiplier, 1.0)
+    p_churn = np.minimum(cfg.churn_max, base * (cfg.churn_offset + cfg.churn_scale * (1.0 - engagement) ** cfg.churn_power))
+    churns = rng.random(n) < p_churn
+    span = days - first_day
+    low = (span * cfg.churn_start_fraction).astype(np.int64)
+    offset = low + np.floor(rng.random(n) * np.maximum(span - low, 1)).astype(np.int64)
+    last_day = np.where(churns, np.minimum(first_day + offset, days - 1), days - 1).astype(np.int32)
+
+    users = pd.DataFrame(
+        {
+            "user_id": np.arange(1, n + 1, dtype=np.int64),
+            "signup_date": signup.astype("datetime64[us]"),
+            "plan": pd.Categorical.from_codes(is_paid.astype(np.int8), categories=list(PLANS)),
+            "is_paid": is_paid.astype(np.int8),
+            "country": pd.Categorical.from_codes(country.astype(np.int8), categories=list(cfg.countries)),
+            "marketing_source": pd.Categorical.from_codes(source.astype(np.int8), categories=list(cfg.marketing_sources)),
+            "engagement_score": engagement.astype(np.float64),
+        }
+    )
+    return _Population(users, first_day, last_day)
+
+
+def generate_users(cfg: GeneratorSettings) -> pd.DataFrame:
+    """The users table (with the hidden engagement_score)."""
+    return _draw_population(cfg).users
+
+
+def _shift_arrays(cfg: GeneratorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-day multipliers (engagement, activity, watch); all ones unless the shift is on."""
+    eng = np.ones(cfg.days)
+    act = np.ones(cfg.days)
+    watch = np.ones(cfg.days)
+    if cfg.shift.enabled:
+        tail = slice(max(cfg.days - cfg.shift.last_days, 0), cfg.days)
+        eng[tail] = cfg.shift.engagement_multiplier
+        act[tail] = cfg.shift.active_multiplier
+        watch[tail] = cfg.shift.watch_multiplier
+    return eng, act, watch
+
+
+def _chunk_events(cfg: GeneratorSettings, pop: _Population, lo: int, hi: int, chunk_no: int) -> pd.DataFrame:
+    """Events of users [lo, hi) as a DataFrame sorted by (user_id, event_time); no event_id yet."""
+    rng = np.random.default_rng([cfg.seed, 1, chunk_no])
+    days = cfg.days
+    e = pop.users["engagement_score"].to_numpy()[lo:hi]
+    paid = pop.users["is_paid"].to_numpy()[lo:hi].astype(bool)
+    eng_mult, act_mult, watch_mult = _shift_arrays(cfg)
+
+    # user x day activity
+    e_ud = e[:, None] * eng_mult[None, :]
+    p_active = (cfg.active_base + cfg.active_engagement * e_ud) * act_mult[None, :]
+    day_idx = np.arange(days, dtype=np.int32)
+    alive = (day_idx[None, :] >= pop.first_day[lo:hi, None]) & (day_idx[None, :] <= pop.last_day[lo:hi, None])
+    active = (rng.random(e_ud.shape) < p_active) & alive
+    au, ad = np.nonzero(active)  # row-major: sorted by (user, day)
+    au = au.astype(np.int32)
+    ad = ad.astype(np.int32)
+    e_ad = e_ud[au, ad]
+
+    # sessions
+    n_sess = rng.integers(cfg.sessions_min, cfg.sessions_max + 1, size=au.size)
+    su = np.repeat(au, n_sess)
+    sd = np.repeat(ad, n_sess)
+    se = np.repeat(e_ad, n_sess)
+    course = rng.integers(0, len(cfg.courses), size=su.size).astype(np.int8)
+    video = rng.random(su.size) < cfg.video_base + cfg.video_engagement * se
+    quiz = rng.random(su.size) < cfg.quiz_base + cfg.quiz_engagement * se
+    enroll = rng.random(su.size) < cfg.enroll_p
+
+    v_mean = (cfg.watch_mean_base + cfg.watch_mean_engagement * se[video]) * watch_mult[sd[video]]
+    watch = np.clip(rng.normal(v_mean, cfg.watch_sd), cfg.watch_min, cfg.watch_max)
+    q_mean = cfg.quiz_mean_base + cfg.quiz_mean_engagement * se[quiz]
+    score = np.clip(rng.normal(q_mean, cfg.quiz_sd), 0.0, 100.0)
+
+    # per active day: payments (paid users, first days of a calendar month) and tickets
+    dom = (np.datetime64(cfg.start_date, "D") + np.arange(days)).astype(object)
+    pay_day = np.array([d.day <= cfg.payment_days_of_month for d in dom])
+    pay = paid[au] & pay_day[ad]
+    pay_ok = rng.random(int(pay.sum())) < cfg.payment_success_p
+    amount = np.clip(rng.normal(cfg.amount_mean, cfg.amount_sd, size=pay_ok.size), cfg.amount_min, cfg.amount_max)
+    ticket = rng.random(au.size) < cfg.ticket_p
+
+    parts = [
+        # (user, day, type, course, watch, score, amount)
+        (su, sd, np.full(su.size, _LOGIN, np.int8), np.full(su.size, -1, np.int8), None, None, None),
+        (su[video], sd[video], np.full(int(video.sum()), _VIDEO, np.int8), course[video], watch, None, None),
+        (su[quiz], sd[quiz], np.full(int(quiz.sum()), _QUIZ, np.int8), course[quiz], None, score, None),
+        (su[enroll], sd[enroll], np.full(int(enroll.sum()), _ENROLL, np.int8), course[enroll], None, None, None),
+        (au[pay], ad[pay], np.where(pay_ok, _PAY_OK, _PAY_FAIL).astype(np.int8), np.full(pay_ok.size, -1, np.int8),
+         None, None, amount),
+        (au[ticket], ad[ticket], np.full(int(ticket.sum()), _TICKET, np.int8), np.full(int(ticket.sum()), -1, np.int8),
+         None, None, None),
+    ]
+    return _assemble(cfg, pop, lo, parts, rng)
+
+
+def _column(parts: list, i: int, fill: float) -> np.ndarray:
+    return np.concatenate([p[i] if p[i] is not None else np.full(p[0].size, fill) for p in parts]).astype(np.float32)
+
+
+def _assemble(cfg: GeneratorSettings, pop: _Population, lo: int, parts: list, rng: np.random.Generator) -> pd.DataFrame:
+    """Concatenate event parts, draw times within the day, sort by (user, time)."""
+    user = np.concatenate([p[0] for p in parts])
+    day = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    secs = day * _DAY_S + rng.integers(0, _DAY_S, size=user.size)
+    order = np.argsort(user.astype(np.int64) * (cfg.days * _DAY_S) + secs, kind="stable")
+    etype = np.concatenate([p[2] for p in parts])[order]
+    course = np.concatenate([p[3] for p in parts])[order]
+    start_s = np.datetime64(cfg.start_date, "s")
+    return pd.DataFrame(
+        {
+            "user_id": (user[order] + lo + 1).astype(np.int64),
+            "event_time": (start_s + secs[order].astype("timedelta64[s]")).astype("datetime64[us]"),
+            "event_type": pd.Categorical.from_codes(etype, categories=list(EVENT_TYPES)),
+            "course_id": pd.Categorical.from_codes(course, categories=list(cfg.courses)),
+            "watch_minutes": _column(parts, 4, 0.0)[order],
+            "quiz_score": _column(parts, 5, np.nan)[order],
+            "amount": _column(parts, 6, np.nan)[order],
+        }
+    )
+
+
+def iter_event_chunks(cfg: GeneratorSettings, pop: _Population | None = None) -> Iterator[pd.DataFrame]:
+    """Events chunk by chunk of `cfg.chunk_users` users, with global event ids 1..N."""
+    pop = pop or _draw_population(cfg)
+    next_id = 1
+    for chunk_no, lo in enumerate(range(0, cfg.n_users, cfg.chunk_users)):
+        hi = min(lo + cfg.chunk_users, cfg.n_users)
+        ev = _chunk_events(cfg, pop, lo, hi, chunk_no)
+        ev.insert(0, "event_id", np.arange(next_id, next_id + len(ev), dtype=np.int64))
+        next_id += len(ev)
+        log.debug("generated users %d..%d: %d events", lo + 1, hi, len(ev))
+        yield ev
+
+
+def with_shift(cfg: GeneratorSettings, simulate_shift: bool | None) -> GeneratorSettings:
+    """`cfg` with the shift switched on/off (None keeps `cfg.shift.enabled`)."""
+    if simulate_shift is None:
+        return cfg
+    return replace(cfg, shift=replace(cfg.shift, enabled=simulate_shift))
+
+
+def generate(cfg: GeneratorSettings, simulate_shift: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(users, events) in memory: for tests and small data (use `write_raw` for large runs)."""
+    cfg = with_shift(cfg, simulate_shift)
+    pop = _draw_population(cfg)
+    chunks = list(iter_event_chunks(cfg, pop))
+    events = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    return pop.users, events
+
+
+def _arrow_schema(cfg: GeneratorSettings) -> pa.Schema:
+    cat = pa.dictionary(pa.int8(), pa.string())
+    return pa.schema(
+        [
+            ("event_id", pa.int64()),
+            ("user_id", pa.int64()),
+            ("event_time", pa.timestamp("us")),
+            ("event_type", cat),
+            ("course_id", cat),
+            ("watch_minutes", pa.float32()),
+            ("quiz_score", pa.float32()),
+            ("amount", pa.float32()),
+        ]
+    )
+
+
+def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | None = None) -> GenerateResult:
+    """Generate and atomically write raw/users.parquet and raw/events.parquet (streamed by chunk)."""
+    t0 = time.perf_counter()
+    cfg = with_shift(cfg, simulate_shift)
+    pop = _draw_population(cfg)
+    n_events = 0
+    schema = _arrow_schema(cfg)
+    with atomic_path(paths.events) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for ev in iter_event_chunks(cfg, pop):
+                writer.write_table(pa.Table.from_pandas(ev, schema=schema, preserve_index=False))
+                n_events += len(ev)
+    atomic_write_parquet(pop.users, paths.users)
+    user_days = int(np.sum(cfg.days - pop.first_day))
+    result = GenerateResult(cfg.n_users, n_events, user_days, time.perf_counter() - t0,
+                            str(paths.users), str(paths.events))
+    log.info("generate: %d users, %d events (shift=%s) in %.1fs -> %s",
+             result.users, result.events, cfg.shift.enabled, result.seconds, paths.raw)
+    return result

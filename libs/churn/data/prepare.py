@@ -1,0 +1,288 @@
+"""Clean the raw tables and build the dense user x day grid of daily counts.
+
+Why a dense grid: rolling features and point-in-time labels become cumulative sums over
+contiguous arrays sorted by (user, day), which is exact and fast. Each user's rows run from
+max(signup, data start) to the data end, so a user who has not signed up yet has no row.
+
+Why vectorised: the reference grouped events per (user, day) in a Python loop (78 s at 2k
+users). Here every event gets the grid row it belongs to (user offset + day) and each daily
+column is one `np.bincount`, so 24M events aggregate in about a second.
+
+The hidden `engagement_score` is dropped here: nothing downstream can see it.
+Daily quiz scores are kept as a SUM with the attempt count, so window means are exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn.config.settings import Settings
+from churn.data.generate import EVENT_TYPES, HIDDEN_USER_COLUMNS, PLANS
+from churn.storage.files import DataError, atomic_write_json
+from churn.storage.tables import atomic_write_parquet, read_parquet
+from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+USER_ATTRIBUTES: tuple[str, ...] = ("signup_date", "plan", "is_paid", "country", "marketing_source")
+# Daily count columns of the grid, with the event type each counts (None = all events).
+DAILY_COUNTS: dict[str, str | None] = {
+    "events": None,
+    "logins": "login",
+    "enrolls": "course_enroll",
+    "quiz_attempts": "quiz_attempt",
+    "payment_success": "payment_success",
+    "payment_failed": "payment_failed",
+    "tickets": "support_ticket",
+}
+DAILY_SUMS: dict[str, tuple[str, str]] = {  # column -> (event type, value column)
+    "watch_minutes": ("video_watch", "watch_minutes"),
+    "quiz_score_sum": ("quiz_attempt", "quiz_score"),
+}
+GRID_COLUMNS: tuple[str, ...] = (
+    ("user_id", "as_of_date", "day_index", "days_since_signup") + USER_ATTRIBUTES + ("active",)
+    + tuple(DAILY_COUNTS) + tuple(DAILY_SUMS)
+)
+
+
+@dataclass
+class PrepareReport:
+    """What cleaning removed and what the grid holds (written as processed/prepare_report.json)."""
+
+    data_start: str = ""
+    data_end: str = ""
+    users_in: int = 0
+    users_out: int = 0
+    events_in: int = 0
+    events_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    grid_rows: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _require(df: pd.DataFrame, table: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{table}: missing required columns {missing} (run validate first)")
+
+
+def _codes(series: pd.Series, categories: tuple[str, ...], normalise: bool = False) -> np.ndarray:
+    """Category codes (-1 = missing or unknown) without converting millions of rows to objects."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        labels = pd.Index(series.cat.categories.astype(str))
+        labels = labels.str.strip().str.lower() if normalise else labels
+        lookup = np.append(pd.Index(categories).get_indexer(labels), -1)
+        return lookup[series.cat.codes.to_numpy()].astype(np.int8)
+    values = series.astype("object")
+    if normalise:
+        values = values.str.strip().str.lower()
+    return pd.Index(categories).get_indexer(values).astype(np.int8)
+
+
+def _categorical(series: pd.Series, categories: tuple[str, ...], normalise: bool = False) -> pd.Categorical:
+    return pd.Categorical.from_codes(_codes(series, categories, normalise), categories=list(categories))
+
+
+def clean_users(users: pd.DataFrame, settings: Settings | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Typed users without hidden columns, invalid rows and duplicate ids (first kept)."""
+    _require(users, "users", ("user_id",) + USER_ATTRIBUTES)
+    g = (settings or Settings()).generator
+    u = pd.DataFrame({
+        "user_id": pd.to_numeric(users["user_id"], errors="coerce"),
+        "signup_date": pd.to_datetime(users["signup_date"], errors="coerce").dt.floor("D").astype("datetime64[us]"),
+        "plan": _categorical(users["plan"], PLANS, normalise=True),
+        "is_paid": pd.to_numeric(users["is_paid"], errors="coerce"),
+        "country": _categorical(users["country"], g.countries),
+        "marketing_source": _categorical(users["marketing_source"], g.marketing_sources),
+    })
+    dropped: dict[str, int] = {}
+    bad = u["user_id"].isna() | u["signup_date"].isna() | u["plan"].isna() | ~u["is_paid"].isin([0, 1])
+    dropped["users_invalid"] = int(bad.sum())
+    u = u[~bad]
+    dup = u["user_id"].duplicated()
+    dropped["users_duplicate"] = int(dup.sum())
+    u = u[~dup].astype({"user_id": np.int64, "is_paid": np.int8})
+    hidden = [c for c in HIDDEN_USER_COLUMNS if c in users.columns]
+    log.debug("dropped hidden user columns %s", hidden)
+    return u.sort_values("user_id", kind="stable").reset_index(drop=True), dropped
+
+
+EVENT_INPUT_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "event_time", "event_type", "watch_minutes", "quiz_score")
+
+
+def _numeric(series: pd.Series, dtype: type | None = None) -> np.ndarray:
+    """Numbers as a numpy array (NaN for junk); no copy when the column is already numeric."""
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_extension_array_dtype(series.dtype):
+        values = series.to_numpy()
+    else:
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return values.astype(dtype, copy=False) if dtype is not None else values
+
+
+def _ids(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ids, missing mask): ids as integers so searches and comparisons are exact."""
+    values = _numeric(series)
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64, copy=False), np.zeros(len(values), dtype=bool)
+    missing = ~np.isfinite(values)
+    return np.where(missing, -1, values).astype(np.int64), missing
+
+
+def clean_events(events: pd.DataFrame, users: pd.DataFrame, start: dt.date, end: dt.date
+                 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Typed events of known users inside [start, end], no duplicate ids, none before signup.
+
+    Returns the kept events as `user_row` (index into `users`), `day` (days since `start`),
+    `etype` (code in EVENT_TYPES), `watch_minutes`, `quiz_score`; and the drop counts, each
+    reason counted among the rows that survived the previous ones. One filter at the end
+    (not one copy per rule) keeps 24M events within memory.
+    """
+    _require(events, "events", EVENT_INPUT_COLUMNS)
+    event_id, no_id = _ids(events["event_id"])
+    user_id, no_user = _ids(events["user_id"])
+    day = _day_index(events["event_time"], start)
+    etype = _codes(events["event_type"], EVENT_TYPES)
+    keep = ~(no_id | no_user | (day == _NO_DAY) | (etype < 0))
+    dropped = {"events_invalid": int((~keep).sum())}
+
+    dup = _duplicated_after_first(event_id) & keep
+    dropped["events_duplicate"] = int(dup.sum())
+    keep &= ~dup
+
+    known_ids = users["user_id"].to_numpy().astype(np.int64)
+    row = np.clip(np.searchsorted(known_ids, user_id), 0, max(len(known_ids) - 1, 0))
+    known = known_ids[row] == user_id if len(known_ids) else np.zeros(len(user_id), dtype=bool)
+    dropped["events_orphan"] = int((keep & ~known).sum())
+    keep &= known
+
+    outside = (day < 0) | (day > (end - start).days)
+    dropped["events_outside_period"] = int((keep & outside).sum())
+    keep &= ~outside
+
+    signup_day = _day_index(users["signup_date"], start)
+    early = day < signup_day[row] if len(known_ids) else np.zeros(len(day), dtype=bool)
+    dropped["events_before_signup"] = int((keep & early).sum())
+    keep &= ~early
+
+    # Broken values are cleaned, not dropped: a video with negative minutes still shows activity.
+    watch = np.clip(np.nan_to_num(_numeric(events["watch_minutes"], np.float32)[keep]), 0, None)
+    quiz = np.clip(_numeric(events["quiz_score"], np.float32)[keep], 0, 100)
+    out = pd.DataFrame({"user_row": row[keep], "day": day[keep].astype(np.int32), "etype": etype[keep],
+                        "watch_minutes": watch, "quiz_score": quiz})
+    return out, dropped
+
+
+def _duplicated_after_first(ids: np.ndarray) -> np.ndarray:
+    """True for every repeat of an id after its first occurrence (O(n) when ids are increasing)."""
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return np.zeros(len(ids), dtype=bool)
+    return pd.Series(ids).duplicated(keep="first").to_numpy()
+
+
+_NO_DAY = np.iinfo(np.int64).min
+_US_PER_DAY = 86_400 * 1_000_000
+
+
+def _day_index(times: pd.Series, start: dt.date) -> np.ndarray:
+    """Whole days since `start` as int64 (`_NO_DAY` for missing or unparsable times)."""
+    if not pd.api.types.is_datetime64_any_dtype(times.dtype):
+        times = pd.to_datetime(times, errors="coerce")
+    values = times.to_numpy()
+    if values.dtype != np.dtype("datetime64[us]"):
+        values = values.astype("datetime64[us]")
+    raw = values.view(np.int64)
+    nat = np.isnat(values)
+    origin = np.datetime64(start, "us").astype(np.int64)
+    days = np.floor_divide(raw - origin, _US_PER_DAY)
+    days[nat] = _NO_DAY
+    return days
+
+
+def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """The dense grid from cleaned users/events (see `clean_users`, `clean_events`)."""
+    n_days = (end - start).days + 1
+    signup_day = _day_index(users["signup_date"], start)
+    first = np.clip(signup_day, 0, n_days)
+    length = n_days - first
+    offsets = np.concatenate([[0], np.cumsum(length)])
+    total = int(offsets[-1])
+    urow = np.repeat(np.arange(len(users)), length)
+    day = (first[urow] + np.arange(total) - offsets[urow]).astype(np.int32)
+
+    cols: dict[str, Any] = {
+        "user_id": users["user_id"].to_numpy()[urow].astype(np.int32),
+        "as_of_date": (np.datetime64(start, "D") + day).astype("datetime64[us]"),
+        "day_index": day.astype(np.int16),
+    }
+    cols["days_since_signup"] = (day - signup_day[urow]).astype(np.int32)
+    for c in USER_ATTRIBUTES:
+        cols[c] = users[c].take(urow).reset_index(drop=True) if isinstance(users[c].dtype, pd.CategoricalDtype) \
+            else users[c].to_numpy()[urow]
+    grid_row = offsets[:-1][events["user_row"].to_numpy()] + events["day"].to_numpy() - first[events["user_row"].to_numpy()]
+    etype = events["etype"].to_numpy()
+    # one pass: counts per (grid row, event type), then the columns are views of that matrix
+    by_type = np.bincount(grid_row * len(EVENT_TYPES) + etype, minlength=total * len(EVENT_TYPES))
+    by_type = by_type.reshape(total, len(EVENT_TYPES))
+    counts = {c: by_type.sum(axis=1) if t is None else by_type[:, EVENT_TYPES.index(t)] for c, t in DAILY_COUNTS.items()}
+    cols["active"] = (counts["events"] > 0).astype(np.int8)
+    cols.update({c: v.astype(np.int32) for c, v in counts.items()})
+    del by_type, counts
+    for c, (t, value) in DAILY_SUMS.items():
+        sel = etype == EVENT_TYPES.index(t)
+        vals = np.nan_to_num(events[value].to_numpy(np.float64)[sel])
+        cols[c] = np.bincount(grid_row[sel], weights=vals, minlength=total).astype(np.float32)
+    return pd.DataFrame(cols, columns=list(GRID_COLUMNS))
+
+
+def data_period(settings: Settings, events: pd.DataFrame | None = None) -> tuple[dt.date, dt.date]:
+    """[start, end] of the data: the configured period, ending early if the events do.
+
+    Why not the event minimum: the start anchors the feature windows and must not move when
+    a quiet first day happens to have no events.
+    """
+    g = settings.generator
+    start = dt.date.fromisoformat(g.start_date)
+    end = start + dt.timedelta(days=g.days - 1)
+    if events is not None and len(events) and "event_time" in events.columns:
+        last = pd.to_datetime(events["event_time"], errors="coerce").max()
+        if pd.notna(last) and start <= last.date() < end:
+            end = last.date()
+    return start, end
+
+
+def prepare_frames(users: pd.DataFrame, events: pd.DataFrame, settings: Settings | None = None,
+                   period: tuple[dt.date, dt.date] | None = None) -> tuple[pd.DataFrame, PrepareReport]:
+    """Raw tables -> (user_days grid, report). `period` defaults to `data_period(settings, events)`."""
+    t0 = time.perf_counter()
+    settings = settings or Settings()
+    start, end = period or data_period(settings, events)
+    u, dropped = clean_users(users, settings)
+    e, dropped_events = clean_events(events, u, start, end)
+    dropped.update(dropped_events)
+    grid = build_user_days(u, e, start, end)
+    report = PrepareReport(start.isoformat(), end.isoformat(), len(users), len(u), len(events), len(e), dropped,
+                           len(grid), round(time.perf_counter() - t0, 3))
+    return grid, report
+
+
+def run_prepare(settings: Settings, paths: DataPaths) -> PrepareReport:
+    """raw/*.parquet -> processed/user_days.parquet + processed/prepare_report.json (atomic)."""
+    users = read_parquet(paths.users)
+    events = read_parquet(paths.events, columns=EVENT_INPUT_COLUMNS)
+    grid, report = prepare_frames(users, events, settings)
+    atomic_write_parquet(grid, paths.user_days)
+    atomic_write_json(paths.prepare_report, report.to_dict())
+    log.info("prepare: %d users, %d events -> %d user-days (%s..%s), dropped %s in %.2fs",
+             report.users_out, report.events_out, report.grid_rows, report.data_start, report.data_end,
+             {k: v for k, v in report.dropped.items() if v}, report.seconds)
+    return report

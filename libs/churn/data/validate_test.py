@@ -1,0 +1,122 @@
+"""Tests for churn.data.validate: clean data passes; each corrupted rule is reported with counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.config.settings import GeneratorSettings, Settings
+from churn.data.generate import generate, write_raw
+from churn.data.validate import Expectations, ValidationReport, run_validate, validate_frames
+
+SETTINGS = Settings(generator=GeneratorSettings(n_users=200, days=40, seed=3))
+EXP = Expectations.from_settings(SETTINGS)
+
+
+@pytest.fixture()
+def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return generate(SETTINGS.generator)
+
+
+def _by_rule(report: ValidationReport) -> dict[str, object]:
+    return {v.rule: v for v in report.violations}
+
+
+def test_clean_data_passes(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    report = validate_frames(*raw, EXP)
+    assert report.ok, report.summary()
+    assert report.violations == []
+    assert len(report.rules_checked) >= 25
+    assert report.users == 200 and report.events == len(raw[1])
+
+
+def test_every_corruption_is_reported(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    users, events = raw
+    users = pd.concat([users, users.iloc[[0]]], ignore_index=True)  # user 1 twice
+    events = events.copy()
+    users["country"] = users["country"].astype(str)
+    users.loc[5, "country"] = "FR"
+    users["plan"] = users["plan"].astype(str)
+    users.loc[7, "plan"] = "paid" if users.loc[7, "is_paid"] == 0 else "free"  # mismatch
+    t = events["event_type"].astype(str)
+    quiz_rows = np.flatnonzero(t == "quiz_attempt")[:3]
+    pay_rows = np.flatnonzero(t.str.startswith("payment"))[:2]
+    video_rows = np.flatnonzero(t == "video_watch")[:4]
+    events.loc[quiz_rows, "quiz_score"] = 150.0
+    events.loc[pay_rows, "amount"] = 0.0
+    events.loc[video_rows, "watch_minutes"] = -1.0
+    events["event_type"] = t
+    events.loc[10, "event_type"] = "teleport"
+    events["course_id"] = events["course_id"].astype(object)
+    events.loc[video_rows[-1] + 0, "course_id"] = "cobol-101"
+    events.loc[20:21, "user_id"] = 99_999  # orphans
+    events.loc[30, "event_time"] = pd.Timestamp("2030-01-01")
+    events.loc[31, "event_id"] = events.loc[32, "event_id"]
+
+    report = validate_frames(users, events, EXP)
+    assert not report.ok
+    rules = _by_rule(report)
+    expected = {
+        "users.user_id.unique": 2,
+        "users.country.allowed": 1,
+        "users.is_paid.matches_plan": 1,
+        "events.quiz_score.range_0_100": 3,
+        "events.amount.positive_on_payment": 2,
+        "events.watch_minutes.non_negative": 4,
+        "events.event_type.allowed": 1,
+        "events.course_id.allowed": 1,
+        "events.user_id.known_user": 2,
+        "events.event_time.in_period": 1,
+        "events.event_id.unique": 2,
+    }
+    for rule, count in expected.items():
+        assert rule in rules, f"{rule} not reported: {report.summary()}"
+        v = rules[rule]
+        assert v.count == count, (rule, v.count)
+        assert 1 <= len(v.examples) <= 5
+    assert set(rules) == set(expected), set(rules) - set(expected)
+    assert rules["users.country.allowed"].examples == ["FR"]
+    assert rules["events.user_id.known_user"].examples == [99_999, 99_999]
+    assert rules["events.quiz_score.range_0_100"].examples == [150.0] * 3
+
+
+def test_missing_and_mistyped_columns(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    users, events = raw
+    events = events.drop(columns=["amount"]).assign(watch_minutes=events["watch_minutes"].astype(str))
+    report = validate_frames(users, events, EXP)
+    rules = _by_rule(report)
+    assert rules["events.amount.present_and_number"].message == "required column 'amount' is missing"
+    assert "must be number" in rules["events.watch_minutes.present_and_number"].message
+    assert not report.ok
+
+
+def test_event_before_signup(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    users, events = raw
+    users = users.copy()
+    uid = int(events.loc[0, "user_id"])
+    users.loc[users["user_id"] == uid, "signup_date"] = pd.Timestamp("2025-02-05")
+    rules = _by_rule(validate_frames(users, events, EXP))
+    v = rules["events.event_time.after_signup"]
+    assert v.count == int(((events["user_id"] == uid) & (events["event_time"] < "2025-02-05")).sum())
+    assert v.examples[0]["user_id"] == uid
+
+
+def test_run_validate_writes_json(tmp_path: Path) -> None:
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    report = run_validate(SETTINGS, paths)
+    assert report.ok
+    saved = json.loads(paths.validation_report.read_text())
+    assert saved["ok"] is True and saved["events"] == report.events
+    # a config describing a shorter period makes the same data fail
+    shorter = dataclasses.replace(SETTINGS, generator=dataclasses.replace(SETTINGS.generator, days=20))
+    bad = run_validate(shorter, paths)
+    assert not bad.ok
+    assert json.loads(paths.validation_report.read_text())["violations"][0]["rule"] == "events.event_time.in_period"

@@ -1,0 +1,1 @@
+"""Features: the schema contract (`schema`, numpy only) and its computation (`compute`, pandas)."""

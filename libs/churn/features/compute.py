@@ -1,0 +1,242 @@
+"""The ONE feature function: user x day grid -> the model inputs of `churn.features.schema`.
+
+Why one function: training, batch scoring and drift all call `compute_features`, so offline
+and online features cannot disagree (the API validates the same schema).
+
+Point in time: a row for (user, t) only reads grid rows of that user with day <= t. Window
+sums are differences of per-user cumulative sums on arrays sorted by (user, day) - exact,
+vectorised and O(rows) for any number of windows. A row exists only when the longest window
+is fully inside the data (t >= data start + max window - 1), so early rows never carry
+truncated windows (a leak of the reference), and only for users already signed up (the grid
+starts at signup).
+
+Missing is not zero: quiz_mean_{w}d is NaN without a quiz in the window, the payment failure
+rate is NaN without a payment, days_since_last_active is NaN if the user was never active.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from churn.features.schema import (
+    COUNTRIES,
+    MARKETING_SOURCES,
+    WINDOW_COUNTS,
+    WINDOWS_DAYS,
+    feature_names,
+    feature_specs,
+)
+
+if TYPE_CHECKING:
+    from churn.config.settings import Settings
+    from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS: tuple[str, str] = ("user_id", "as_of_date")
+PAYMENT_RATE_WINDOW = 30  # payment_failure_rate_30d is fixed at 30 days by the schema
+# schema count name -> grid column
+GRID_SOURCE: dict[str, str] = {
+    "active_days": "active",
+    "events": "events",
+    "logins": "logins",
+    "enrolls": "enrolls",
+    "watch_minutes": "watch_minutes",
+    "quiz_attempts": "quiz_attempts",
+    "payment_success": "payment_success",
+    "payment_failed": "payment_failed",
+    "tickets": "tickets",
+}
+REQUIRED_GRID_COLUMNS: tuple[str, ...] = (
+    "user_id", "as_of_date", "day_index", "days_since_signup", "is_paid", "country", "marketing_source",
+    "quiz_score_sum",
+) + tuple(GRID_SOURCE.values())
+
+
+def history_days(windows: Sequence[int] = WINDOWS_DAYS) -> int:
+    """Days of history a feature row needs (the longest window, incl. the 30-day payment rate)."""
+    return max(max(windows), PAYMENT_RATE_WINDOW)
+
+
+def feature_columns(windows: Sequence[int] = WINDOWS_DAYS) -> list[str]:
+    """Output columns of `compute_features`: keys then the schema's features, in schema order."""
+    return list(KEY_COLUMNS) + feature_names(feature_specs(windows))
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The grid as sorted arrays plus, per row, the index of its user's first row."""
+
+    frame: pd.DataFrame
+    day: np.ndarray
+    group_start: np.ndarray
+
+
+def _as_grid(user_days: pd.DataFrame) -> _Grid:
+    missing = [c for c in REQUIRED_GRID_COLUMNS if c not in user_days.columns]
+    if missing:
+        raise ValueError(f"user_days: missing columns {missing} (produce it with churn.data.prepare)")
+    uid = user_days["user_id"].to_numpy()
+    day = user_days["day_index"].to_numpy().astype(np.int64)
+    if len(uid) > 1 and not _sorted(uid, day):
+        order = np.lexsort((day, uid))
+        user_days = user_days.iloc[order].reset_index(drop=True)
+        uid, day = uid[order], day[order]
+    n = len(uid)
+    new_user = np.ones(n, dtype=bool)
+    new_user[1:] = uid[1:] != uid[:-1]
+    if n > 1 and np.any((np.diff(day) != 1) & ~new_user[1:]):
+        raise ValueError("user_days: days of a user are not contiguous (the grid must be dense)")
+    group_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    return _Grid(user_days, day, group_start)
+
+
+def _sorted(uid: np.ndarray, day: np.ndarray) -> bool:
+    du = np.diff(uid)
+    return bool(np.all(du >= 0) and np.all((du > 0) | (np.diff(day) > 0)))
+
+
+def _window_bounds(rows: np.ndarray, group_start: np.ndarray, windows: Iterable[int]) -> dict[int, np.ndarray]:
+    """Per window w: index into the padded cumsum where the w-day window ending at each row starts.
+
+    Clipped at the user's first row, so a window never reaches into the previous user.
+    """
+    first = group_start[rows]
+    return {w: np.maximum(rows + 1 - w, first) for w in windows}
+
+
+def _cumsum(values: np.ndarray) -> np.ndarray:
+    """Padded cumsum (cs[0] = 0): int64 for counts (differences exact), float64 for sums."""
+    dtype = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64
+    out = np.zeros(len(values) + 1, dtype=dtype)
+    np.cumsum(values, dtype=dtype, out=out[1:])
+    return out
+
+
+def _output_rows(grid: _Grid, windows: Sequence[int], as_of_dates: Iterable[object] | None,
+                 data_start: dt.date | None) -> np.ndarray:
+    """Grid rows that get a feature row: full history available, optionally only given dates."""
+    dates = grid.frame["as_of_date"].to_numpy().astype("datetime64[D]")
+    if not len(dates):
+        return np.zeros(0, dtype=np.int64)
+    first = dates.min() if data_start is None else np.datetime64(data_start, "D")
+    keep = dates >= first + np.timedelta64(history_days(windows) - 1, "D")
+    if as_of_dates is not None:
+        wanted = np.array([np.datetime64(pd.Timestamp(d).date(), "D") for d in as_of_dates], dtype="datetime64[D]")
+        keep &= np.isin(dates, wanted)
+    return np.flatnonzero(keep)
+
+
+def _days_since_last_active(grid: _Grid, rows: np.ndarray) -> np.ndarray:
+    active = grid.frame["active"].to_numpy() > 0
+    idx = np.arange(len(active))
+    last = np.maximum.accumulate(np.where(active, idx, -1))[rows]
+    seen = last >= grid.group_start[rows]
+    out = np.full(len(rows), np.nan, dtype=np.float32)
+    out[seen] = (grid.day[rows][seen] - grid.day[last[seen]]).astype(np.float32)
+    return out
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, upper: float) -> np.ndarray:
+    out = np.full(len(den), np.nan, dtype=np.float32)
+    ok = den > 0
+    out[ok] = np.clip(num[ok] / den[ok], 0.0, upper).astype(np.float32)
+    return out
+
+
+def _static(frame: pd.DataFrame, rows: np.ndarray) -> dict[str, object]:
+    def cat(col: str, categories: tuple[str, ...]) -> pd.Categorical:
+        s = frame[col]
+        labels = s.cat.categories.astype(str) if isinstance(s.dtype, pd.CategoricalDtype) else None
+        if labels is not None:
+            lookup = np.append(pd.Index(categories).get_indexer(labels), -1)
+            codes = lookup[s.cat.codes.to_numpy()[rows]]
+        else:
+            codes = pd.Index(categories).get_indexer(s.to_numpy()[rows].astype(object))
+        return pd.Categorical.from_codes(codes.astype(np.int8), categories=list(categories))
+
+    return {
+        "user_id": frame["user_id"].to_numpy()[rows],
+        "as_of_date": frame["as_of_date"].to_numpy()[rows],
+        "is_paid": frame["is_paid"].to_numpy()[rows].astype(np.int8),
+        "country": cat("country", COUNTRIES),
+        "marketing_source": cat("marketing_source", MARKETING_SOURCES),
+        "days_since_signup": frame["days_since_signup"].to_numpy()[rows].astype(np.int32),
+    }
+
+
+def compute_features(user_days: pd.DataFrame, windows: Sequence[int] = WINDOWS_DAYS,
+                     as_of_dates: Iterable[object] | None = None, data_start: dt.date | None = None) -> pd.DataFrame:
+    """Feature rows (user_id, as_of_date, schema features) for every eligible (user, day).
+
+    `as_of_dates` limits the output to those dates (scoring, drift windows); `data_start` is
+    the first day of the data (default: the grid's first day) so that truncated windows are
+    recognised even when the grid passed in is a slice.
+    """
+    t0 = time.perf_counter()
+    windows = tuple(int(w) for w in windows)
+    grid = _as_grid(user_days)
+    rows = _output_rows(grid, windows, as_of_dates, data_start)
+    cols = _static(grid.frame, rows)
+    sums: dict[tuple[str, int], np.ndarray] = {}
+    bounds = _window_bounds(rows, grid.group_start, set(windows) | {PAYMENT_RATE_WINDOW})
+    hi = rows + 1
+    for name, source in list(GRID_SOURCE.items()) + [("quiz_score_sum", "quiz_score_sum")]:
+        cs = _cumsum(grid.frame[source].to_numpy())
+        at_t = cs[hi]
+        extra = (PAYMENT_RATE_WINDOW,) if name in ("payment_success", "payment_failed") else ()
+        for w in set(windows + extra):
+            diff = at_t - cs[bounds[w]]
+            # float cumsum differences can be a hair below zero; integer ones are exact
+            sums[(name, w)] = diff if diff.dtype == np.int64 else np.maximum(diff, 0.0, out=diff)
+        del cs, at_t
+    for w in windows:
+        for name in WINDOW_COUNTS:
+            total = sums[(name, w)]
+            cols[f"{name}_{w}d"] = total.astype(np.float32 if name == "watch_minutes" else np.int32)
+        cols[f"quiz_mean_{w}d"] = _ratio(sums[("quiz_score_sum", w)], sums[("quiz_attempts", w)], 100.0)
+    p = PAYMENT_RATE_WINDOW
+    cols["payment_failure_rate_30d"] = _ratio(sums[("payment_failed", p)],
+                                              sums[("payment_success", p)] + sums[("payment_failed", p)], 1.0)
+    cols["days_since_last_active"] = _days_since_last_active(grid, rows)
+    out = pd.DataFrame(cols, columns=feature_columns(windows))
+    log.info("features: %d rows x %d features from %d grid rows in %.2fs",
+             len(out), out.shape[1] - 2, len(grid.frame), time.perf_counter() - t0)
+    return out
+
+
+def features_as_of(user_days: pd.DataFrame, as_of: object, windows: Sequence[int] = WINDOWS_DAYS,
+                   data_start: dt.date | None = None) -> pd.DataFrame:
+    """Features of every signed-up user at one date (batch scoring: usually the latest date).
+
+    Cheap: rows after `as_of` are ignored, and only one output row per user is gathered.
+    Empty (with the right columns) when `as_of` is too early for the longest window.
+    """
+    when = np.datetime64(pd.Timestamp(as_of).date(), "D")
+    dates = user_days["as_of_date"].to_numpy().astype("datetime64[D]")
+    if data_start is None and len(dates):
+        data_start = pd.Timestamp(dates.min()).date()
+    past = user_days[dates <= when] if bool((dates > when).any()) else user_days
+    return compute_features(past, windows, as_of_dates=[when], data_start=data_start)
+
+
+def latest_date(user_days: pd.DataFrame) -> dt.date:
+    """The data end (last day of the grid): the default as-of date of batch scoring."""
+    return pd.Timestamp(user_days["as_of_date"].max()).date()
+
+
+def run_features(settings: "Settings", paths: "DataPaths") -> pd.DataFrame:
+    """processed/user_days.parquet -> features/features.parquet (atomic); returns the features."""
+    from churn.storage.tables import atomic_write_parquet, read_parquet
+
+    user_days = read_parquet(paths.user_days)
+    features = compute_features(user_days, settings.features.windows_days)
+    atomic_write_parquet(features, paths.features_file)
+    return features

@@ -1,0 +1,150 @@
+"""Tests for churn.features.compute: schema columns, exact windows, point-in-time, no leaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.config.settings import GeneratorSettings, Settings
+from churn.data.generate import generate, write_raw
+from churn.data.prepare import prepare_frames, run_prepare
+from churn.features.compute import (
+    compute_features,
+    feature_columns,
+    features_as_of,
+    history_days,
+    latest_date,
+    run_features,
+)
+from churn.features.schema import feature_names, feature_specs
+from churn.storage.tables import read_parquet
+from churn.storage.paths import DataPaths
+
+SETTINGS = Settings(generator=GeneratorSettings(n_users=300, days=90, seed=5, late_signup_share=0.2))
+START = pd.Timestamp("2025-01-01")
+
+
+@pytest.fixture(scope="module")
+def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return generate(SETTINGS.generator)
+
+
+@pytest.fixture(scope="module")
+def grid(raw: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
+    return prepare_frames(*raw, SETTINGS)[0]
+
+
+@pytest.fixture(scope="module")
+def features(grid: pd.DataFrame) -> pd.DataFrame:
+    return compute_features(grid, (7, 14, 30))
+
+
+def test_columns_are_exactly_the_schema(features: pd.DataFrame) -> None:
+    assert list(features.columns) == ["user_id", "as_of_date"] + feature_names(feature_specs((7, 14, 30)))
+    assert list(features.columns) == feature_columns((7, 14, 30))
+    assert "engagement_score" not in features.columns
+    assert not features.duplicated(["user_id", "as_of_date"]).any()
+
+
+def test_no_truncated_windows_and_only_signed_up_users(features: pd.DataFrame, raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    assert features["as_of_date"].min() == START + pd.Timedelta(days=history_days((7, 14, 30)) - 1)
+    signup = features["user_id"].map(raw[0].set_index("user_id")["signup_date"])
+    assert (features["as_of_date"] >= signup).all()
+    assert (features["days_since_signup"] >= 0).all()
+    assert history_days((7, 14)) == 30  # the 30-day payment rate needs 30 days
+    assert compute_features(_first_days(raw, 20), (7,)).empty
+
+
+def _first_days(raw: tuple[pd.DataFrame, pd.DataFrame], n: int) -> pd.DataFrame:
+    grid = prepare_frames(*raw, SETTINGS)[0]
+    return grid[grid["day_index"] < n]
+
+
+def test_window_sums_match_a_direct_computation(features: pd.DataFrame, grid: pd.DataFrame) -> None:
+    rng = np.random.default_rng(0)
+    sample = features.iloc[rng.choice(len(features), size=60, replace=False)]
+    g = grid.set_index(["user_id", "as_of_date"]).sort_index()
+    for row in sample.itertuples(index=False):
+        hist = g.loc[row.user_id]
+        for w in (7, 14, 30):
+            win = hist.loc[row.as_of_date - pd.Timedelta(days=w - 1): row.as_of_date]
+            assert getattr(row, f"active_days_{w}d") == win["active"].sum()
+            assert getattr(row, f"events_{w}d") == win["events"].sum()
+            assert getattr(row, f"logins_{w}d") == win["logins"].sum()
+            assert getattr(row, f"quiz_attempts_{w}d") == win["quiz_attempts"].sum()
+            assert np.isclose(getattr(row, f"watch_minutes_{w}d"), win["watch_minutes"].astype(float).sum(), rtol=1e-5)
+            attempts = win["quiz_attempts"].sum()
+            mean = getattr(row, f"quiz_mean_{w}d")
+            if attempts == 0:
+                assert np.isnan(mean)  # unknown, never 0
+            else:
+                assert np.isclose(mean, win["quiz_score_sum"].astype(float).sum() / attempts, rtol=1e-5)
+        win30 = hist.loc[row.as_of_date - pd.Timedelta(days=29): row.as_of_date]
+        paid = win30["payment_success"].sum() + win30["payment_failed"].sum()
+        rate = row.payment_failure_rate_30d
+        assert np.isnan(rate) if paid == 0 else np.isclose(rate, win30["payment_failed"].sum() / paid)
+        active_days = hist.loc[: row.as_of_date].query("active == 1").index
+        dsla = row.days_since_last_active
+        assert np.isnan(dsla) if len(active_days) == 0 else dsla == (row.as_of_date - active_days.max()).days
+
+
+def test_missing_is_nan_not_zero(features: pd.DataFrame) -> None:
+    no_quiz = features["quiz_attempts_7d"] == 0
+    assert no_quiz.any() and features.loc[no_quiz, "quiz_mean_7d"].isna().all()
+    assert features.loc[~no_quiz, "quiz_mean_7d"].notna().all()
+    free = features["is_paid"] == 0
+    assert features.loc[free, "payment_failure_rate_30d"].isna().all()
+    assert features["days_since_last_active"].isna().any()  # late signups who never logged in yet
+
+
+def test_point_in_time_features_ignore_the_future(raw: tuple[pd.DataFrame, pd.DataFrame], features: pd.DataFrame) -> None:
+    users, events = raw
+    cut = START + pd.Timedelta(days=55)
+    truncated = events[events["event_time"] < cut + pd.Timedelta(days=1)]
+    grid_t, report = prepare_frames(users, truncated, SETTINGS)
+    assert report.data_end == cut.date().isoformat()
+    past = compute_features(grid_t, (7, 14, 30))
+    full = features[features["as_of_date"] <= cut].reset_index(drop=True)
+    assert len(past) > 0 and past["as_of_date"].max() == cut
+    pd.testing.assert_frame_equal(past, full)
+
+
+def test_features_as_of_one_date(grid: pd.DataFrame, features: pd.DataFrame) -> None:
+    last = latest_date(grid)
+    assert last == (START + pd.Timedelta(days=89)).date()
+    one = features_as_of(grid, last)
+    expected = features[features["as_of_date"] == pd.Timestamp(last)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(one, expected)
+    mid = features_as_of(grid, "2025-02-15")
+    pd.testing.assert_frame_equal(mid, features[features["as_of_date"] == "2025-02-15"].reset_index(drop=True))
+    assert features_as_of(grid, "2025-01-10").empty  # too early for a 30-day window
+
+
+def test_as_of_dates_filter_and_unsorted_input(grid: pd.DataFrame, features: pd.DataFrame) -> None:
+    shuffled = grid.sample(frac=1.0, random_state=1)
+    dates = ["2025-03-01", "2025-03-20"]
+    got = compute_features(shuffled, (7, 14, 30), as_of_dates=dates)
+    expected = features[features["as_of_date"].isin(pd.to_datetime(dates))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_rejects_a_sparse_grid(grid: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="not contiguous"):
+        compute_features(grid[grid["day_index"] != 40], (7,))
+    with pytest.raises(ValueError, match="missing columns"):
+        compute_features(grid.drop(columns=["active"]), (7,))
+
+
+def test_run_features_writes_parquet(tmp_path: Path) -> None:
+    paths = DataPaths.from_root(tmp_path)
+    small = Settings(generator=GeneratorSettings(n_users=30, days=45, seed=2))
+    write_raw(small.generator, paths)
+    run_prepare(small, paths)
+    out = run_features(small, paths)
+    back = read_parquet(paths.features_file)
+    assert list(back.columns) == feature_columns(small.features.windows_days)
+    assert len(back) == len(out) == 30 * (45 - 29)
+    pd.testing.assert_frame_equal(back, out)

@@ -1,0 +1,1 @@
+"""Monitoring: feature drift (PSI + KS) between the training window and a recent window; reports."""

@@ -1,0 +1,364 @@
+"""Pipeline steps behind `ml_jobs <command>`: each checks its inputs, runs, and reports.
+
+Why here and not in the CLI: the CLI only parses arguments and prints; the Kubernetes Jobs,
+the end-to-end tests and `seed` all run the same step functions.
+
+Every step returns a StepResult (rows produced, seconds, outputs, exit code). A missing input
+is a DataError naming the path and the command that produces it. Validation gates the rest:
+`prepare` refuses raw data that has not passed `validate` (checked by the raw files' digest),
+so corrupted raw data can never flow downstream, even when steps are run one by one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from churn.config.settings import Settings
+from churn.registry.registry import ModelRegistry
+from churn.scoring.inputs import require_file
+from churn.storage.files import DataError, atomic_write_json, dataset_digest, read_json
+from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
+
+
+@dataclass
+class StepResult:
+    """Outcome of one step: `rows` produced, wall time, files written, exit code, details."""
+
+    name: str
+    rows: int
+    seconds: float
+    outputs: list[str] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+    message: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def data_paths(settings: Settings) -> DataPaths:
+    return DataPaths.from_root(settings.paths.root)
+
+
+def registry_for(paths: DataPaths) -> ModelRegistry:
+    return ModelRegistry(paths.root)
+
+
+def _timed(name: str, body: Callable[[], StepResult]) -> StepResult:
+    log.info("%s: start", name)
+    start = time.perf_counter()
+    result = body()
+    result.seconds = round(time.perf_counter() - start, 3)
+    log.info("%s: done, %d rows in %.2fs (exit %d)", name, result.rows, result.seconds, result.exit_code)
+    return result
+
+
+# ------------------------------------------------------------------ data steps
+
+
+def validation_stamp(paths: DataPaths) -> Path:
+    return paths.raw / "validated.json"
+
+
+def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResult:
+    from churn.data.generate import write_raw
+
+    paths = data_paths(settings).ensure()
+
+    def body() -> StepResult:
+        res = write_raw(settings.generator, paths, simulate_shift=simulate_shift)
+        return StepResult("generate", res.events, 0.0, [res.users_path, res.events_path],
+                          detail={"users": res.users, "events": res.events, "simulate_shift": simulate_shift})
+
+    return _timed("generate", body)
+
+
+def step_validate(settings: Settings) -> StepResult:
+    """Validate raw data; on success stamp the raw digest so `prepare` may use it."""
+    from churn.data.validate import run_validate
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.users, "generate")
+        require_file(paths.events, "generate")
+        validation_stamp(paths).unlink(missing_ok=True)
+        report = run_validate(settings, paths)
+        outputs = [str(paths.validation_report)]
+        if report.ok:
+            digest = dataset_digest([paths.users, paths.events])
+            atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": digest})
+            outputs.append(str(validation_stamp(paths)))
+        return StepResult("validate", report.users + report.events, 0.0, outputs,
+                          EXIT_OK if report.ok else EXIT_ERROR, report.summary(),
+                          {"violations": len(report.violations)})
+
+    return _timed("validate", body)
+
+
+def require_validated(paths: DataPaths) -> None:
+    """Raw data must have passed validation, and not have changed since."""
+    stamp_path = validation_stamp(paths)
+    require_file(paths.users, "generate")
+    require_file(paths.events, "generate")
+    try:
+        stamp = read_json(stamp_path)
+    except DataError:
+        raise DataError(f"{stamp_path}: raw data has not passed validation "
+                        "(run `ml_jobs validate`)") from None
+    if stamp.get("raw_digest") != dataset_digest([paths.users, paths.events]):
+        raise DataError(f"{paths.raw}: raw data changed since it was validated (run `ml_jobs validate`)")
+
+
+def step_prepare(settings: Settings) -> StepResult:
+    from churn.data.prepare import run_prepare
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_validated(paths)
+        report = run_prepare(settings, paths)
+        return StepResult("prepare", report.grid_rows, 0.0, [str(paths.user_days), str(paths.prepare_report)],
+                          detail={"users": report.users_out, "events": report.events_out})
+
+    return _timed("prepare", body)
+
+
+def step_features(settings: Settings) -> StepResult:
+    from churn.features.compute import run_features
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.user_days, "prepare")
+        features = run_features(settings, paths)
+        return StepResult("features", len(features), 0.0, [str(paths.features_file)])
+
+    return _timed("features", body)
+
+
+def step_labels(settings: Settings) -> StepResult:
+    """Labels and the training set (features joined with labels)."""
+    from churn.labels.build import run_labels, run_training_set
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.user_days, "prepare")
+        require_file(paths.features_file, "features")
+        labels = run_labels(settings, paths)
+        training_set = run_training_set(settings, paths)
+        return StepResult("labels", len(training_set), 0.0, [str(paths.labels_file), str(paths.training_set)],
+                          detail={"labels": len(labels), "training_rows": len(training_set)})
+
+    return _timed("labels", body)
+
+
+# ------------------------------------------------------------------ models
+
+
+def training_run_path(paths: DataPaths) -> Path:
+    return paths.registry / "last_training_run.json"
+
+
+def step_train(settings: Settings) -> StepResult:
+    """Train baseline + candidate on the training set and register both."""
+    from churn.storage.files import file_digest
+    from churn.storage.tables import read_parquet
+    from churn.training.train import register_run, train_models
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.training_set, "labels")
+        training_set = read_parquet(paths.training_set)
+        run = train_models(training_set, settings)
+        registry = registry_for(paths)
+        versions = register_run(run, registry, settings, file_digest(paths.training_set))
+        table = [{"version": v, "model_kind": m.kind, **{k: m.metrics[k] for k in METRIC_COLUMNS}}
+                 for v, m in zip(versions, run.models)]
+        best = max(table, key=lambda r: r["pr_auc"] if r["pr_auc"] is not None else -1.0)["version"]
+        record = {"versions": versions, "best": best, "metrics": table, "split": run.split.describe(),
+                  "trained_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+        atomic_write_json(training_run_path(paths), record)
+        return StepResult("train", run.train.rows, 0.0,
+                          [str(registry.version_dir(v)) for v in versions] + [str(training_run_path(paths))],
+                          message=format_table(table), detail=record)
+
+    return _timed("train", body)
+
+
+METRIC_COLUMNS = ("pr_auc", "roc_auc", "brier", "precision_at_threshold", "recall_at_threshold",
+                  "lift_top_decile", "positive_rate", "rows")
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table (numbers with 4 decimals)."""
+    if not rows:
+        return ""
+    cols = list(rows[0])
+
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
+    lines += ["  ".join(cell(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    return "\n".join(lines)
+
+
+def step_promote(settings: Settings, version: str | None = None, force: bool = False,
+                 reason: str | None = None) -> StepResult:
+    """Promote `version` (default: the best model of the last training run) through the gate."""
+    from churn.training.train import holdout_gate
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        if force and not (reason and reason.strip()):
+            raise ValueError("--force needs --reason (forced promotions must say why)")
+        registry = registry_for(paths)
+        target = version or _best_of_last_run(paths)
+        gate = None if force else holdout_gate(settings.registry.metric, settings.registry.min_improvement)
+        result = registry.promote(target, reason=reason or "gated promotion", gate=gate)
+        d = result.decision
+        verdict = "PROMOTED" if result.promoted else "NOT PROMOTED"
+        message = f"{verdict} {target} (production was {result.from_version}): {d.reason}"
+        return StepResult("promote", int(result.promoted), 0.0, [str(registry.aliases_dir / "production.json")],
+                          message=message, detail={"promoted": result.promoted, "from": result.from_version,
+                                                   "to": target, "metrics": d.metrics})
+
+    return _timed("promote", body)
+
+
+def _best_of_last_run(paths: DataPaths) -> str:
+    path = training_run_path(paths)
+    require_file(path, "train")
+    return str(read_json(path)["best"])
+
+
+def step_rollback(settings: Settings, to_version: str | None = None, reason: str = "rollback") -> StepResult:
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        registry = registry_for(paths)
+        result = registry.rollback(to_version, reason=reason)
+        return StepResult("rollback", 1, 0.0, [str(registry.aliases_dir / "production.json")],
+                          message=f"production: {result.from_version} -> {result.to_version}",
+                          detail={"from": result.from_version, "to": result.to_version})
+
+    return _timed("rollback", body)
+
+
+# ------------------------------------------------------------------ scoring and monitoring
+
+
+def step_batch_score(settings: Settings, as_of: dt.date | None = None, top_k: int | None = None,
+                     shard: tuple[int, int] | None = None) -> StepResult:
+    from churn.scoring.batch import batch_score
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.features_file, "features")
+        res = batch_score(paths, registry_for(paths), settings.churn.window_days, as_of=as_of,
+                          top_k=top_k or settings.scoring.top_k, shard=shard,
+                          threads=settings.scoring.threads)
+        return StepResult("batch-score", res.rows, 0.0, [res.scores_path, res.top_k_path, res.summary_path],
+                          message=f"as of {res.as_of}: {res.rows} users scored with {res.model_version} "
+                                  f"({res.scorer} path)", detail=res.to_dict())
+
+    return _timed("batch-score", body)
+
+
+def step_score_proxy(settings: Settings, as_of: dt.date | None = None) -> StepResult:
+    from churn.scoring.proxy import score_proxy
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        try:
+            path, report = score_proxy(paths, registry_for(paths), settings.monitoring.score_threshold, as_of)
+        except FileNotFoundError as exc:
+            raise DataError(str(exc)) from None
+        share = report["share_above_threshold"]
+        return StepResult("score-proxy", report["rows"], 0.0, [str(path)],
+                          message=f"as of {report['as_of']}: mean risk {report['mean']:.4f}, "
+                                  f"{100 * (share or 0):.1f}% >= {report['threshold']}", detail=report)
+
+    return _timed("score-proxy", body)
+
+
+def step_drift_check(settings: Settings) -> StepResult:
+    """Drift between the production model's training window and the recent window; exit 2 on FAIL."""
+    from churn.monitoring.drift import FAIL, drift_check
+    from churn.monitoring.report import write_report
+    from churn.scoring.batch import load_production
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.features_file, "features")
+        loaded = load_production(registry_for(paths))
+        report = drift_check(paths.features_file, loaded.card, settings.monitoring,
+                             settings.features.windows_days, settings.churn.window_days)
+        json_path, html_path = write_report(report, paths.monitoring)
+        drifted = ", ".join(f"{f.name} ({f.status}, PSI {f.psi:.3f})" for f in report.drifted()) or "none"
+        message = (f"drift {report.status}: training window {report.training_window} ({report.baseline_n} users) "
+                   f"vs recent {report.recent_window} ({report.recent_n} users); drifted: {drifted}")
+        return StepResult("drift-check", len(report.features), 0.0, [str(json_path), str(html_path)],
+                          EXIT_DRIFT if report.status == FAIL else EXIT_OK, message,
+                          {"status": report.status})
+
+    return _timed("drift-check", body)
+
+
+# ------------------------------------------------------------------ compositions
+
+
+def step_retrain(settings: Settings) -> list[StepResult]:
+    """Refresh features and labels, train, then promote the run's best model through the gate."""
+    results = [step_features(settings), step_labels(settings), step_train(settings)]
+    results.append(step_promote(settings, version=results[-1].detail["best"],
+                                reason="scheduled retrain"))
+    return results
+
+
+def _is_empty(root: Path) -> bool:
+    return not root.exists() or not any(root.iterdir())
+
+
+def seed(settings: Settings, force: bool = False) -> list[StepResult]:
+    """Every step in order into an empty data root; stops at the first failing step."""
+    root = Path(settings.paths.root)
+    if not force and not _is_empty(root):
+        raise DataError(f"{root}: data root is not empty (use --force to seed over it)")
+    steps: list[Callable[[], StepResult]] = [
+        lambda: step_generate(settings), lambda: step_validate(settings), lambda: step_prepare(settings),
+        lambda: step_features(settings), lambda: step_labels(settings), lambda: step_train(settings),
+        lambda: step_promote(settings, reason="seed"), lambda: step_batch_score(settings),
+        lambda: step_score_proxy(settings), lambda: step_drift_check(settings),
+    ]
+    results = []
+    for run in steps:
+        results.append(run())
+        if results[-1].exit_code != EXIT_OK:
+            break
+    return results
+
+
+def with_root(settings: Settings, root: str | Path) -> Settings:
+    """`settings` with another data root (tests, benchmarks)."""
+    return dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, root=str(root)))
+
+
+__all__ = ["StepResult", "seed", "step_batch_score", "step_drift_check", "step_features", "step_generate",
+           "step_labels", "step_prepare", "step_promote", "step_retrain", "step_rollback", "step_score_proxy",
+           "step_train", "step_validate"]

@@ -1,0 +1,1 @@
+"""Model registry on files: versions, cards, the production alias, gated atomic promotion, history."""

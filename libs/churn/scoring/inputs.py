@@ -1,0 +1,65 @@
+"""Reading feature rows for given as-of dates, and who is eligible to be scored.
+
+Why a filtered read: features/features.parquet holds every (user, date); scoring needs one
+date and drift two windows. pyarrow filters while reading, so memory follows the rows kept.
+
+Why eligibility here: the label population (churn.labels) excludes users who have already
+churned (no active day in the last W fully observed days). Scoring and drift use the SAME
+rule on the feature columns, so the model is applied to, and monitored on, the population
+it was trained on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from churn.storage.files import DataError
+
+
+def require_file(path: Path, producer: str) -> Path:
+    """DataError naming the missing input and the command that produces it."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: not found (produce it with `ml_jobs {producer}`)")
+    return Path(path)
+
+
+def feature_dates(path: Path) -> list[dt.date]:
+    """The distinct as-of dates of a features file, sorted (reads one column only)."""
+    require_file(path, "features")
+    column = pq.read_table(path, columns=["as_of_date"]).column("as_of_date")
+    unique = pa.compute.unique(column).to_numpy(zero_copy_only=False)
+    return sorted(d.astype(object) for d in np.unique(np.asarray(unique).astype("datetime64[D]")))
+
+
+def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
+    """Rows of the features file whose as_of_date is in `dates` (filtered while reading)."""
+    require_file(path, "features")
+    try:
+        dataset = pads.dataset(str(path), format="parquet")
+        kind = dataset.schema.field("as_of_date").type
+        wanted = pa.array(np.asarray(list(dates), dtype="datetime64[D]")).cast(kind)
+        table = dataset.to_table(filter=pads.field("as_of_date").isin(wanted))
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read features ({type(exc).__name__}: {exc})") from exc
+    return table.to_pandas()
+
+
+def eligible_mask(features: pd.DataFrame, window_days: int) -> np.ndarray:
+    """True for users not already churned at their as-of date (the label population rule).
+
+    Already churned = no active day in the last `window_days` days (days_since_last_active
+    >= W, or never active) while at least W days were observed since signup.
+    """
+    last = features["days_since_last_active"].to_numpy(dtype=np.float64, na_value=np.nan)
+    since_signup = features["days_since_signup"].to_numpy(dtype=np.float64, na_value=np.nan)
+    inactive = np.isnan(last) | (last >= window_days)
+    observed = since_signup + 1 >= window_days
+    return ~(inactive & observed)

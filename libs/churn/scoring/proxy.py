@@ -1,0 +1,63 @@
+"""Score proxy: the distribution of predicted risk, a label-free signal of model health.
+
+Why: churn labels arrive W days late; the share of users above the operating threshold
+and the risk quantiles move at once when inputs or the model go wrong (e.g. a NaN flood
+or a mis-scaled feature), and are compared with the holdout figures in the model card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from churn.registry.registry import ModelRegistry, RegistryError
+from churn.scoring.batch import read_scores
+from churn.storage.files import atomic_write_json
+from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+
+
+def risk_distribution(risk: np.ndarray, threshold: float, bins: int = 20) -> dict[str, Any]:
+    """Quantiles, a histogram on [0, 1] and the share at or above `threshold`."""
+    risk = np.asarray(risk, dtype=np.float64)
+    counts, edges = np.histogram(risk, bins=bins, range=(0.0, 1.0))
+    empty = len(risk) == 0
+    return {
+        "rows": int(len(risk)),
+        "mean": None if empty else float(risk.mean()),
+        "quantiles": {} if empty else {str(q): float(v) for q, v in zip(QUANTILES, np.quantile(risk, QUANTILES))},
+        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+        "threshold": float(threshold),
+        "share_above_threshold": None if empty else float((risk >= threshold).mean()),
+        "nan_scores": int(np.isnan(risk).sum()),
+    }
+
+
+def _reference(registry: ModelRegistry, version: str) -> dict[str, Any]:
+    try:
+        metrics = registry.card(version).get("metrics", {})
+    except RegistryError as exc:
+        return {"error": str(exc)}
+    return {"holdout_positive_rate": metrics.get("positive_rate"),
+            "holdout_flagged_share": metrics.get("flagged_share")}
+
+
+def score_proxy(paths: DataPaths, registry: ModelRegistry, threshold: float,
+                as_of: dt.date | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write monitoring/score_proxy/<as_of>.json for the scores of `as_of` (default latest)."""
+    day, scores = read_scores(paths, as_of)
+    versions = sorted(set(scores["model_version"].astype(str)))
+    report = {"as_of": day.isoformat(), "model_versions": versions,
+              **risk_distribution(scores["risk"].to_numpy(), threshold),
+              "reference": _reference(registry, versions[0]) if len(versions) == 1 else {}}
+    path = atomic_write_json(paths.monitoring / "score_proxy" / f"{day.isoformat()}.json", report)
+    log.info("score proxy %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
+             report["mean"] or float("nan"), 100 * (report["share_above_threshold"] or 0.0), threshold, path)
+    return path, report

@@ -1,0 +1,139 @@
+"""Scoring: scores stay with their users, equal predict_proba per row, outputs and shards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.features.schema import categorical_indices, encode_records, feature_names, feature_specs
+from churn.pipeline import steps
+from churn.pipeline.testing import tiny_settings
+from churn.registry.registry import ModelRegistry
+from churn.scoring.batch import batch_score, load_production, parse_shard, rank_scores, score_frame
+from churn.scoring.fast import compile_scorer, probe_matrix
+from churn.scoring.inputs import eligible_mask, feature_dates, read_features
+from churn.scoring.proxy import risk_distribution
+from churn.storage.tables import read_parquet
+from churn.storage.paths import DataPaths
+from churn.training.dataset import frame_matrix
+from churn.training.models import predict_risk
+from churn.training.sampling import shard_of
+
+SPECS = feature_specs()
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    settings = tiny_settings(tmp_path_factory.mktemp("data"))
+    results = steps.seed(settings)
+    assert [r.exit_code for r in results] == [0] * len(results)
+    paths = DataPaths.from_root(settings.paths.root)
+    registry = ModelRegistry(paths.root)
+    return settings, paths, registry, load_production(registry)
+
+
+@pytest.fixture(scope="module")
+def latest(seeded):
+    _, paths, _, _ = seeded
+    features = read_features(paths.features_file, [feature_dates(paths.features_file)[-1]])
+    assert len(features) > 100
+    return features
+
+
+def test_scores_follow_their_users_when_rows_are_shuffled(seeded, latest):
+    loaded = seeded[3]
+    first = score_frame(loaded, latest)
+    shuffled = latest.sample(frac=1.0, random_state=7)
+    shuffled.index = np.arange(len(shuffled))[::-1] * 3  # an index that alignment would trip on
+    second = score_frame(loaded, shuffled)
+    assert first["risk"].notna().all() and second["risk"].notna().all()
+    merged = first.merge(second, on="user_id", validate="one_to_one")
+    assert len(merged) == len(latest)
+    assert np.array_equal(merged["risk_x"].to_numpy(), merged["risk_y"].to_numpy())
+    assert np.array_equal(second["user_id"].to_numpy(), shuffled["user_id"].to_numpy())
+
+
+def test_risk_equals_predict_proba_of_each_users_own_row(seeded, latest):
+    loaded = seeded[3]
+    scores = score_frame(loaded, latest).set_index("user_id")["risk"]
+    sample = latest.sample(n=40, random_state=3)
+    records = sample[feature_names(SPECS)].astype(object).where(sample[feature_names(SPECS)].notna(), None)
+    for user_id, record in zip(sample["user_id"], records.to_dict("records")):
+        row = encode_records(SPECS, [record])
+        expected = loaded.model.predict_proba(row)[0, list(loaded.model.classes_).index(1)]
+        assert scores[user_id] == pytest.approx(expected, abs=1e-12), user_id
+
+
+def test_batch_score_writes_ranked_scores_top_k_and_summary(seeded):
+    settings, paths, registry, loaded = seeded
+    result = batch_score(paths, registry, settings.churn.window_days, top_k=10)
+    scores = read_parquet(result.scores_path)
+    assert list(scores.columns) == ["user_id", "as_of_date", "risk", "rank", "model_version"]
+    assert scores["user_id"].is_unique and scores["risk"].between(0, 1).all()
+    assert scores["rank"].tolist() == list(range(1, len(scores) + 1))
+    assert scores["risk"].is_monotonic_decreasing
+    assert set(scores["model_version"]) == {loaded.version}
+    top = pd.read_csv(result.top_k_path)
+    assert top["user_id"].tolist() == scores["user_id"].head(10).tolist()
+    summary = json.loads(open(result.summary_path).read())
+    assert summary["rows"] == len(scores) == result.eligible
+    assert result.eligible < result.candidates  # already-churned users are not scored
+
+
+def test_eligibility_rule_matches_the_label_population(seeded):
+    settings, paths, _, _ = seeded
+    features = read_parquet(paths.features_file)
+    training = read_parquet(paths.training_set)
+    last_labelled = training["as_of_date"].max()
+    keep = eligible_mask(features, settings.churn.window_days) & (features["as_of_date"] <= last_labelled).to_numpy()
+    eligible = set(zip(features["user_id"][keep], features["as_of_date"][keep]))
+    assert eligible == set(zip(training["user_id"], training["as_of_date"]))
+
+
+def test_fast_linear_scorer_equals_predict_proba_and_is_batch_invariant(seeded, latest):
+    loaded = seeded[3]
+    scorer = compile_scorer(loaded.model, categorical_indices(SPECS))
+    assert loaded.card["model_kind"] == "logistic_regression" and scorer.kind == "linear"
+    X = np.vstack([frame_matrix(latest, SPECS), probe_matrix(len(SPECS), categorical_indices(SPECS), seed=9)])
+    fast = scorer.risk(X)
+    assert np.max(np.abs(fast - predict_risk(loaded.model, X))) <= 1e-12
+    assert np.array_equal(fast[:5], scorer.risk(X[:5]))
+
+
+def test_unrecognised_models_fall_back_to_sklearn(seeded):
+    _, _, registry, loaded = seeded
+    other = next(v for v in registry.versions() if v != loaded.version)
+    model = registry.load(other).model
+    scorer = compile_scorer(model, categorical_indices(SPECS))
+    X = probe_matrix(len(SPECS), categorical_indices(SPECS))
+    assert scorer.kind == "sklearn"
+    assert np.array_equal(scorer.risk(X), predict_risk(model, X))
+
+
+def test_shards_partition_users_and_parse_errors():
+    ids = np.arange(1, 5001)
+    shards = shard_of(ids, 4)
+    assert set(shards.tolist()) == {0, 1, 2, 3}
+    assert all(500 < (shards == i).sum() < 2000 for i in range(4))
+    assert np.array_equal(shards, shard_of(ids[::-1], 4)[::-1])  # per user, not per position
+    assert parse_shard("1/4") == (1, 4) and parse_shard(None) is None
+    for bad in ("4/4", "x/2", "1", "-1/3"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def test_rank_breaks_ties_by_user_id():
+    scores = pd.DataFrame({"user_id": [5, 3, 9], "as_of_date": pd.Timestamp("2025-01-01"), "risk": [0.5, 0.5, 0.9]})
+    ranked = rank_scores(scores, "v1")
+    assert ranked["user_id"].tolist() == [9, 3, 5] and ranked["rank"].tolist() == [1, 2, 3]
+
+
+def test_risk_distribution_figures():
+    report = risk_distribution(np.array([0.1, 0.2, 0.6, 0.9]), threshold=0.5, bins=2)
+    assert report["share_above_threshold"] == 0.5
+    assert report["histogram"]["counts"] == [2, 2]
+    assert report["mean"] == pytest.approx(0.45)
+    assert report["quantiles"]["0.5"] == pytest.approx(0.4)

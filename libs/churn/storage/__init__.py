@@ -1,0 +1,1 @@
+"""Data root layout, atomic writes, digests and file locks: `paths`, `files`, `lock`."""

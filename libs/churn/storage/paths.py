@@ -1,0 +1,96 @@
+"""The layout of the data root: one place that knows where every artifact lives.
+
+Why: the reference project scattered path strings over its scripts; jobs, the API and the
+cluster manifests now agree on one layout under `paths.root` (a PVC in the cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Directories and well-known files under the data root (nothing is created on init)."""
+
+    root: Path
+
+    @classmethod
+    def from_root(cls, root: str | Path) -> "DataPaths":
+        return cls(Path(root))
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "processed"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    # well-known files
+    @property
+    def users(self) -> Path:
+        return self.raw / "users.parquet"
+
+    @property
+    def events(self) -> Path:
+        return self.raw / "events.parquet"
+
+    @property
+    def validation_report(self) -> Path:
+        return self.raw / "validation_report.json"
+
+    @property
+    def user_days(self) -> Path:
+        return self.processed / "user_days.parquet"
+
+    @property
+    def prepare_report(self) -> Path:
+        return self.processed / "prepare_report.json"
+
+    @property
+    def features_file(self) -> Path:
+        return self.features / "features.parquet"
+
+    @property
+    def labels_file(self) -> Path:
+        return self.labels / "labels.parquet"
+
+    @property
+    def training_set(self) -> Path:
+        return self.labels / "training_set.parquet"
+
+    def all_dirs(self) -> tuple[Path, ...]:
+        return (self.raw, self.processed, self.features, self.labels, self.registry,
+                self.predictions, self.monitoring, self.locks)
+
+    def ensure(self) -> "DataPaths":
+        """Create every directory (idempotent); returns self for chaining."""
+        for d in self.all_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,32 @@
+"""Parquet tables, written atomically and read with errors that name the file.
+
+Why apart from files.py: these need pandas and pyarrow, which the API must not import;
+the registry and the API use files.py alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from churn.storage.files import DataError, atomic_path
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a pandas DataFrame as Parquet (pyarrow, zstd, no index) atomically."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, engine="pyarrow", compression="zstd", index=False)
+    return Path(path)
+
+
+def read_parquet(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file into pandas; a missing or corrupt file is a DataError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found (run the step that produces it first)")
+    try:
+        return pd.read_parquet(p, engine="pyarrow", columns=list(columns) if columns is not None else None)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{p}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,1 @@
+"""Model training: honest time split, baseline and candidate pipelines, metrics, model cards."""
