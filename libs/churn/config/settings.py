@@ -206,7 +206,9 @@ class TrainingSettings:
 
     threshold: float = 0.5
     random_state: int = 42
-    max_train_rows: int = 2_000_000
+    # deterministic subsample of users beyond this many training rows: bounds fit time and
+    # memory at 100k+ users (the seed's largest step there)
+    max_train_rows: int = 500_000
     # the stored holdout (card metrics and the promotion gate) keeps at most this many rows
     max_holdout_rows: int = 300_000
     # OpenMP/BLAS threads while fitting (0 = library default = all cores). 1 by default:
