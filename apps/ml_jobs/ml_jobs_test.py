@@ -48,6 +48,8 @@ class Cli:
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Cli:
     cli = Cli(tmp_path_factory.mktemp("seeded") / "root")
+    for layout_dir in ("raw", "processed", "registry"):  # as the seed Job's init container leaves it
+        (cli.root / layout_dir).mkdir(parents=True)
     result = cli.ok("seed")
     for step in ("generate", "validate", "prepare", "features", "labels", "train", "promote",
                  "batch-score", "score-proxy", "drift-check"):

@@ -332,7 +332,8 @@ def step_retrain(settings: Settings) -> list[StepResult]:
 
 
 def _is_empty(root: Path) -> bool:
-    return not root.exists() or not any(root.iterdir())
+    """No file under the root: empty directories (e.g. made by a Job's init step) are not data."""
+    return not root.exists() or not any(p.is_file() for p in root.rglob("*"))
 
 
 def seed(settings: Settings, force: bool = False) -> list[StepResult]:
