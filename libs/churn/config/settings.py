@@ -263,6 +263,21 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """Online API knobs (owned by apps/api): read once at startup, never per request."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1_048_576
+    max_batch_size: int = 1000
+    reload_interval_seconds: float = 2.0
+    log_level: str = "INFO"
+
+    def problems(self) -> list[tuple[str, str]]:
+        return _positive(self, "port", "max_body_bytes", "max_batch_size", "reload_interval_seconds")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings. Build with `load_config`; derive variants with `dataclasses.replace`."""
 
@@ -275,6 +290,7 @@ class Settings:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     def problems(self) -> list[tuple[str, str]]:
         if self.split.gap_days < self.churn.window_days:

@@ -1,0 +1,1 @@
+"""The online scoring API (FastAPI): validation from the feature schema, hot model reload, metrics."""

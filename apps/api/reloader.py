@@ -1,0 +1,133 @@
+"""Hot reload: watch the registry's production alias and swap in verified new versions.
+
+Why polling a stat: the alias is one small file replaced by rename on promotion, so its
+(inode, mtime, size) changes exactly when production changes; a stat every few seconds costs
+nothing and works on any shared volume (inotify does not see changes made by another node
+of a network filesystem). A load happens in this background thread; requests keep using
+the old model until the new one passed every check in `load_serving_model`. A version that
+fails is logged and counted, the old model stays, and it is retried only when the alias
+file changes again (no retry storm, one count per bad promotion).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from apps.api.holder import ModelHolder
+from apps.api.logs import log_event
+from apps.api.metrics import ApiMetrics
+from apps.api.serving import ModelLoadFailed, ModelRejected, Registry, load_serving_model
+from churn.features.schema import FeatureSpec
+
+PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What changes when a file is replaced: inode, modification time, size."""
+
+    inode: int
+    mtime_ns: int
+    size: int
+
+
+def file_stamp(path: Path) -> FileStamp | None:
+    """The file's stamp, or None when it does not exist (yet)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return FileStamp(st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class ModelReloader:
+    """Polls `alias_file` every `interval` seconds in a daemon thread; loads on change."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        alias_file: Path,
+        specs: tuple[FeatureSpec, ...],
+        holder: ModelHolder,
+        metrics: ApiMetrics,
+        interval: float,
+    ) -> None:
+        self._registry = registry
+        self._alias_file = alias_file
+        self._specs = specs
+        self._holder = holder
+        self._metrics = metrics
+        self._interval = interval
+        self._seen: FileStamp | None = None
+        self._checked = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Check at once (fast readiness at startup), then every `interval` seconds."""
+        self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.check()
+            except Exception as exc:  # the watcher must survive anything and keep polling
+                log_event("model_reload_error", logging.ERROR, error=repr(exc))
+            if self._stop.wait(self._interval):
+                return
+
+    def check(self) -> str | None:
+        """One poll. Returns the reload result ("loaded"/"rejected"/"failed") or None if idle."""
+        stamp = file_stamp(self._alias_file)
+        if self._checked and stamp == self._seen:
+            return None
+        self._seen, self._checked = stamp, True
+        try:
+            version = self._registry.get_alias(PRODUCTION)
+        except Exception as exc:  # a corrupt alias file: keep serving what we have
+            return self._record("failed", None, f"cannot read the production alias: {exc}")
+        if version is None:
+            self._set_reason("the registry has no production model yet")
+            return None
+        current = self._holder.model
+        if current is not None and current.version == version:
+            return None
+        return self.load(version)
+
+    def load(self, version: str) -> str:
+        """Load, verify and swap in `version`; on any failure keep the current model."""
+        try:
+            model = load_serving_model(self._registry, version, self._specs)
+        except ModelRejected as exc:
+            return self._record("rejected", version, str(exc))
+        except ModelLoadFailed as exc:
+            return self._record("failed", version, str(exc))
+        previous = self._holder.model
+        self._holder.swap(model)
+        self._metrics.set_model(model.version, previous.version if previous else None)
+        self._metrics.count_reload("loaded")
+        log_event("model_loaded", version=model.version, previous=previous.version if previous else None,
+                  predictor=model.predictor.kind, model_kind=model.card.get("model_kind"))
+        return "loaded"
+
+    def _record(self, result: str, version: str | None, reason: str) -> str:
+        self._metrics.count_reload(result)
+        current = self._holder.model
+        log_event(f"model_reload_{result}", logging.ERROR, version=version, reason=reason,
+                  serving=current.version if current else None)
+        self._set_reason(f"production version {version} {result}: {reason}")
+        return result
+
+    def _set_reason(self, reason: str) -> None:
+        if self._holder.model is None:
+            self._holder.not_ready_reason = reason

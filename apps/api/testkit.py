@@ -1,0 +1,164 @@
+"""Test helpers: real tiny models in a real registry, and a real uvicorn server on loopback.
+
+Why real: the contract under test is "a promoted model is picked up over HTTP without
+dropping requests"; fakes would test the fakes. A model trains in ~50 ms on random rows.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from apps.api.samples import probe_matrix
+from apps.api.settings import ServingConfig
+from churn.config.settings import ApiSettings
+from churn.features.schema import (
+    FeatureSpec,
+    categorical_indices,
+    feature_specs,
+    numeric_indices,
+    schema_to_json,
+)
+from churn.registry.registry import ModelRegistry
+
+
+def serving_config_for(root: Path, **api: Any) -> ServingConfig:
+    """A config on `root` with a fast reload interval for tests."""
+    settings = replace(ApiSettings(reload_interval_seconds=0.1), **api)
+    return ServingConfig(data_root=root, specs=feature_specs(), api=settings)
+
+
+def training_data(specs: Sequence[FeatureSpec], rows: int = 600, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded random rows with a learnable label (low activity -> churn)."""
+    matrix = probe_matrix(specs, rows=rows, seed=seed)
+    names = [s.name for s in specs]
+    activity = np.nan_to_num(matrix[:, names.index("active_days_7d")])
+    label = (activity + np.random.default_rng(seed).normal(0, 2, rows) < 3.5).astype(int)
+    return matrix, label
+
+
+def logistic_pipeline(specs: Sequence[FeatureSpec], seed: int = 1) -> Pipeline:
+    """The baseline's shape (as churn.training.models builds it): one-hot categoricals with
+    a constant fill, median-imputed numerics with missing indicators, scaled; balanced LR."""
+    categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=-1.0)),
+                            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)),
+                        ("scale", StandardScaler())])
+    pre = ColumnTransformer([("cat", categorical, categorical_indices(specs)),
+                             ("num", numeric, numeric_indices(specs))], sparse_threshold=0.0)
+    model = Pipeline([("pre", pre), ("clf", LogisticRegression(class_weight="balanced", max_iter=1000,
+                                                              C=1.0 / seed))])
+    return model.fit(*training_data(specs, seed=seed))
+
+
+def boosting_model(specs: Sequence[FeatureSpec], seed: int = 1, iterations: int = 30,
+                   categorical: bool = True) -> HistGradientBoostingClassifier:
+    """The candidate's shape: gradient boosting with native categorical splits (or none)."""
+    mask = np.zeros(len(specs), dtype=bool)
+    if categorical:
+        mask[categorical_indices(specs)] = True
+    model = HistGradientBoostingClassifier(max_iter=iterations, random_state=seed,
+                                           categorical_features=mask if categorical else None)
+    return model.fit(*training_data(specs, seed=seed))
+
+
+def card_for(specs: Sequence[FeatureSpec], kind: str = "logistic_regression", threshold: float = 0.5) -> dict[str, Any]:
+    return {"feature_schema": schema_to_json(specs), "model_kind": kind, "metrics": {"pr_auc": 0.5}, "threshold": threshold}
+
+
+def register(root: Path, model: Any, card: dict[str, Any], promote: bool = True) -> str:
+    """Register `model` and (by default) force it to production, like `ml_jobs promote --force`."""
+    registry = ModelRegistry(root)
+    version = registry.register(model, card)
+    if promote:
+        registry.promote(version, reason="test", gate=None)
+    return version
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A uvicorn server in a thread on 127.0.0.1; `url` is its base URL."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    url: str
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_server(app: FastAPI, timeout: float = 10.0) -> LiveServer:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    return LiveServer(server, thread, f"http://127.0.0.1:{port}")
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll `predicate()` until true or `timeout`; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def overflowing_model(specs: Sequence[FeatureSpec]) -> Pipeline:
+    """Imputer + a real LogisticRegression whose weights (+1e10, -1e10 on two unbounded
+    features) turn valid but extreme inputs (1e308) into inf - inf = NaN."""
+    unbounded = [i for i, s in enumerate(specs) if s.kind == "numeric" and s.maximum is None and not s.nullable]
+    model = LogisticRegression()
+    model.classes_ = np.array([0, 1])
+    model.coef_ = np.zeros((1, len(specs)))
+    model.coef_[0, unbounded[0]], model.coef_[0, unbounded[1]] = 1e10, -1e10
+    model.intercept_ = np.zeros(1)
+    model.n_features_in_ = len(specs)
+    imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(probe_matrix(specs))
+    return Pipeline([("impute", imputer), ("clf", model)])
+
+
+class NaNModel:
+    """A model that loads fine but predicts NaN: must never be served."""
+
+    classes_ = (0, 1)
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        return np.full((matrix.shape[0], 2), np.nan)
+
+
+def metric_value(metrics_text: str, sample: str) -> float | None:
+    """The value of the exposition line starting with `sample` (name{labels}), if any."""
+    for line in metrics_text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
