@@ -1,4 +1,5 @@
-"""Pipeline benchmark: data steps at 2,000 users (default) or `--users 100000`.
+"""Pipeline benchmark: the whole `ml_jobs seed`, step by step, at 2,000 users (default) or
+`--users 100000`.
 
 Prints one table: step, rows, seconds, rows/s, peak RSS during the step, and a baseline
 measured in the same run: re-implementations of the reference project's per-user Python
@@ -6,9 +7,8 @@ loops (generator, prepare) and its groupby-apply rolling features. The baselines
 a subset of users (`--baseline-users`, default 200) and scaled linearly to the full user
 count (they are per-user loops, so time is linear in users); the table says so.
 
-Each step runs through the same `run_*` functions as the CLI (Parquet in/out, atomic
-writes) on a temporary data root. Adding a step: append a `Step` in `extra_steps` (hook for
-train / score / the whole `seed`, measured through `apps/ml_jobs` once it exists).
+Each step is exactly what `ml_jobs seed` runs (`churn.pipeline.steps.seed_steps`: Parquet
+in/out, atomic writes) on a temporary data root.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -28,12 +29,8 @@ import numpy as np
 import pandas as pd
 
 from churn.config.settings import GeneratorSettings, Settings, load_config
-from churn.data.generate import generate, write_raw
-from churn.data.prepare import run_prepare
-from churn.data.validate import run_validate
-from churn.features.compute import run_features
-from churn.labels.build import run_labels, run_training_set
-from churn.storage.paths import DataPaths
+from churn.data.generate import generate
+from churn.pipeline.steps import EXIT_DRIFT, EXIT_OK, StepResult, seed_steps, with_root
 
 
 @dataclass
@@ -182,7 +179,8 @@ def _timed(fn: Callable[[], object]) -> float:
 # ---------------------------------------------------------------- steps
 
 
-def build_steps(settings: Settings, paths: DataPaths, baseline_users: int) -> list[Step]:
+def build_steps(settings: Settings, baseline_users: int) -> list[Step]:
+    """The seed's steps, with the reference-style baselines where the reference had a loop."""
     n = settings.generator.n_users
     sub_cfg = dataclasses.replace(settings.generator, n_users=min(baseline_users, n))
     scale = n / sub_cfg.n_users
@@ -204,33 +202,22 @@ def build_steps(settings: Settings, paths: DataPaths, baseline_users: int) -> li
             base_prepare()
         return _timed(lambda: ref_features(cache["daily"], settings.features.windows_days)) * scale
 
-    steps = [
-        Step("generate", lambda: write_raw(settings.generator, paths).events,
-             lambda: _timed(lambda: ref_generate(sub_cfg)) * scale, note),
-        Step("validate", lambda: _validate(settings, paths)),
-        Step("prepare", lambda: run_prepare(settings, paths).grid_rows, base_prepare, note),
-        Step("features", lambda: len(run_features(settings, paths)), base_features,
-             f"ref groupby-apply rolling on {sub_cfg.n_users} users x{scale:g}"),
-        Step("labels", lambda: len(run_labels(settings, paths))),
-        Step("training_set", lambda: len(run_training_set(settings, paths))),
-    ]
-    return steps + extra_steps(settings, paths)
+    baselines = {
+        "generate": (lambda: _timed(lambda: ref_generate(sub_cfg)) * scale, note),
+        "prepare": (base_prepare, note),
+        "features": (base_features, f"ref groupby-apply rolling on {sub_cfg.n_users} users x{scale:g}"),
+    }
+    return [Step(name, _rows_of(name, run), *baselines.get(name, (None, "")))
+            for name, run in seed_steps(settings)]
 
 
-def _validate(settings: Settings, paths: DataPaths) -> int:
-    report = run_validate(settings, paths)
-    if not report.ok:
-        raise SystemExit(f"validation failed:\n{report.summary()}")
-    return report.events
-
-
-def extra_steps(settings: Settings, paths: DataPaths) -> list[Step]:
-    """Hook for later steps (train, batch-score, the whole `seed` through apps/ml_jobs).
-
-    Add e.g. `Step("seed", lambda: <ml_jobs seed function>(settings, fresh_paths))` here; the
-    table picks it up. Left empty by part 1: training/scoring are owned by part 2.
-    """
-    return []
+def _rows_of(name: str, run: Callable[[], StepResult]) -> Callable[[], int]:
+    def rows() -> int:
+        result = run()
+        if result.exit_code not in (EXIT_OK, EXIT_DRIFT):
+            raise SystemExit(f"{name} failed (exit {result.exit_code}): {result.message}")
+        return result.rows
+    return rows
 
 
 def run(steps: list[Step], with_baseline: bool) -> list[Result]:
@@ -254,7 +241,14 @@ def render(results: list[Result], title: str) -> str:
         speed = f"{r.baseline_s / r.seconds:8.0f}x" if r.baseline_s is not None else f"{'-':>9}"
         lines.append(f"{r.name:<13} {r.rows:>12,} {r.seconds:>9.2f} {rate:>12,.0f} {r.peak_rss_mb:>8.0f}MB {base} {speed}  {r.note}")
     total = sum(r.seconds for r in results)
-    lines.append(f"{'total':<13} {'':>12} {total:>9.2f}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if any(r.baseline_s is not None for r in results):
+        # Steps without a reference loop count at our own time: a lower bound of the reference.
+        base_total = sum(r.baseline_s if r.baseline_s is not None else r.seconds for r in results)
+        lines.append(f"{'seed total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB {base_total:11.1f} "
+                     f"{base_total / total:8.0f}x  baselines above + our time for the other steps")
+    else:
+        lines.append(f"{'seed total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB")
     return "\n".join(lines)
 
 
@@ -273,9 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = dataclasses.replace(base.generator, n_users=args.users, days=args.days or base.generator.days,
                               seed=base.generator.seed if args.seed is None else args.seed)
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as tmp:
-        settings = dataclasses.replace(base, generator=gen, paths=dataclasses.replace(base.paths, root=args.root or tmp))
-        paths = DataPaths.from_root(settings.paths.root).ensure()
-        results = run(build_steps(settings, paths, args.baseline_users), not args.no_baseline)
+        settings = with_root(dataclasses.replace(base, generator=gen), args.root or tmp)
+        results = run(build_steps(settings, args.baseline_users), not args.no_baseline)
     title = (f"pipeline bench: {gen.n_users:,} users x {gen.days} days, seed {gen.seed}, "
              f"{os.cpu_count()} CPUs, numpy {np.__version__}, pandas {pd.__version__}")
     print(render(results, title))

@@ -336,19 +336,29 @@ def _is_empty(root: Path) -> bool:
     return not root.exists() or not any(p.is_file() for p in root.rglob("*"))
 
 
+def seed_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResult]]]:
+    """The steps of `seed`, in order, as (name, run): also what bench/pipeline_bench.py times."""
+    return [
+        ("generate", lambda: step_generate(settings)),
+        ("validate", lambda: step_validate(settings)),
+        ("prepare", lambda: step_prepare(settings)),
+        ("features", lambda: step_features(settings)),
+        ("labels", lambda: step_labels(settings)),
+        ("train", lambda: step_train(settings)),
+        ("promote", lambda: step_promote(settings, reason="seed")),
+        ("batch-score", lambda: step_batch_score(settings)),
+        ("score-proxy", lambda: step_score_proxy(settings)),
+        ("drift-check", lambda: step_drift_check(settings)),
+    ]
+
+
 def seed(settings: Settings, force: bool = False) -> list[StepResult]:
     """Every step in order into an empty data root; stops at the first failing step."""
     root = Path(settings.paths.root)
     if not force and not _is_empty(root):
         raise DataError(f"{root}: data root is not empty (use --force to seed over it)")
-    steps: list[Callable[[], StepResult]] = [
-        lambda: step_generate(settings), lambda: step_validate(settings), lambda: step_prepare(settings),
-        lambda: step_features(settings), lambda: step_labels(settings), lambda: step_train(settings),
-        lambda: step_promote(settings, reason="seed"), lambda: step_batch_score(settings),
-        lambda: step_score_proxy(settings), lambda: step_drift_check(settings),
-    ]
     results = []
-    for run in steps:
+    for _, run in seed_steps(settings):
         results.append(run())
         if results[-1].exit_code != EXIT_OK:
             break
@@ -360,6 +370,6 @@ def with_root(settings: Settings, root: str | Path) -> Settings:
     return dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, root=str(root)))
 
 
-__all__ = ["StepResult", "seed", "step_batch_score", "step_drift_check", "step_features", "step_generate",
+__all__ = ["StepResult", "seed", "seed_steps", "step_batch_score", "step_drift_check", "step_features", "step_generate",
            "step_labels", "step_prepare", "step_promote", "step_retrain", "step_rollback", "step_score_proxy",
            "step_train", "step_validate"]
