@@ -6,7 +6,7 @@ Setup: a tiny dataset is generated and a real baseline pipeline trained on it; i
 rows are tiled to `--rows` user rows (unique user ids, ~1/3 "already churned" rows filtered
 out first, as batch scoring does). Measured in the same run:
 
-- ours, compiled      churn.scoring.fast linear scorer on the schema matrix
+- ours, compiled      churn.fastpath compiled (linear) scorer on the schema matrix
 - ours, score_frame   DataFrame -> schema matrix -> scorer -> (user_id, risk) frame
 - sklearn matrix      chunked predict_proba on the same matrix (the always-correct fallback)
 - reference per-row   predict_proba one row at a time (timed on a sample, extrapolated)
@@ -29,12 +29,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from churn.features.schema import categorical_indices, feature_names, feature_specs
+from churn.fastpath.scorer import sklearn_scorer
+from churn.features.schema import feature_names, feature_specs
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
-from churn.scoring.batch import score_frame
-from churn.scoring.fast import compile_scorer, sklearn_scorer
+from churn.scoring.batch import model_scorer, score_frame
 from churn.scoring.inputs import eligible_mask
 from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
@@ -92,7 +92,7 @@ def main() -> None:
     X = frame_matrix(frame, specs)
     n = len(X)
     expected = predict_risk(loaded.model, X)
-    scorer = compile_scorer(loaded.model, categorical_indices(specs))
+    scorer = model_scorer(loaded)
     fallback = sklearn_scorer(loaded.model)
 
     rows = []

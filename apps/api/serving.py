@@ -21,8 +21,9 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from apps.api.fastpath import CompiledPredictor, compile_predictor
-from apps.api.samples import probe_matrix, sample_rows
+from apps.api.samples import sample_rows
+from churn.fastpath.probes import schema_probe
+from churn.fastpath.scorer import Scorer, compile_scorer
 from churn.features.schema import FeatureSpec, encode_records, schema_from_json
 
 
@@ -54,7 +55,7 @@ class ServingModel:
     card_json: bytes
     threshold: float
     specs: tuple[FeatureSpec, ...]
-    predictor: CompiledPredictor
+    predictor: Scorer
     loaded_at: float
 
     def risk(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
@@ -71,7 +72,8 @@ def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpe
     card = dict(loaded.card)
     check_card(card, specs)
     try:
-        predictor = compile_predictor(loaded.model, probe_matrix(specs))
+        # threads=0: no per-call thread cap on the request path (applying one costs per call)
+        predictor = compile_scorer(loaded.model, schema_probe(specs), threads=0)
         check_predictions(predictor, specs)
     except ModelLoadFailed:
         raise
@@ -108,7 +110,7 @@ def _schema_difference(card_specs: Sequence[FeatureSpec], specs: Sequence[Featur
     return f"card has {len(card_specs)} features, api expects {len(specs)}"
 
 
-def check_predictions(predictor: CompiledPredictor, specs: tuple[FeatureSpec, ...]) -> None:
+def check_predictions(predictor: Scorer, specs: tuple[FeatureSpec, ...]) -> None:
     """ModelLoadFailed unless sample rows (typical, and all-null where allowed) score in [0, 1]."""
     risks = predictor.risk(encode_records(specs, sample_rows(specs)))
     if risks.shape != (2,) or not np.all(np.isfinite(risks)) or np.any((risks < 0.0) | (risks > 1.0)):

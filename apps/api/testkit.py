@@ -16,23 +16,15 @@ from typing import Any, Sequence
 import numpy as np
 import uvicorn
 from fastapi import FastAPI
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from apps.api.samples import probe_matrix
 from apps.api.settings import ServingConfig
 from churn.config.settings import ApiSettings
-from churn.features.schema import (
-    FeatureSpec,
-    categorical_indices,
-    feature_specs,
-    numeric_indices,
-    schema_to_json,
-)
+from churn.fastpath.probes import schema_probe
+from churn.fastpath.testing import boosting_model, logistic_pipeline, training_data  # noqa: F401 (re-exported)
+from churn.features.schema import FeatureSpec, feature_specs, schema_to_json
 from churn.registry.registry import ModelRegistry
 
 
@@ -40,40 +32,6 @@ def serving_config_for(root: Path, **api: Any) -> ServingConfig:
     """A config on `root` with a fast reload interval for tests."""
     settings = replace(ApiSettings(reload_interval_seconds=0.1), **api)
     return ServingConfig(data_root=root, specs=feature_specs(), api=settings)
-
-
-def training_data(specs: Sequence[FeatureSpec], rows: int = 600, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Encoded random rows with a learnable label (low activity -> churn)."""
-    matrix = probe_matrix(specs, rows=rows, seed=seed)
-    names = [s.name for s in specs]
-    activity = np.nan_to_num(matrix[:, names.index("active_days_7d")])
-    label = (activity + np.random.default_rng(seed).normal(0, 2, rows) < 3.5).astype(int)
-    return matrix, label
-
-
-def logistic_pipeline(specs: Sequence[FeatureSpec], seed: int = 1) -> Pipeline:
-    """The baseline's shape (as churn.training.models builds it): one-hot categoricals with
-    a constant fill, median-imputed numerics with missing indicators, scaled; balanced LR."""
-    categorical = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value=-1.0)),
-                            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)),
-                        ("scale", StandardScaler())])
-    pre = ColumnTransformer([("cat", categorical, categorical_indices(specs)),
-                             ("num", numeric, numeric_indices(specs))], sparse_threshold=0.0)
-    model = Pipeline([("pre", pre), ("clf", LogisticRegression(class_weight="balanced", max_iter=1000,
-                                                              C=1.0 / seed))])
-    return model.fit(*training_data(specs, seed=seed))
-
-
-def boosting_model(specs: Sequence[FeatureSpec], seed: int = 1, iterations: int = 30,
-                   categorical: bool = True) -> HistGradientBoostingClassifier:
-    """The candidate's shape: gradient boosting with native categorical splits (or none)."""
-    mask = np.zeros(len(specs), dtype=bool)
-    if categorical:
-        mask[categorical_indices(specs)] = True
-    model = HistGradientBoostingClassifier(max_iter=iterations, random_state=seed,
-                                           categorical_features=mask if categorical else None)
-    return model.fit(*training_data(specs, seed=seed))
 
 
 def card_for(specs: Sequence[FeatureSpec], kind: str = "logistic_regression", threshold: float = 0.5) -> dict[str, Any]:
@@ -143,7 +101,7 @@ def overflowing_model(specs: Sequence[FeatureSpec]) -> Pipeline:
     model.coef_[0, unbounded[0]], model.coef_[0, unbounded[1]] = 1e10, -1e10
     model.intercept_ = np.zeros(1)
     model.n_features_in_ = len(specs)
-    imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(probe_matrix(specs))
+    imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(schema_probe(specs))
     return Pipeline([("impute", imputer), ("clf", model)])
 
 

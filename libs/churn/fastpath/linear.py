@@ -7,7 +7,11 @@ column one-hot encoded contributes the coefficient of its category (0 when unkno
 logit is the intercept plus these terms: a handful of numpy operations instead of
 ColumnTransformer's per-call machinery. Supported steps: ColumnTransformer of Pipelines of
 SimpleImputer (NaN, with or without indicator) -> StandardScaler -> OneHotEncoder; anything
-else returns None (and `fastpath` keeps sklearn).
+else returns None (and `churn.fastpath.scorer` keeps sklearn).
+
+Sums are row-wise (`einsum`), never a BLAS matrix product: BLAS blocking changes the rounding
+with the number of rows, and a user's risk must not depend on the batch it is scored in
+(batch shards must equal a full run, one API request must equal the same row in a batch).
 """
 
 from __future__ import annotations
@@ -169,10 +173,13 @@ def _numeric_term(
     needs_fill = bool(np.any(~np.isnan(fill)))
 
     def term(matrix: np.ndarray) -> np.ndarray:
-        values = matrix[:, index]
-        total = (np.where(np.isnan(values), fill, values) if needs_fill else values) @ weights + offset
+        # take(axis=1) keeps rows contiguous (matrix[:, index] is column-major): einsum then
+        # sums every row with the same kernel whatever the number of rows, one row included
+        values = matrix.take(index, axis=1)
+        filled = np.where(np.isnan(values), fill, values) if needs_fill else values
+        total = np.einsum("ij,j->i", filled, weights) + offset
         if flag_index.size:
-            total += np.isnan(matrix[:, flag_index]) @ flag_weights
+            total += np.einsum("ij,j->i", np.isnan(matrix.take(flag_index, axis=1)), flag_weights)
         return total
 
     return term

@@ -7,7 +7,8 @@ scored with a few vector operations over all nodes plus one gather per tree leve
 decision rules are sklearn's own (`_predictor.pyx`): numeric `x <= threshold`, NaN to the
 node's missing side, categorical splits by bitset with unknown categories as missing. It
 reads fitted private attributes (`_predictors`, `_baseline_prediction`, `_preprocessor`,
-`_bin_mapper`), which is why `fastpath` checks the result against predict_proba before use.
+`_bin_mapper`), which is why `churn.fastpath.scorer` checks the result against predict_proba
+before use.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from apps.api.linear_path import int_columns
+from churn.fastpath.linear import int_columns
 
 LogitFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -49,7 +50,7 @@ MISSING_SLOT = 256  # category codes that are NaN, negative or >= 256 follow the
 
 @dataclass(frozen=True)
 class _TreeInputs:
-    """Where the trees' columns come from in the API matrix.
+    """Where the trees' columns come from in the schema matrix.
 
     With categorical features sklearn reorders columns (categoricals first) and ordinal-
     encodes categories; folding that into the node arrays spares a per-request remap.
@@ -106,7 +107,7 @@ def _category_decisions(node: Any, left_bits: np.ndarray, known_bits: np.ndarray
 
 @dataclass(frozen=True)
 class _Forest:
-    """Every tree's nodes in flat arrays, features as API columns; leaves point at themselves."""
+    """Every tree's nodes in flat arrays, features as schema columns; leaves point at themselves."""
 
     roots: np.ndarray
     children: np.ndarray  # children[2 * node + goes_left]
@@ -120,7 +121,7 @@ class _Forest:
     depth: int
     category_row: np.ndarray  # node -> row of category_left (-1: numeric node)
     category_left: np.ndarray  # (categorical nodes, 257) goes-left by raw code
-    by_feature: tuple[tuple[int, np.ndarray, np.ndarray], ...]  # (API column, nodes, (257, nodes))
+    by_feature: tuple[tuple[int, np.ndarray, np.ndarray], ...]  # (schema column, nodes, (257, nodes))
 
     @classmethod
     def build(cls, predictors: list[Any], inputs: _TreeInputs, known: np.ndarray,

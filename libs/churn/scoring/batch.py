@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.features.schema import categorical_indices, feature_specs, schema_from_json
+from churn.fastpath.probes import edge_probe, schema_probe
+from churn.fastpath.scorer import Scorer, compile_scorer
+from churn.features.schema import feature_specs, schema_from_json
 from churn.registry.registry import LoadedModel, ModelRegistry, RegistryError
-from churn.scoring.fast import Scorer, compile_scorer
 from churn.scoring.inputs import eligible_mask, feature_dates, read_features
 from churn.storage.files import atomic_path, atomic_write_json
 from churn.storage.tables import atomic_write_parquet, read_parquet
@@ -72,10 +73,19 @@ def model_specs(loaded: LoadedModel):
     return schema_from_json(schema) if schema else feature_specs()
 
 
+def model_scorer(loaded: LoadedModel, threads: int = 1) -> Scorer:
+    """The fastest risk function for large batches that equals the model's predict_proba on
+    valid and edge-case rows (stored feature tables may hold NaN anywhere and codes the schema
+    does not list)."""
+    specs = model_specs(loaded)
+    probe = np.vstack([schema_probe(specs), edge_probe(specs)])
+    return compile_scorer(loaded.model, probe, threads, large_batches=True)
+
+
 def score_frame(loaded: LoadedModel, features: pd.DataFrame, scorer: Scorer | None = None) -> pd.DataFrame:
     """(user_id, as_of_date, risk) for each row of `features`, in the same row order."""
     specs = model_specs(loaded)
-    scorer = scorer or compile_scorer(loaded.model, categorical_indices(specs))
+    scorer = scorer or model_scorer(loaded)
     matrix = frame_matrix(features, specs)
     risk = scorer.risk(matrix)
     return pd.DataFrame({
@@ -136,7 +146,7 @@ def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, 
     eligible = len(features)
     if shard is not None:
         features = features.loc[shard_of(features["user_id"].to_numpy(), shard[1]) == shard[0]]
-    scorer = compile_scorer(loaded.model, categorical_indices(model_specs(loaded)), threads)
+    scorer = model_scorer(loaded, threads)
     ranked = rank_scores(score_frame(loaded, features, scorer), loaded.version)
     out_dir = paths.predictions / day.isoformat()
     suffix = _suffix(shard)

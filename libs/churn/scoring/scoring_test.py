@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.features.schema import categorical_indices, encode_records, feature_names, feature_specs
+from churn.fastpath.probes import edge_probe
+from churn.features.schema import encode_records, feature_names, feature_specs
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
-from churn.scoring.batch import batch_score, load_production, parse_shard, rank_scores, score_frame
-from churn.scoring.fast import compile_scorer, probe_matrix
+from churn.scoring.batch import batch_score, load_production, model_scorer, parse_shard, rank_scores, score_frame
 from churn.scoring.inputs import eligible_mask, feature_dates, read_features
 from churn.scoring.proxy import risk_distribution
 from churn.storage.tables import read_parquet
@@ -95,22 +95,23 @@ def test_eligibility_rule_matches_the_label_population(seeded):
 
 def test_fast_linear_scorer_equals_predict_proba_and_is_batch_invariant(seeded, latest):
     loaded = seeded[3]
-    scorer = compile_scorer(loaded.model, categorical_indices(SPECS))
+    scorer = model_scorer(loaded)
     assert loaded.card["model_kind"] == "logistic_regression" and scorer.kind == "linear"
-    X = np.vstack([frame_matrix(latest, SPECS), probe_matrix(len(SPECS), categorical_indices(SPECS), seed=9)])
+    X = np.vstack([frame_matrix(latest, SPECS), edge_probe(SPECS, seed=9)])
     fast = scorer.risk(X)
     assert np.max(np.abs(fast - predict_risk(loaded.model, X))) <= 1e-12
     assert np.array_equal(fast[:5], scorer.risk(X[:5]))
 
 
-def test_unrecognised_models_fall_back_to_sklearn(seeded):
+def test_boosted_trees_score_through_sklearn_in_batch(seeded):
+    """The tree path is slower than predict_proba on large batches: batch scoring keeps sklearn."""
     _, _, registry, loaded = seeded
     other = next(v for v in registry.versions() if v != loaded.version)
-    model = registry.load(other).model
-    scorer = compile_scorer(model, categorical_indices(SPECS))
-    X = probe_matrix(len(SPECS), categorical_indices(SPECS))
-    assert scorer.kind == "sklearn"
-    assert np.array_equal(scorer.risk(X), predict_risk(model, X))
+    candidate = registry.load(other)
+    scorer = model_scorer(candidate)
+    X = edge_probe(SPECS)
+    assert candidate.card["model_kind"] == "hist_gradient_boosting" and scorer.kind == "sklearn"
+    assert np.array_equal(scorer.risk(X), predict_risk(candidate.model, X))
 
 
 def test_shards_partition_users_and_parse_errors():

@@ -1,0 +1,79 @@
+"""The API serves through churn.fastpath: the compiled scorer for known model shapes, sklearn else,
+and either way the risk a client gets is the model's own predict_proba.
+
+(That compiled scorers equal predict_proba on many rows is proven beside them, in
+libs/churn/fastpath/scorer_test.py.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+
+from apps.api.app import create_app
+from apps.api.samples import sample_rows, typical_row
+from apps.api.serving import load_serving_model
+from apps.api.testkit import (
+    boosting_model,
+    card_for,
+    logistic_pipeline,
+    register,
+    serving_config_for,
+    start_server,
+    training_data,
+    wait_for,
+)
+from churn.features.schema import encode_records, feature_specs
+from churn.registry.registry import ModelRegistry
+
+SPECS = feature_specs()
+ROWS = sample_rows(SPECS) + [dict(typical_row(SPECS), logins_7d=float(n), active_days_7d=float(n % 8))
+                             for n in range(30)]
+
+
+def _forest() -> Any:
+    matrix, label = training_data(SPECS)
+    return make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(matrix, label)
+
+
+MODELS = {
+    "linear": lambda: logistic_pipeline(SPECS),
+    "trees": lambda: boosting_model(SPECS),
+    "sklearn": _forest,
+}
+
+
+def _expected(model: Any, rows: list[dict[str, object]]) -> np.ndarray:
+    return model.predict_proba(encode_records(SPECS, rows))[:, 1]
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_loaded_version_scores_through_the_verified_scorer(kind: str, tmp_path: Path) -> None:
+    model = MODELS[kind]()
+    version = register(tmp_path, model, card_for(SPECS))
+    served = load_serving_model(ModelRegistry(tmp_path), version, SPECS)
+    assert served.predictor.kind == kind
+    np.testing.assert_allclose(served.risk(ROWS), _expected(model, ROWS), rtol=0, atol=1e-12)
+    for row in ROWS[:5]:
+        assert served.risk([row])[0] == pytest.approx(_expected(model, [row])[0], abs=1e-12)
+
+
+def test_predict_over_http_returns_the_tree_paths_risk(tmp_path: Path) -> None:
+    model = boosting_model(SPECS)
+    register(tmp_path, model, card_for(SPECS, kind="hist_gradient_boosting"))
+    server = start_server(create_app(serving_config_for(tmp_path)))
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            assert wait_for(lambda: client.get("/ready").status_code == 200)
+            for row in ROWS[:5]:
+                risk = client.post("/predict", json={"features": row}).json()["churn_risk"]
+                assert risk == pytest.approx(_expected(model, [row])[0], abs=1e-12)
+    finally:
+        server.stop()
