@@ -51,6 +51,15 @@ def test_digest_file_is_the_manifest_digest(image: Image) -> None:
     assert image.digest in index
 
 
+def test_unpacked_size_within_budget(members: dict) -> None:
+    """The image's size budget (the API's is 300 MB): a new dependency must earn its bytes."""
+    budget_mb = int(os.environ.get("MAX_UNPACKED_MB", "0"))
+    if not budget_mb:
+        pytest.skip("no size budget for this image")
+    unpacked_mb = sum(m.size for m in members.values() if m.isfile()) / 1e6
+    assert unpacked_mb < budget_mb, f"{unpacked_mb:.1f} MB unpacked, budget {budget_mb} MB"
+
+
 def test_runs_as_the_app_user(image: Image, members: dict) -> None:
     assert image.config()["config"]["User"] == f"{APP_UID}:{APP_UID}"
     assert "etc/passwd" in members

@@ -6,7 +6,7 @@ load("//tools/pytest:defs.bzl", "pytest_test")
 # toolchain namespace, so these run one at a time.
 CONTAINER_TAGS = ["no-sandbox", "requires-network", "exclusive"]
 
-def image_tests(name, image, push, mode, forbidden = [], required = []):
+def image_tests(name, image, push, mode, forbidden = [], required = [], max_unpacked_mb = 0):
     """Tests `<name>_contents_test`, `<name>_container_test` and `<name>_push_test`.
 
     Args:
@@ -16,6 +16,7 @@ def image_tests(name, image, push, mode, forbidden = [], required = []):
       mode: "serve" (GET /live after `--host 127.0.0.1 --port P`) or "cli" (`--help`).
       forbidden: top-level Python packages that must not be in the image.
       required: top-level Python packages that must be in the image.
+      max_unpacked_mb: size budget of all layers unpacked (0: none).
     """
     images = "$(rootpaths %s)" % image
     pytest_test(
@@ -24,7 +25,12 @@ def image_tests(name, image, push, mode, forbidden = [], required = []):
         srcs = ["contents_test.py"],
         data = [image],
         deps = [":oci_layout"],
-        env = {"IMAGE": images, "FORBIDDEN": " ".join(forbidden), "REQUIRED": " ".join(required)},
+        env = {
+            "IMAGE": images,
+            "FORBIDDEN": " ".join(forbidden),
+            "REQUIRED": " ".join(required),
+            "MAX_UNPACKED_MB": str(max_unpacked_mb),
+        },
     )
     pytest_test(
         name = name + "_container_test",
