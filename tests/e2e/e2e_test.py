@@ -112,10 +112,7 @@ def test_end_to_end() -> None:
 
         with timings.stage("seed: Job to completion on a fresh volume"):
             claim = kube.claim_names(seed)[0]
-            codes = stack.run_job(seed, timeout=JOB_TIMEOUT_S)
-            if any(codes.values()):
-                stack.dump_logs(seed)
-            assert set(codes.values()) == {0}, f"seed Job exit codes {codes}"
+            stack.run_job_expecting(seed, timeout=JOB_TIMEOUT_S)
             alias = _production_alias(stack, claim)
             seeded = alias["version"]
             log(f"seeded production version: {seeded}")
@@ -156,33 +153,19 @@ def test_end_to_end() -> None:
 
         with timings.stage("drift-check: unshifted data -> exit 0"):
             job = kube.job_from_cronjob(drift, f"{drift['metadata']['name']}-1")
-            codes = stack.run_job(job, timeout=JOB_TIMEOUT_S)
-            if codes != {"drift-check": 0}:
-                stack.dump_logs(job)
-            assert codes == {"drift-check": 0}, codes
+            stack.run_job_expecting(job, exit_code=0, timeout=JOB_TIMEOUT_S)
 
         with timings.stage("batch-score: CronJob template (score + proxy)"):
             job = kube.job_from_cronjob(batch, f"{batch['metadata']['name']}-1")
-            codes = stack.run_job(job, timeout=JOB_TIMEOUT_S)
-            if any(codes.values()):
-                stack.dump_logs(job)
-            assert set(codes.values()) == {0}, codes
-            expected = {c["name"] for c in kube.containers(job) + kube.containers(job, init=True)}
-            assert set(codes) == expected, (codes, expected)
+            stack.run_job_expecting(job, timeout=JOB_TIMEOUT_S)
 
         with timings.stage("shift: generate --simulate-shift (+ steps) as a Job"):
             job = kube.job_with_steps(drift, f"{prefix}-shift", "drift-check", SHIFT_STEPS)
-            codes = stack.run_job(job, timeout=JOB_TIMEOUT_S)
-            if any(codes.values()):
-                stack.dump_logs(job)
-            assert set(codes.values()) == {0}, codes
+            stack.run_job_expecting(job, timeout=JOB_TIMEOUT_S)
 
         with timings.stage("drift-check: shifted data -> exit 2"):
             job = kube.job_from_cronjob(drift, f"{drift['metadata']['name']}-2")
-            codes = stack.run_job(job, timeout=JOB_TIMEOUT_S)
-            if codes != {"drift-check": 2}:
-                stack.dump_logs(job)
-            assert codes == {"drift-check": 2}, codes
+            stack.run_job_expecting(job, exit_code=2, timeout=JOB_TIMEOUT_S)
 
         with timings.stage("retrain: promotion hot-reloaded under load"):
             poller = PredictPoller(base, body).start()

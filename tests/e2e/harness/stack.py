@@ -68,6 +68,19 @@ class Stack:
         log(f"Job {name}: exit codes {codes}")
         return codes
 
+    def run_job_expecting(self, job: kube.Obj, exit_code: int = 0, timeout: float = 600) -> dict[str, int]:
+        """Run a Job whose main container must exit with `exit_code` and every init container 0.
+
+        On any other outcome the Job's logs are printed before the assertion fails.
+        """
+        codes = self.run_job(job, timeout=timeout)
+        expected = {c["name"]: 0 for c in kube.containers(job, init=True)}
+        expected.update({c["name"]: exit_code for c in kube.containers(job)})
+        if codes != expected:
+            self.dump_logs(job)
+        assert codes == expected, f"Job {job['metadata']['name']}: exit codes {codes}, expected {expected}"
+        return codes
+
     def _codes(self, job: kube.Obj, wait: bool, timeout: float = 600) -> dict[str, int]:
         name = job["metadata"]["name"]
         codes: dict[str, int] = {}
