@@ -219,7 +219,14 @@ ensure_namespace() {
   NS=$KEYDIR/ns
   OUTPUT_ROOT=$KEYDIR/bazel
   mkdir -p "$NS" "$OUTPUT_ROOT"
-  nsenter --mount="$NS/mnt" true 2>/dev/null && return
+  if nsenter --mount="$NS/mnt" true 2>/dev/null; then
+    # The namespace sees the host's mounts as they were when it was made: a workspace on a
+    # filesystem mounted since then is invisible in it, so such a call gets a new namespace.
+    [ "$(nsenter --mount="$NS/mnt" stat -c %d:%i "/.host$WORKSPACE" 2>/dev/null)" = "$(stat -c %d:%i "$WORKSPACE")" ] \
+      && return
+    say "the workspace is not visible in the toolchain namespace (mounted after it was made): making a new one"
+    umount "$NS/mnt"
+  fi
   mountpoint -q "$NS" || { mount --bind "$NS" "$NS"; mount --make-private "$NS"; }
   touch "$NS/mnt"
   unshare --mount="$NS/mnt" --propagation private /bin/sh -ec '
