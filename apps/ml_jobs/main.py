@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date, help="as-of date YYYY-MM-DD (default: latest feature date)")
     p.add_argument("--top-k", type=_positive, help="rows in top_k.csv (default: scoring.top_k)")
     p.add_argument("--shard", type=_shard, metavar="I/N", help="score only shard I of N (stable user hash)")
+    p = add("merge-shards", "merge the outputs of batch-score --shard 0/N..N-1/N into global ranks and top-K")
+    p.add_argument("shards", type=_positive, metavar="N", help="number of shards (the N of --shard I/N)")
+    p.add_argument("--as-of", type=_date, help="scored date YYYY-MM-DD (default: latest feature date)")
+    p.add_argument("--top-k", type=_positive, help="rows in top_k.csv (default: scoring.top_k)")
     add("score-proxy", "distribution of predicted risk -> monitoring/score_proxy/").add_argument(
         "--as-of", type=_date, help="scored date (default: latest scored date)")
     add("drift-check", "feature drift, training window vs recent window; exit 2 on FAIL")
@@ -98,6 +102,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
         "train": lambda: steps.step_train(settings),
         "promote": lambda: steps.step_promote(settings, args.version, args.force, args.reason),
         "batch-score": lambda: steps.step_batch_score(settings, args.as_of, args.top_k, args.shard),
+        "merge-shards": lambda: steps.step_merge_shards(settings, args.shards, args.as_of, args.top_k),
         "score-proxy": lambda: steps.step_score_proxy(settings, args.as_of),
         "drift-check": lambda: steps.step_drift_check(settings),
         "retrain": lambda: steps.step_retrain(settings),

@@ -125,7 +125,8 @@ def test_missing_inputs_name_the_path_and_the_producing_command(tmp_path):
 
 
 def test_bad_arguments_are_argparse_errors(cli):
-    for args in (("batch-score", "--shard", "3/2"), ("batch-score", "--as-of", "yesterday"), ("nope",)):
+    for args in (("batch-score", "--shard", "3/2"), ("batch-score", "--as-of", "yesterday"), ("merge-shards", "0"),
+                 ("merge-shards",), ("nope",)):
         result = cli(*args)
         assert result.returncode == 2 and "usage:" in result.stderr, args
     forced = cli("promote", "--force")
@@ -158,9 +159,12 @@ def test_forced_promotion_then_rollback(cli):
     assert bad.returncode == 1 and "not found" in bad.stderr
 
 
-def test_shard_union_equals_full_scoring(cli):
+def test_shards_merge_into_exactly_the_full_scoring(cli):
+    cli.ok("batch-score")  # the unsharded reference, in this root (its summary names these paths)
     full_dir = next((cli.root / "predictions").iterdir())
     full = pd.read_parquet(full_dir / "scores.parquet")
+    full_top = pd.read_csv(full_dir / "top_k.csv")
+    full_summary = json.loads((full_dir / "summary.json").read_text())
     for i in range(3):
         cli.ok("batch-score", "--shard", f"{i}/3")
     parts = [pd.read_parquet(p) for p in sorted(full_dir.glob("scores.shard-*.parquet"))]
@@ -171,3 +175,40 @@ def test_shard_union_equals_full_scoring(cli):
     assert len(merged) == len(full) == len(union)
     assert (merged["risk_full"] == merged["risk_shard"]).all()
     assert len(list(full_dir.glob("top_k.shard-*.csv"))) == 3
+    assert any((p["rank"] != merged.set_index("user_id").loc[p["user_id"], "rank_full"].to_numpy()).any()
+               for p in parts)  # shard ranks are local: the merge has something to do
+
+    cli.ok("merge-shards", "3")
+    pd.testing.assert_frame_equal(pd.read_parquet(full_dir / "scores.parquet"), full)  # users, risks, ranks
+    pd.testing.assert_frame_equal(pd.read_csv(full_dir / "top_k.csv"), full_top)
+    summary = json.loads((full_dir / "summary.json").read_text())
+    assert summary.pop("merged_shards") == 3
+    assert {k: v for k, v in summary.items() if k != "seconds"} == \
+        {k: v for k, v in full_summary.items() if k != "seconds"}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_merge_refuses_missing_or_mismatched_shards_and_writes_nothing(cli):
+    folder = next((cli.root / "predictions").iterdir())
+    for i in range(3):
+        cli.ok("batch-score", "--shard", f"{i}/3")
+    (folder / "scores.shard-001-of-003.parquet").unlink()
+    (folder / "summary.shard-002-of-003.json").unlink()
+    before = _snapshot(folder)
+    result = cli("merge-shards", "3")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "scores.shard-001-of-003.parquet" in result.stderr and "summary.shard-002-of-003.json" in result.stderr
+    assert "summary.shard-001-of-003.json" not in result.stderr and "shard-000" not in result.stderr
+    assert _snapshot(folder) == before
+
+    cli.ok("batch-score", "--shard", "1/3")
+    cli.ok("batch-score", "--shard", "2/3")
+    summary_path = folder / "summary.shard-002-of-003.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "model_version": "other"}))
+    before = _snapshot(folder)
+    result = cli("merge-shards", "3")
+    assert result.returncode == 1 and "shard 2/3" in result.stderr and "'other'" in result.stderr, result.stderr
+    assert _snapshot(folder) == before

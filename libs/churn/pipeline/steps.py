@@ -278,6 +278,22 @@ def step_batch_score(settings: Settings, as_of: dt.date | None = None, top_k: in
     return _timed("batch-score", body)
 
 
+def step_merge_shards(settings: Settings, shards: int, as_of: dt.date | None = None,
+                      top_k: int | None = None) -> StepResult:
+    """After `batch-score --shard I/N` for every I: the global ranks and top-K of one full run."""
+    from churn.scoring.merge import merge_shards
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        res = merge_shards(paths, shards, as_of=as_of, top_k=top_k or settings.scoring.top_k)
+        return StepResult("merge-shards", res.rows, 0.0, [res.scores_path, res.top_k_path, res.summary_path],
+                          message=f"as of {res.as_of}: {shards} shards merged, {res.rows} users ranked "
+                                  f"(scored with {res.model_version})", detail=res.to_dict())
+
+    return _timed("merge-shards", body)
+
+
 def step_score_proxy(settings: Settings, as_of: dt.date | None = None) -> StepResult:
     from churn.scoring.proxy import score_proxy
 

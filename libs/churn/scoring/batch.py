@@ -7,7 +7,8 @@ rows in the same order; the output frame is built from those arrays, never by jo
 
 Sharding (`shard=(i, n)`): a user belongs to shard splitmix64(user_id) mod n, stable across
 runs and processes, so n Indexed-Job pods score disjoint user sets whose union is the full
-population; each writes shard-suffixed files.
+population; each writes shard-suffixed files, ranked within the shard only. `ml_jobs
+merge-shards N` (churn.scoring.merge) turns them into the files of one full run.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, total
 
 
-def _suffix(shard: tuple[int, int] | None) -> str:
+def shard_suffix(shard: tuple[int, int] | None) -> str:
+    """File-name suffix of a shard's outputs ('' for a full run); the merge finds shards by it."""
     return "" if shard is None else f".shard-{shard[0]:03d}-of-{shard[1]:03d}"
 
 
@@ -148,20 +150,37 @@ def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, 
         features = features.loc[shard_of(features["user_id"].to_numpy(), shard[1]) == shard[0]]
     scorer = model_scorer(loaded, threads)
     ranked = rank_scores(score_frame(loaded, features, scorer), loaded.version)
-    out_dir = paths.predictions / day.isoformat()
-    suffix = _suffix(shard)
-    scores_path = atomic_write_parquet(ranked, out_dir / f"scores{suffix}.parquet")
-    top_k_path = out_dir / f"top_k{suffix}.csv"
-    with atomic_path(top_k_path) as tmp:
-        ranked.head(top_k).to_csv(tmp, index=False)
+    out_dir = scores_dir(paths, day)
+    suffix = shard_suffix(shard)
+    scores_path, top_k_path = write_outputs(ranked, out_dir, suffix, top_k)
     result = ScoreResult(day.isoformat(), loaded.version, scorer.kind, len(ranked), eligible, candidates,
                          None if shard is None else f"{shard[0]}/{shard[1]}", str(scores_path),
                          str(top_k_path), str(out_dir / f"summary{suffix}.json"),
                          round(time.perf_counter() - start, 3))
-    atomic_write_json(result.summary_path, {**result.to_dict(), **risk_summary(ranked["risk"].to_numpy())})
+    write_summary(result, ranked)
     log.info("batch-score %s: %d of %d users scored with %s (%s path) in %.2fs -> %s", day, len(ranked),
              candidates, loaded.version, scorer.kind, result.seconds, out_dir)
     return result
+
+
+def write_outputs(ranked: pd.DataFrame, out_dir: Path, suffix: str, top_k: int) -> tuple[Path, Path]:
+    """scores<suffix>.parquet (every user, by rank) and top_k<suffix>.csv, each atomically.
+
+    One writer for full, shard and merged runs, so a merged result cannot differ in format
+    from the files of an unsharded run that readers (API, score proxy) already know.
+    """
+    scores_path = atomic_write_parquet(ranked, out_dir / f"scores{suffix}.parquet")
+    top_k_path = out_dir / f"top_k{suffix}.csv"
+    with atomic_path(top_k_path) as tmp:
+        ranked.head(top_k).to_csv(tmp, index=False)
+    return scores_path, top_k_path
+
+
+def write_summary(result: ScoreResult, ranked: pd.DataFrame, **extra: Any) -> Path:
+    """The run's summary JSON (result, risk figures, `extra`), atomically; last, so its presence
+    means the scores and top-K beside it are complete."""
+    return atomic_write_json(result.summary_path,
+                             {**result.to_dict(), **risk_summary(ranked["risk"].to_numpy()), **extra})
 
 
 def risk_summary(risk: np.ndarray) -> dict[str, Any]:
@@ -190,4 +209,5 @@ def read_scores(paths: DataPaths, as_of: dt.date | None = None) -> tuple[dt.date
 
 
 def scores_dir(paths: DataPaths, day: dt.date) -> Path:
+    """Where the outputs of one as-of date live (full, shards and merged alike)."""
     return paths.predictions / day.isoformat()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -15,7 +16,9 @@ from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
 from churn.scoring.batch import batch_score, load_production, model_scorer, parse_shard, rank_scores, score_frame
 from churn.scoring.inputs import eligible_mask, feature_dates, read_features
+from churn.scoring.merge import Shard, check_run
 from churn.scoring.proxy import risk_distribution
+from churn.storage.files import DataError
 from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
 from churn.training.dataset import frame_matrix
@@ -130,6 +133,29 @@ def test_rank_breaks_ties_by_user_id():
     scores = pd.DataFrame({"user_id": [5, 3, 9], "as_of_date": pd.Timestamp("2025-01-01"), "risk": [0.5, 0.5, 0.9]})
     ranked = rank_scores(scores, "v1")
     assert ranked["user_id"].tolist() == [9, 3, 5] and ranked["rank"].tolist() == [1, 2, 3]
+
+
+def test_merge_checks_name_the_shard_that_does_not_belong_to_the_run():
+    day, ids = dt.date(2025, 1, 1), np.arange(1, 201)
+    halves = [ids[shard_of(ids, 2) == i] for i in range(2)]
+
+    def shard(i: int, users: np.ndarray, **summary) -> Shard:
+        scores = pd.DataFrame({"user_id": users, "as_of_date": pd.Timestamp(day), "risk": 0.5,
+                               "rank": np.arange(1, len(users) + 1), "model_version": "v1"})
+        return Shard(i, 2, scores, {"as_of": "2025-01-01", "model_version": "v1", "eligible": 200,
+                                    "candidates": 250, **summary})
+
+    good = [shard(0, halves[0]), shard(1, halves[1])]
+    assert check_run(good, day) == {"as_of": "2025-01-01", "model_version": "v1", "eligible": 200, "candidates": 250}
+    bad = {r"shard 1/2 .*model_version 'v2'": shard(1, halves[1], model_version="v2"),
+           r"shard 1/2 .*eligible 180": shard(1, halves[1], eligible=180),
+           r"shard 1/2 .*users of other shards": shard(1, halves[0]),
+           r"199 users, but 200 were eligible": shard(1, halves[1][1:])}
+    for message, second in bad.items():
+        with pytest.raises(DataError, match=message):
+            check_run([good[0], second], day)
+    with pytest.raises(DataError, match=r"shard 0/2 .*as_of '2025-01-01'"):
+        check_run(good, dt.date(2025, 1, 2))
 
 
 def test_risk_distribution_figures():
