@@ -139,14 +139,18 @@ def _image_files(ctx):
     digest = image[OutputGroupInfo].digest.to_list()[0]
     return layout, digest
 
-def _oci_push_impl(ctx):
+def _image_script(ctx, args, tags):
+    """An executable running `_script` on the image, with `tags` as its default tags."""
     layout, digest = _image_files(ctx)
-    args = ["--image", layout, "--digest", digest, "--repository", ctx.attr.repository]
-    for tag in ctx.attr.remote_tags:
+    args = ["--image", layout, "--digest", digest] + args
+    for tag in tags:
         args += ["--default-tag", tag]
     launcher = _runner(ctx, ctx.file._script, args)
     runfiles = ctx.runfiles(files = [layout, digest, ctx.file._script])
     return [DefaultInfo(executable = launcher, runfiles = runfiles)]
+
+def _oci_push_impl(ctx):
+    return _image_script(ctx, ["--repository", ctx.attr.repository], ctx.attr.remote_tags)
 
 oci_push = rule(
     implementation = _oci_push_impl,
@@ -164,13 +168,7 @@ oci_push = rule(
 )
 
 def _oci_load_impl(ctx):
-    layout, digest = _image_files(ctx)
-    args = ["--image", layout, "--digest", digest]
-    for tag in ctx.attr.repo_tags:
-        args += ["--default-tag", tag]
-    launcher = _runner(ctx, ctx.file._script, args)
-    runfiles = ctx.runfiles(files = [layout, digest, ctx.file._script])
-    return [DefaultInfo(executable = launcher, runfiles = runfiles)]
+    return _image_script(ctx, [], ctx.attr.repo_tags)
 
 oci_load = rule(
     implementation = _oci_load_impl,
