@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 from churn.monitoring.drift import DriftReport, FeatureDrift
 from churn.storage.files import atomic_write_json, atomic_write_text
+from churn.training.plots import figure_png
 
 
 def feature_png(feature: FeatureDrift) -> bytes:
@@ -31,10 +31,7 @@ def feature_png(feature: FeatureDrift) -> bytes:
         ax.set_xticks(x, feature.bins, rotation=45, ha="right", fontsize=7)
         ax.set(ylabel="share", title=f"{feature.name}: PSI {feature.psi:.3f} ({feature.status})")
         ax.legend()
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        return buf.getvalue()
+        return figure_png(fig, dpi=80)
     finally:
         plt.close(fig)
 

@@ -87,8 +87,7 @@ def step_validate(settings: Settings) -> StepResult:
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        require_file(paths.users, "generate")
-        require_file(paths.events, "generate")
+        require_raw(paths)
         validation_stamp(paths).unlink(missing_ok=True)
         report = run_validate(settings, paths)
         outputs = [str(paths.validation_report)]
@@ -103,11 +102,16 @@ def step_validate(settings: Settings) -> StepResult:
     return _timed("validate", body)
 
 
+def require_raw(paths: DataPaths) -> None:
+    """Both raw tables must exist (errors name the file and `ml_jobs generate`)."""
+    require_file(paths.users, "generate")
+    require_file(paths.events, "generate")
+
+
 def require_validated(paths: DataPaths) -> None:
     """Raw data must have passed validation, and not have changed since."""
     stamp_path = validation_stamp(paths)
-    require_file(paths.users, "generate")
-    require_file(paths.events, "generate")
+    require_raw(paths)
     try:
         stamp = read_json(stamp_path)
     except DataError:

@@ -7,8 +7,20 @@ through the same atomic write as the model.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def figure_png(fig: Figure, dpi: int) -> bytes:
+    """A laid-out figure as PNG bytes, for atomic writes and HTML embedding (never a file here)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def evaluation_png(y_true: np.ndarray, risk: np.ndarray, title: str, bins: int = 10) -> bytes:
@@ -37,9 +49,6 @@ def evaluation_png(y_true: np.ndarray, risk: np.ndarray, title: str, bins: int =
         for ax in (ax_pr, ax_cal):
             ax.legend(loc="best")
         fig.suptitle(title)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        return buf.getvalue()
+        return figure_png(fig, dpi=90)
     finally:
         plt.close(fig)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 # The directory of this script (not on sys.path under PYTHONSAFEPATH, which Bazel's stub sets).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tarball import GZIP_LEVEL, Entry, complete, require_fixed_hash_seed, with_pycs, write_descriptor, write_layer  # noqa: E402
+from tarball import GZIP_LEVEL, Entry, finish_layer, require_fixed_hash_seed, write_descriptor  # noqa: E402
 
 
 def read_manifest(path: Path) -> list[Entry]:
@@ -58,10 +58,7 @@ def main() -> int:
         return 0
     if args.compile:
         require_fixed_hash_seed()
-    entries = read_manifest(args.manifest)
-    if args.compile:
-        entries = with_pycs(entries)
-    write_descriptor(write_layer(complete(entries), args.out), args.descriptor)
+    finish_layer(read_manifest(args.manifest), args.out, args.descriptor, args.compile)
     return 0
 
 

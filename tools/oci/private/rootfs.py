@@ -17,7 +17,7 @@ from pathlib import Path
 
 # The directory of this script (not on sys.path under PYTHONSAFEPATH, which Bazel's stub sets).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tarball import Entry, complete, require_fixed_hash_seed, with_pycs, write_descriptor, write_layer  # noqa: E402
+from tarball import Entry, finish_layer, require_fixed_hash_seed  # noqa: E402
 
 APP_UID = 10001
 DROP = ("usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
@@ -156,9 +156,7 @@ def main() -> int:
         configure(root, stanzas)
         entries = tree_entries(root)
         entries += [Entry(path, "dir", mode, uid=uid, gid=uid) for path, mode, uid in DIRS]
-        if args.compile:
-            entries = with_pycs(entries)
-        write_descriptor(write_layer(complete(entries), args.out), args.descriptor)
+        finish_layer(entries, args.out, args.descriptor, args.compile)
     return 0
 
 

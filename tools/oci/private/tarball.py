@@ -150,3 +150,10 @@ def write_layer(entries: list[Entry], blob: Path) -> dict:
 def write_descriptor(descriptor: dict, path: Path) -> None:
     """Compact, key-sorted JSON (the form every tool here reads and hashes)."""
     path.write_text(json.dumps(descriptor, sort_keys=True, separators=(",", ":")) + "\n")
+
+
+def finish_layer(entries: Iterable[Entry], blob: Path, descriptor: Path, compile_python: bool) -> None:
+    """The common end of every layer tool: .pyc if asked, implied parents, the blob, its descriptor."""
+    if compile_python:
+        entries = with_pycs(entries)
+    write_descriptor(write_layer(complete(entries), blob), descriptor)
