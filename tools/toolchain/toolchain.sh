@@ -197,20 +197,29 @@ ensure_root() {
 }
 
 # Files that configure the environment (not the project) inside the root: kept in sync each call.
+# Concurrent calls (several workspaces, parallel jobs) take turns under one lock, and each file is
+# replaced by a rename, so a Bazel server starting meanwhile reads a complete old or new file.
 sync_config() {
-  install -D -m 0644 "$HERE/bazel.bazelrc" "$ROOT/etc/bazel.bazelrc.new"
-  cmp -s "$ROOT/etc/bazel.bazelrc.new" "$ROOT/etc/bazel.bazelrc" \
-    && rm "$ROOT/etc/bazel.bazelrc.new" || mv "$ROOT/etc/bazel.bazelrc.new" "$ROOT/etc/bazel.bazelrc"
-  if [ ! -e "$ROOT/usr/local/share/bazel-stubs/.synced-$FORMAT" ] \
-     || [ -n "$(find "$HERE/stubs" -newer "$ROOT/usr/local/share/bazel-stubs/.synced-$FORMAT" -print -quit)" ]; then
-    rm -rf "$ROOT/usr/local/share/bazel-stubs"
-    cp -r "$HERE/stubs" "$ROOT/usr/local/share/bazel-stubs"
-    touch "$ROOT/usr/local/share/bazel-stubs/.synced-$FORMAT"
-  fi
+  exec 8>"$KEYDIR/.sync.lock"
+  flock 8
+  replace_if_changed "$HERE/bazel.bazelrc" "$ROOT/etc/bazel.bazelrc"
   mkdir -p "$ROOT/etc/containers"
-  cmp -s "$HERE/containers.conf" "$ROOT/etc/containers/containers.conf" \
-    || install -m 0644 "$HERE/containers.conf" "$ROOT/etc/containers/containers.conf"
-  cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+  replace_if_changed "$HERE/containers.conf" "$ROOT/etc/containers/containers.conf"
+  [ ! -r /etc/resolv.conf ] || replace_if_changed /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  local stubs=$ROOT/usr/local/share/bazel-stubs
+  if [ ! -e "$stubs/.synced-$FORMAT" ] || [ -n "$(find "$HERE/stubs" -newer "$stubs/.synced-$FORMAT" -print -quit)" ]; then
+    rm -rf "$stubs.new" && cp -r "$HERE/stubs" "$stubs.new" && touch "$stubs.new/.synced-$FORMAT"
+    rm -rf "$stubs.old"; [ ! -e "$stubs" ] || mv "$stubs" "$stubs.old"
+    mv "$stubs.new" "$stubs" && rm -rf "$stubs.old"
+  fi
+  exec 8>&-
+}
+
+replace_if_changed() {  # replace_if_changed SRC DEST: DEST becomes a copy of SRC, by rename
+  cmp -s "$1" "$2" && return
+  local tmp
+  tmp=$(mktemp "$(dirname "$2")/.$(basename "$2").XXXXXX")
+  cp -L "$1" "$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$2"
 }
 
 # One persistent mount namespace (pinned on a file) whose root mount is the toolchain root, so the
