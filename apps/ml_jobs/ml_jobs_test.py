@@ -102,7 +102,7 @@ def test_shifted_data_makes_drift_check_fail_with_exit_2(cli):
 def test_corrupted_raw_fails_validation_and_nothing_downstream_runs(tmp_path):
     cli = Cli(tmp_path / "root")
     cli.ok("generate")
-    events_path = cli.root / "raw" / "events.parquet"
+    events_path = sorted((cli.root / "raw" / "events").glob("date=*/part-*.parquet"))[10]
     events = pd.read_parquet(events_path)
     events.loc[events.index[:5], "quiz_score"] = 150.0
     events.to_parquet(events_path, index=False)

@@ -8,7 +8,7 @@ memory so 1M users stream to Parquet chunk by chunk.
 Determinism: users and churn are drawn from `default_rng(seed)`; the events of chunk k from
 `default_rng([seed, 1, k])`. Same settings (including `chunk_users`) -> identical files.
 
-`engagement_score` is written to users.parquet because it drives behaviour (and lets tests
+`engagement_score` is written to the raw users table because it drives behaviour (and lets tests
 check the generator), but it is hidden: `churn.data.prepare` drops it, so it can never
 become a feature (it was one in the reference: a leak).
 """
@@ -23,12 +23,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from churn.config.settings import GeneratorSettings
-from churn.storage.files import atomic_path
-from churn.storage.tables import atomic_write_parquet
+from churn.raw.store import BatchWriter
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -241,38 +237,24 @@ def generate(cfg: GeneratorSettings, simulate_shift: bool | None = None) -> tupl
     return pop.users, events
 
 
-def _arrow_schema(cfg: GeneratorSettings) -> pa.Schema:
-    cat = pa.dictionary(pa.int8(), pa.string())
-    return pa.schema(
-        [
-            ("event_id", pa.int64()),
-            ("user_id", pa.int64()),
-            ("event_time", pa.timestamp("us")),
-            ("event_type", cat),
-            ("course_id", cat),
-            ("watch_minutes", pa.float32()),
-            ("quiz_score", pa.float32()),
-            ("amount", pa.float32()),
-        ]
-    )
-
-
 def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | None = None) -> GenerateResult:
-    """Generate and atomically write raw/users.parquet and raw/events.parquet (streamed by chunk)."""
+    """Generate and write the raw data as one batch that replaces all earlier raw data.
+
+    Events stream chunk by chunk into the date partitions (`churn.raw.store`); nothing is
+    visible until the batch commits.
+    """
     t0 = time.perf_counter()
     cfg = with_shift(cfg, simulate_shift)
     pop = _draw_population(cfg)
     n_events = 0
-    schema = _arrow_schema(cfg)
-    with atomic_path(paths.events) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for ev in iter_event_chunks(cfg, pop):
-                writer.write_table(pa.Table.from_pandas(ev, schema=schema, preserve_index=False))
-                n_events += len(ev)
-    atomic_write_parquet(pop.users, paths.users)
+    with BatchWriter(paths, "generate", replace=True) as writer:
+        for ev in iter_event_chunks(cfg, pop):
+            n_events += writer.add_events(ev)
+        writer.set_users(pop.users)
+        writer.commit({"seed": cfg.seed, "simulate_shift": cfg.shift.enabled})
     user_days = int(np.sum(cfg.days - pop.first_day))
     result = GenerateResult(cfg.n_users, n_events, user_days, time.perf_counter() - t0,
-                            str(paths.users), str(paths.events))
+                            str(paths.raw / "users"), str(paths.raw / "events"))
     log.info("generate: %d users, %d events (shift=%s) in %.1fs -> %s",
              result.users, result.events, cfg.shift.enabled, result.seconds, paths.raw)
     return result

@@ -11,7 +11,7 @@ import pytest
 
 from churn.config.settings import GeneratorSettings
 from churn.data.generate import EVENT_TYPES, generate, write_raw
-from churn.storage.tables import read_parquet
+from churn.raw.store import read_events, read_users
 from churn.storage.paths import DataPaths
 
 SMALL = GeneratorSettings(n_users=300, days=60, seed=7)
@@ -114,10 +114,12 @@ def test_write_raw_streams_atomic_files(tmp_path: Path) -> None:
     cfg = dataclasses.replace(SMALL, chunk_users=100)
     res = write_raw(cfg, paths)
     users, events = generate(cfg)
-    got_users = read_parquet(paths.users)
-    got_events = read_parquet(paths.events)
+    got_users = read_users(paths)
+    got_events = read_events(paths).sort_values("event_id", ignore_index=True)  # stored by day
     assert res.users == 300 and res.events == len(events) and res.user_days == 300 * 60
     pd.testing.assert_frame_equal(got_users, users)
     pd.testing.assert_frame_equal(got_events, events, check_categorical=False)
     assert got_events["event_type"].astype(str).tolist() == events["event_type"].astype(str).tolist()
-    assert sorted(p.name for p in paths.raw.iterdir()) == ["events.parquet", "users.parquet"]
+    assert sorted(p.name for p in paths.raw.iterdir()) == ["events", "manifest.json", "users"]
+    assert sorted(p.name for p in (paths.raw / "events").iterdir())[0] == "date=2025-01-01"
+    assert not list(paths.raw.rglob("*.tmp"))

@@ -26,7 +26,8 @@ import pandas as pd
 from churn.config.settings import Settings
 from churn.data.generate import EVENT_TYPES, HIDDEN_USER_COLUMNS, PLANS
 from churn.storage.files import DataError, atomic_write_json
-from churn.storage.tables import atomic_write_parquet, read_parquet
+from churn.raw.store import read_events, read_users
+from churn.storage.tables import atomic_write_parquet
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, e
     day = (first[urow] + np.arange(total) - offsets[urow]).astype(np.int32)
 
     cols: dict[str, Any] = {
-        "user_id": users["user_id"].to_numpy()[urow].astype(np.int32),
+        "user_id": users["user_id"].to_numpy()[urow].astype(np.int64),  # 64-bit ids end to end
         "as_of_date": (np.datetime64(start, "D") + day).astype("datetime64[us]"),
         "day_index": day.astype(np.int16),
     }
@@ -276,9 +277,9 @@ def prepare_frames(users: pd.DataFrame, events: pd.DataFrame, settings: Settings
 
 
 def run_prepare(settings: Settings, paths: DataPaths) -> PrepareReport:
-    """raw/*.parquet -> processed/user_days.parquet + processed/prepare_report.json (atomic)."""
-    users = read_parquet(paths.users)
-    events = read_parquet(paths.events, columns=EVENT_INPUT_COLUMNS)
+    """Raw users and events -> processed/user_days.parquet + processed/prepare_report.json (atomic)."""
+    users = read_users(paths)
+    events = read_events(paths, columns=EVENT_INPUT_COLUMNS)
     grid, report = prepare_frames(users, events, settings)
     atomic_write_parquet(grid, paths.user_days)
     atomic_write_json(paths.prepare_report, report.to_dict())

@@ -19,8 +19,8 @@ import pandas as pd
 
 from churn.config.settings import Settings
 from churn.data.generate import EVENT_TYPES, PLANS
+from churn.raw.store import read_events, read_users
 from churn.storage.files import atomic_write_json
-from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -268,12 +268,12 @@ def validate_frames(users: pd.DataFrame, events: pd.DataFrame, expectations: Exp
 
 
 def run_validate(settings: Settings, paths: DataPaths, report_path: str | None = None) -> ValidationReport:
-    """Read raw/users.parquet + raw/events.parquet, validate, write the JSON report atomically.
+    """Read the raw users and events (`churn.raw.store`), validate, write the JSON report atomically.
 
     The caller (CLI) exits 1 when `report.ok` is False.
     """
-    users = read_parquet(paths.users)
-    events = read_parquet(paths.events)
+    users = read_users(paths)
+    events = read_events(paths)
     report = validate_frames(users, events, Expectations.from_settings(settings))
     atomic_write_json(report_path or paths.validation_report, report.to_dict())
     log.info("validate: %s users, %s events, %d violations in %.2fs",

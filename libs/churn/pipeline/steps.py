@@ -22,7 +22,8 @@ from typing import Any, Callable
 from churn.config.settings import Settings
 from churn.registry.registry import ModelRegistry
 from churn.scoring.inputs import require_file
-from churn.storage.files import DataError, atomic_write_json, dataset_digest, read_json
+from churn.raw.store import raw_digest, require_raw
+from churn.storage.files import DataError, atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def step_validate(settings: Settings) -> StepResult:
         report = run_validate(settings, paths)
         outputs = [str(paths.validation_report)]
         if report.ok:
-            digest = dataset_digest([paths.users, paths.events])
+            digest = raw_digest(paths)
             atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": digest})
             outputs.append(str(validation_stamp(paths)))
         return StepResult("validate", report.users + report.events, 0.0, outputs,
@@ -100,12 +101,6 @@ def step_validate(settings: Settings) -> StepResult:
                           {"violations": len(report.violations)})
 
     return _timed("validate", body)
-
-
-def require_raw(paths: DataPaths) -> None:
-    """Both raw tables must exist (errors name the file and `ml_jobs generate`)."""
-    require_file(paths.users, "generate")
-    require_file(paths.events, "generate")
 
 
 def require_validated(paths: DataPaths) -> None:
@@ -117,7 +112,7 @@ def require_validated(paths: DataPaths) -> None:
     except DataError:
         raise DataError(f"{stamp_path}: raw data has not passed validation "
                         "(run `ml_jobs validate`)") from None
-    if stamp.get("raw_digest") != dataset_digest([paths.users, paths.events]):
+    if stamp.get("raw_digest") != raw_digest(paths):
         raise DataError(f"{paths.raw}: raw data changed since it was validated (run `ml_jobs validate`)")
 
 

@@ -52,15 +52,7 @@ class DataPaths:
     def locks(self) -> Path:
         return self.root / "locks"
 
-    # well-known files
-    @property
-    def users(self) -> Path:
-        return self.raw / "users.parquet"
-
-    @property
-    def events(self) -> Path:
-        return self.raw / "events.parquet"
-
+    # well-known files (the raw tables' files are churn.raw.store's business: read through it)
     @property
     def validation_report(self) -> Path:
         return self.raw / "validation_report.json"

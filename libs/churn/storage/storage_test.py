@@ -28,7 +28,6 @@ def test_layout(tmp_path: Path) -> None:
     p = DataPaths.from_root(tmp_path).ensure()
     for name in ("raw", "processed", "features", "labels", "registry", "predictions", "monitoring"):
         assert (tmp_path / name).is_dir()
-    assert p.events == tmp_path / "raw" / "events.parquet"
     assert p.user_days == tmp_path / "processed" / "user_days.parquet"
 
 

@@ -1,0 +1,1 @@
+"""The raw-data store: events partitioned by event date, users as one table, one manifest."""

@@ -1,0 +1,347 @@
+"""The raw data of a data root: where it lives, the one reader and the one writer.
+
+Layout (under `<root>/raw/`, see the README's "Raw data" section):
+
+    manifest.json                                   the commit point: lists every file below
+    users/users-<batch>.parquet                     the whole users table as of that batch
+    events/date=YYYY-MM-DD/part-<batch>-<seq>.parquet   events of one UTC day, from one batch
+
+Why partitioned by event date: a batch of new days is an append (new part files), never a
+rewrite of history, and a step that needs only some days (the daily update) reads only
+their partitions. Why a manifest: a batch touches many files; readers only ever see the
+files the manifest lists, and the manifest is replaced atomically last, so a batch becomes
+visible whole or not at all (a crash leaves unlisted files, which the next writer deletes).
+Why a new users file per batch: users and events of one batch switch together.
+
+Every step reads through `read_users` / `read_events` (never a path), and `generate` and
+`ingest` write through `write_batch`; the table contract (columns and types) is
+`churn.raw.contract`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json
+from churn.storage.lock import FileLock
+from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+LOCK_TIMEOUT_S = 3600.0  # a writer waits for another batch (an ingest of 24M events takes a minute)
+WAYS_IN = "`ml_jobs ingest --users PATH --events PATH` (your data) or `ml_jobs generate` (synthetic)"
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+EVENTS_SCHEMA = pa.schema([
+    ("event_id", pa.int64()),
+    ("user_id", pa.int64()),
+    ("event_time", pa.timestamp("us")),  # UTC, without a zone (the contract's rule)
+    ("event_type", _DICT),
+    ("course_id", _DICT),
+    ("watch_minutes", pa.float32()),
+    ("quiz_score", pa.float32()),
+    ("amount", pa.float32()),
+])
+EVENT_COLUMNS: tuple[str, ...] = tuple(EVENTS_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One committed events file: its path relative to raw/, UTC day, rows and batch."""
+
+    path: str
+    date: str
+    rows: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one write did (appended to the manifest's history; `ingest` prints it)."""
+
+    batch: int
+    kind: str  # "generate" (replaces everything) | "ingest" (appends and upserts)
+    at: str
+    users: int = 0
+    events_added: int = 0
+    dates: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The committed raw data: the users file, the event parts and the batch history."""
+
+    batch: int = 0
+    users: str | None = None
+    users_rows: int = 0
+    parts: tuple[Part, ...] = ()
+    batches: tuple[Batch, ...] = ()
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return sorted({dt.date.fromisoformat(p.date) for p in self.parts})
+
+    @property
+    def events_rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        if d.get("format") != FORMAT:
+            raise DataError(f"raw manifest format {d.get('format')!r} is not {FORMAT}")
+        return cls(int(d["batch"]), d.get("users"), int(d.get("users_rows", 0)),
+                   tuple(Part(**p) for p in d.get("parts", ())),
+                   tuple(Batch(**{**b, "dates": tuple(b.get("dates", ()))}) for b in d.get("batches", ())))
+
+
+def manifest_path(paths: DataPaths) -> Path:
+    return paths.raw / "manifest.json"
+
+
+def read_manifest(paths: DataPaths) -> Manifest:
+    """The committed raw data (an empty Manifest when nothing was written yet)."""
+    path = manifest_path(paths)
+    if not path.is_file():
+        return Manifest()
+    return Manifest.from_dict(read_json(path))
+
+
+def require_raw(paths: DataPaths, users: bool = True, events: bool = True) -> Manifest:
+    """The manifest, or a DataError naming what is missing and both ways to provide it."""
+    m = read_manifest(paths)
+    missing = [name for name, want, have in (("users", users, m.users), ("events", events, m.parts))
+               if want and not have]
+    if missing:
+        raise DataError(f"{paths.raw}: no raw {' and no raw '.join(missing)} (bring them in with {WAYS_IN})")
+    return m
+
+
+def raw_files(paths: DataPaths, manifest: Manifest | None = None) -> list[Path]:
+    """Every committed file (users file first, then parts in date order)."""
+    m = manifest or read_manifest(paths)
+    files = [paths.raw / m.users] if m.users else []
+    return files + [paths.raw / p.path for p in sorted(m.parts, key=lambda p: (p.date, p.path))]
+
+
+def raw_digest(paths: DataPaths) -> str:
+    """sha256 over (relative path, content digest) of every committed file.
+
+    Why relative paths: part names repeat across date directories, so names alone would let
+    two days swap contents without changing the digest.
+    """
+    h = hashlib.sha256()
+    for f in raw_files(paths):
+        h.update(f.relative_to(paths.raw).as_posix().encode() + b"\0" + file_digest(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_users(paths: DataPaths, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The users table (every attribute as of the latest batch)."""
+    m = require_raw(paths, events=False)
+    return _read(paths.raw / str(m.users), columns)
+
+
+def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
+                dates: Iterable[dt.date] | None = None, start: dt.date | None = None,
+                end: dt.date | None = None) -> pd.DataFrame:
+    """Events of every day, or only of `dates`, or of the days in [start, end] (inclusive).
+
+    Only the partitions of the wanted days are opened. Columns are the contract's types
+    (ids int64, event_time UTC datetime64[us], event_type and course_id categorical).
+    Row order: by day, then by batch, then as written.
+    """
+    m = require_raw(paths, users=False)
+    wanted = None if dates is None else {d.isoformat() for d in dates}
+    parts = [p for p in sorted(m.parts, key=lambda p: (p.date, p.path))
+             if (wanted is None or p.date in wanted)
+             and (start is None or p.date >= start.isoformat()) and (end is None or p.date <= end.isoformat())]
+    cols = list(columns) if columns is not None else list(EVENT_COLUMNS)
+    if not parts:
+        return EVENTS_SCHEMA.empty_table().select(cols).to_pandas()
+    files = [str(paths.raw / p.path) for p in parts]
+    try:
+        table = pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_table(columns=cols)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+    return table.unify_dictionaries().to_pandas()
+
+
+def day_files(paths: DataPaths) -> dict[dt.date, list[Path]]:
+    """{UTC day: its committed part files}: a day whose list changed got new events.
+
+    Why a list: each batch adds its own part to the days it touches (history is never
+    rewritten), so a day's events are the union of its parts.
+    """
+    out: dict[dt.date, list[Path]] = {}
+    for p in sorted(read_manifest(paths).parts, key=lambda p: (p.date, p.path)):
+        out.setdefault(dt.date.fromisoformat(p.date), []).append(paths.raw / p.path)
+    return out
+
+
+def event_dates(paths: DataPaths) -> list[dt.date]:
+    """The UTC days that have events, sorted (from the manifest: no file is opened)."""
+    return read_manifest(paths).dates
+
+
+def _read(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, engine="pyarrow", columns=list(columns) if columns is not None else None)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: listed in raw/manifest.json but missing") from exc
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
+
+
+# ------------------------------------------------------------------ writing
+
+
+def events_table(events: pd.DataFrame) -> pa.Table:
+    """A contract-typed events frame as an Arrow table of EVENTS_SCHEMA (categories as strings)."""
+    cols = {}
+    for f in EVENTS_SCHEMA:
+        s = events[f.name]
+        if pa.types.is_dictionary(f.type):
+            if isinstance(s.dtype, pd.CategoricalDtype):  # codes stay codes: no string per row
+                s = s.cat.rename_categories([str(c) for c in s.cat.categories])
+                cols[f.name] = pa.array(s).cast(_DICT)
+            else:
+                cols[f.name] = pa.array(s, type=pa.string(), from_pandas=True).dictionary_encode().cast(_DICT)
+        elif f.name == "event_time":
+            cols[f.name] = pa.array(pd.to_datetime(s).astype("datetime64[us]").to_numpy(), type=f.type)
+        else:
+            cols[f.name] = pa.array(s.to_numpy(), type=f.type, from_pandas=True)
+    return pa.table(cols, schema=EVENTS_SCHEMA)
+
+
+def _days(table: pa.Table) -> np.ndarray:
+    times = table.column("event_time").to_numpy()
+    if np.isnat(times).any():
+        raise DataError("raw events: event_time missing (validate the batch before writing it)")
+    return times.astype("datetime64[D]")
+
+
+class BatchWriter:
+    """Writes one batch: `add_events` any number of times, optionally `set_users`, then `commit`.
+
+    Nothing is visible before `commit` (it replaces the manifest); leaving the `with` block
+    without committing (an exception) deletes the batch's files. `replace=True` (generate)
+    drops every earlier part and users file at commit; otherwise the batch appends.
+    """
+
+    def __init__(self, paths: DataPaths, kind: str, replace: bool = False) -> None:
+        self.paths = paths
+        self.kind = kind
+        self.replace = replace
+        self._lock = FileLock(paths.locks / "raw.lock", timeout=LOCK_TIMEOUT_S)
+        self._parts: list[Part] = []
+        self._users: tuple[str, int] | None = None
+        self._seq = 0
+        self._base = Manifest()
+        self.batch = 0
+
+    def __enter__(self) -> "BatchWriter":
+        self._lock.acquire()
+        try:
+            self._base = read_manifest(self.paths)
+            self.batch = self._base.batch + 1
+            _delete_unlisted(self.paths, self._base)  # leftovers of a batch that crashed
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is not None:
+                _delete_unlisted(self.paths, self._base)
+        finally:
+            self._lock.release()
+
+    def add_events(self, events: pd.DataFrame | pa.Table) -> int:
+        """Write `events` (contract types) as one part per UTC day; returns the rows written."""
+        table = events if isinstance(events, pa.Table) else events_table(events)
+        if table.num_rows == 0:
+            return 0
+        table = table.cast(EVENTS_SCHEMA)
+        days = _days(table)
+        order = np.argsort(days, kind="stable")
+        sorted_days = days[order]
+        bounds = np.flatnonzero(sorted_days[1:] != sorted_days[:-1]) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)]):
+            day = str(sorted_days[lo])
+            rel = f"events/date={day}/part-{self.batch:06d}-{self._seq:04d}.parquet"
+            with atomic_path(self.paths.raw / rel) as tmp:
+                pq.write_table(table.take(pa.array(order[lo:hi])), tmp, compression="zstd")
+            self._parts.append(Part(rel, day, int(hi - lo), self.batch))
+        self._seq += 1
+        return table.num_rows
+
+    def set_users(self, users: pd.DataFrame) -> None:
+        """The whole users table as of this batch (ids int64)."""
+        rel = f"users/users-{self.batch:06d}.parquet"
+        with atomic_path(self.paths.raw / rel) as tmp:
+            users.to_parquet(tmp, engine="pyarrow", compression="zstd", index=False)
+        self._users = (rel, len(users))
+
+    def commit(self, detail: dict[str, Any] | None = None) -> Batch:
+        """Make the batch visible: one atomic manifest replace, then old files are deleted."""
+        base = self._base
+        users, users_rows = self._users or (base.users, base.users_rows)
+        parts = tuple(self._parts) if self.replace else base.parts + tuple(self._parts)
+        batch = Batch(self.batch, self.kind, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      users_rows if self._users else 0, sum(p.rows for p in self._parts),
+                      tuple(sorted({p.date for p in self._parts})), detail or {})
+        manifest = Manifest(self.batch, users, users_rows, parts, base.batches + (batch,))
+        atomic_write_json(manifest_path(self.paths), manifest.to_dict())
+        self._base = manifest
+        _delete_unlisted(self.paths, manifest)
+        log.info("raw batch %d (%s): %d events in %d days, users %s", batch.batch, self.kind,
+                 batch.events_added, len(batch.dates), users_rows if self._users else "unchanged")
+        return batch
+
+
+def _delete_unlisted(paths: DataPaths, manifest: Manifest) -> None:
+    """Remove files under raw/users and raw/events that the manifest does not list."""
+    keep = {paths.raw / f for f in ([manifest.users] if manifest.users else []) + [p.path for p in manifest.parts]}
+    for sub in ("users", "events"):
+        root = paths.raw / sub
+        if not root.is_dir():
+            continue
+        for f in root.rglob("*"):
+            if f.is_file() and f not in keep:
+                f.unlink(missing_ok=True)
+        for d in sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+
+
+def write_batch(paths: DataPaths, kind: str, users: pd.DataFrame | None,
+                events: Iterable[pd.DataFrame | pa.Table], replace: bool = False,
+                detail: dict[str, Any] | None = None) -> Batch:
+    """One batch in one call: users table (None = keep the current one) and event chunks."""
+    with BatchWriter(paths, kind, replace=replace) as writer:
+        for chunk in events:
+            writer.add_events(chunk)
+        if users is not None:
+            writer.set_users(users)
+        return writer.commit(detail)
