@@ -1,4 +1,4 @@
-"""Pipeline benchmark: the whole `ml_jobs seed`, step by step, at 2,000 users (default) or
+"""Pipeline benchmark: the whole `ml_jobs bootstrap`, step by step, at 2,000 users (default) or
 `--users 100000`.
 
 Prints one table: step, rows, seconds, rows/s, peak RSS during the step, and a baseline
@@ -7,7 +7,7 @@ loops (generator, prepare) and its groupby-apply rolling features. The baselines
 a subset of users (`--baseline-users`, default 200) and scaled linearly to the full user
 count (they are per-user loops, so time is linear in users); the table says so.
 
-Each step is exactly what `ml_jobs seed` runs (`churn.pipeline.steps.seed_steps`: Parquet
+Each step is exactly what `ml_jobs bootstrap` runs (`churn.pipeline.steps.bootstrap_steps`: Parquet
 in/out, atomic writes) on a temporary data root.
 """
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 from churn.config.settings import GeneratorSettings, Settings, load_config
 from churn.data.generate import generate
-from churn.pipeline.steps import EXIT_DRIFT, EXIT_OK, StepResult, seed_steps, with_root
+from churn.pipeline.steps import EXIT_DRIFT, EXIT_OK, StepResult, bootstrap_steps, with_root
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def build_steps(settings: Settings, baseline_users: int) -> list[Step]:
-    """The seed's steps, with the reference-style baselines where the reference had a loop."""
+    """The bootstrap's steps, with the reference-style baselines where the reference had a loop."""
     n = settings.generator.n_users
     sub_cfg = dataclasses.replace(settings.generator, n_users=min(baseline_users, n))
     scale = n / sub_cfg.n_users
@@ -208,7 +208,7 @@ def build_steps(settings: Settings, baseline_users: int) -> list[Step]:
         "features": (base_features, f"ref groupby-apply rolling on {sub_cfg.n_users} users x{scale:g}"),
     }
     return [Step(name, _rows_of(name, run), *baselines.get(name, (None, "")))
-            for name, run in seed_steps(settings)]
+            for name, run in bootstrap_steps(settings)]
 
 
 def _rows_of(name: str, run: Callable[[], StepResult]) -> Callable[[], int]:
@@ -245,10 +245,10 @@ def render(results: list[Result], title: str) -> str:
     if any(r.baseline_s is not None for r in results):
         # Steps without a reference loop count at our own time: a lower bound of the reference.
         base_total = sum(r.baseline_s if r.baseline_s is not None else r.seconds for r in results)
-        lines.append(f"{'seed total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB {base_total:11.1f} "
+        lines.append(f"{'total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB {base_total:11.1f} "
                      f"{base_total / total:8.0f}x  baselines above + our time for the other steps")
     else:
-        lines.append(f"{'seed total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB")
+        lines.append(f"{'total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ Setup: a tiny dataset is generated and a real baseline pipeline trained on it; i
 rows are tiled to `--rows` user rows (unique user ids, ~1/3 "already churned" rows filtered
 out first, as batch scoring does). Measured in the same run:
 
-- ours, compiled      churn.fastpath compiled (linear) scorer on the schema matrix
+- ours, compiled      churn.compiled compiled (linear) scorer on the schema matrix
 - ours, score_frame   DataFrame -> schema matrix -> scorer -> (user_id, risk) frame
 - sklearn matrix      chunked predict_proba on the same matrix (the always-correct fallback)
 - reference per-row   predict_proba one row at a time (timed on a sample, extrapolated)
@@ -29,16 +29,16 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from churn.fastpath.scorer import sklearn_scorer
+from churn.compiled.scorer import sklearn_scorer
+from churn.features.matrix import frame_matrix
+from churn.features.rows import eligible_mask
 from churn.features.schema import feature_names, feature_specs
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
 from churn.scoring.batch import model_scorer, score_frame
-from churn.scoring.inputs import eligible_mask
-from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
-from churn.training.dataset import frame_matrix
+from churn.storage.tables import read_parquet
 from churn.training.models import predict_risk
 
 
@@ -79,7 +79,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = tiny_settings(tmp, users=2000, days=90)
-        for result in steps.seed(settings):
+        for result in steps.bootstrap(settings):
             assert result.exit_code == 0, result
         paths = DataPaths.from_root(tmp)
         registry = ModelRegistry(paths.root)

@@ -5,7 +5,7 @@
 
 Prints what it applies (kind/name), then runs `kubectl apply --server-side -f -`.
 Jobs are immutable once created: a Job that already exists in the cluster (e.g. the
-seed Job) is left out, with a note. --dry-run prints the rendered stream on stdout and
+bootstrap Job) is left out, with a note. --dry-run prints the rendered stream on stdout and
 calls no kubectl at all.
 """
 

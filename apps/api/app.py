@@ -1,4 +1,4 @@
-"""The application factory: wires config, registry, model holder, reloader, metrics, routes.
+"""The application factory: wires config, registry, the current model, reloader, metrics, routes.
 
 Why a factory: tests and the bench build apps on temporary data roots in one process; the
 production entry point (main.py) builds exactly one from the config it read at startup.
@@ -11,8 +11,8 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 
+from apps.api.current import CurrentModel
 from apps.api.errors import install_error_handlers
-from apps.api.holder import ModelHolder
 from apps.api.logs import log_event
 from apps.api.metrics import ApiMetrics
 from apps.api.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -36,13 +36,13 @@ NO_OPENTELEMETRY: dict[str, bool] = {"tracing": False, "metrics": False, "logs":
 def create_app(config: ServingConfig, *, watch: bool = True) -> FastAPI:
     """A ready-to-serve app; with `watch`, the reloader runs for the app's lifetime."""
     registry = ModelRegistry(config.registry_root)
-    holder = ModelHolder()
+    current = CurrentModel()
     metrics = ApiMetrics()
     reloader = ModelReloader(
         registry,
         registry.aliases_dir / f"{PRODUCTION}.json",
         config.specs,
-        holder,
+        current,
         metrics,
         config.api.reload_interval_seconds,
     )
@@ -66,10 +66,10 @@ def create_app(config: ServingConfig, *, watch: bool = True) -> FastAPI:
         telemetry=NO_OPENTELEMETRY,
     )
     install_error_handlers(app)
-    add_routes(app.router, holder, metrics, build_request_schemas(config.specs, config.api.max_batch_size))
+    add_routes(app.router, current, metrics, build_request_schemas(config.specs, config.api.max_batch_size))
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
-    app.state.holder = holder
+    app.state.current = current
     app.state.reloader = reloader
     app.state.metrics = metrics
     return app

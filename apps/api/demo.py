@@ -1,6 +1,6 @@
-"""`bazel run //:demo`: seed the data root if it has no production model, then serve the API.
+"""`bazel run //:demo`: bootstrap the data root if it has no production model, then serve the API.
 
-Why the seed runs in a child process (`ml_jobs seed`): the pipeline needs pandas and
+Why the bootstrap runs in a child process (`ml_jobs bootstrap`): the pipeline needs pandas and
 builds large frames; the serving process stays as lean as in production (no pandas,
 no leftover training memory). The API then starts exactly as `//apps/api` does.
 """
@@ -24,8 +24,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML config (default: $CHURN_MLOPS_CONFIG, else built-in defaults)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    parser.add_argument("--force-seed", action="store_true",
-                        help="seed even if the data root already holds data (but no production model)")
+    parser.add_argument("--force-bootstrap", action="store_true",
+                        help="bootstrap even if the data root already holds data (but no production model)")
     return parser.parse_args(argv)
 
 
@@ -41,12 +41,12 @@ def ml_jobs_command() -> list[str]:
     return [sys.executable, "-m", "apps.ml_jobs.main"]
 
 
-def seed(config: str | None, force: bool) -> int:
-    """Run `ml_jobs seed` in a child process."""
+def bootstrap(config: str | None, force: bool) -> int:
+    """Run `ml_jobs bootstrap` in a child process."""
     command = ml_jobs_command()
     if config:
         command += ["--config", config]
-    command += ["seed"] + (["--force"] if force else [])
+    command += ["bootstrap"] + (["--force"] if force else [])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run(command, env=env, check=False).returncode
 
@@ -56,11 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     root = load_config(args.config).paths.root
     if not has_production_model(root):
-        print(f"demo: no production model under {root}: running `ml_jobs seed` (about a minute)", file=sys.stderr)
-        code = seed(args.config, args.force_seed)
+        print(f"demo: no production model under {root}: running `ml_jobs bootstrap` (about a minute)", file=sys.stderr)
+        code = bootstrap(args.config, args.force_bootstrap)
         if code != 0 or not has_production_model(root):
-            print(f"demo: seeding failed (exit {code}); see above. An existing, partial data root needs "
-                  "--force-seed.", file=sys.stderr)
+            print(f"demo: bootstrap failed (exit {code}); see above. An existing, partial data root needs "
+                  "--force-bootstrap.", file=sys.stderr)
             return code or 1
     print(f"demo: serving {root} on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
     api_args = ["--host", args.host, "--port", str(args.port)] + (["--config", args.config] if args.config else [])

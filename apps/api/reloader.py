@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from apps.api.holder import ModelHolder
+from apps.api.current import CurrentModel
 from apps.api.logs import log_event
 from apps.api.metrics import ApiMetrics
 from apps.api.serving import ModelLoadFailed, ModelRejected, Registry, load_serving_model
@@ -52,14 +52,14 @@ class ModelReloader:
         registry: Registry,
         alias_file: Path,
         specs: tuple[FeatureSpec, ...],
-        holder: ModelHolder,
+        current: CurrentModel,
         metrics: ApiMetrics,
         interval: float,
     ) -> None:
         self._registry = registry
         self._alias_file = alias_file
         self._specs = specs
-        self._holder = holder
+        self._current = current
         self._metrics = metrics
         self._interval = interval
         self._seen: FileStamp | None = None
@@ -99,8 +99,8 @@ class ModelReloader:
         if version is None:
             self._set_reason("the registry has no production model yet")
             return None
-        current = self._holder.model
-        if current is not None and current.version == version:
+        serving = self._current.model
+        if serving is not None and serving.version == version:
             return None
         return self.load(version)
 
@@ -112,8 +112,8 @@ class ModelReloader:
             return self._record("rejected", version, str(exc))
         except ModelLoadFailed as exc:
             return self._record("failed", version, str(exc))
-        previous = self._holder.model
-        self._holder.swap(model)
+        previous = self._current.model
+        self._current.swap(model)
         self._metrics.set_model(model.version, previous.version if previous else None)
         self._metrics.count_reload("loaded")
         log_event("model_loaded", version=model.version, previous=previous.version if previous else None,
@@ -122,12 +122,12 @@ class ModelReloader:
 
     def _record(self, result: str, version: str | None, reason: str) -> str:
         self._metrics.count_reload(result)
-        current = self._holder.model
+        serving = self._current.model
         log_event(f"model_reload_{result}", logging.ERROR, version=version, reason=reason,
-                  serving=current.version if current else None)
+                  serving=serving.version if serving else None)
         self._set_reason(f"production version {version} {result}: {reason}")
         return result
 
     def _set_reason(self, reason: str) -> None:
-        if self._holder.model is None:
-            self._holder.not_ready_reason = reason
+        if self._current.model is None:
+            self._current.not_ready_reason = reason

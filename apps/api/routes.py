@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from apps.api.holder import ModelHolder
+from apps.api.current import CurrentModel
 from apps.api.metrics import METRICS_CONTENT_TYPE, ApiMetrics
 from apps.api.schemas import (
     BatchItem,
@@ -40,7 +40,7 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def add_routes(router: APIRouter, holder: ModelHolder, metrics: ApiMetrics, schemas: RequestSchemas) -> None:
+def add_routes(router: APIRouter, current: CurrentModel, metrics: ApiMetrics, schemas: RequestSchemas) -> None:
     """Add all routes of the API to `router` (the app's own: see below), bound to this app.
 
     Why on the app's router and not an included sub-router: routes added directly are plain
@@ -59,9 +59,9 @@ def add_routes(router: APIRouter, holder: ModelHolder, metrics: ApiMetrics, sche
                 responses={503: {"model": ReadyResponse, "description": "No model loaded (reason given)."}})
     async def ready() -> Any:
         """200 when a verified model is being served; 503 with the reason otherwise."""
-        model = holder.model
+        model = current.model
         if model is None:
-            body = ReadyResponse(status="not_ready", reason=holder.not_ready_reason)
+            body = ReadyResponse(status="not_ready", reason=current.not_ready_reason)
             return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
         return ReadyResponse(status="ready", model_version=model.version)
 
@@ -76,13 +76,13 @@ def add_routes(router: APIRouter, holder: ModelHolder, metrics: ApiMetrics, sche
                            503: {"model": ErrorResponse}})
     async def model_card() -> Response:
         """The card of the model answering predictions now (schema, metrics, threshold, ...)."""
-        return Response(_serving(holder).card_json, media_type="application/json")
+        return Response(_serving(current).card_json, media_type="application/json")
 
     @router.post("/predict", response_model=PredictResponse, tags=["predict"], summary="Score one user",
                  responses=PREDICT_ERRORS)
     async def predict(request: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
         """Churn risk of one user from their features."""
-        model = _serving(holder)
+        model = _serving(current)
         risks = _finite(model.risk([vars(request.features)]), ["body", "features"])  # type: ignore[attr-defined]
         risk = float(risks[0])
         metrics.observe_risks([risk])
@@ -98,7 +98,7 @@ def add_routes(router: APIRouter, holder: ModelHolder, metrics: ApiMetrics, sche
                  summary="Score many users", responses=PREDICT_ERRORS)
     def predict_batch(request: BatchPredictRequest) -> BatchPredictResponse:  # type: ignore[valid-type]
         """Churn risks of up to `api.max_batch_size` users, in request order, from one model."""
-        model = _serving(holder)
+        model = _serving(current)
         instances = request.instances  # type: ignore[attr-defined]
         risks = _finite(model.risk([vars(item.features) for item in instances]), ["body", "instances"]).tolist()
         metrics.observe_risks(risks)
@@ -124,10 +124,10 @@ def _finite(risks: np.ndarray, loc: list[str | int]) -> np.ndarray:
     return risks
 
 
-def _serving(holder: ModelHolder) -> ServingModel:
+def _serving(current: CurrentModel) -> ServingModel:
     """The model for this request, read once; 503 (never 500) while there is none."""
-    model = holder.model
+    model = current.model
     if model is None:
-        raise HTTPException(503, detail=f"no model loaded: {holder.not_ready_reason}",
+        raise HTTPException(503, detail=f"no model loaded: {current.not_ready_reason}",
                             headers={"Retry-After": RETRY_AFTER_SECONDS})
     return model

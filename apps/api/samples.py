@@ -2,8 +2,8 @@
 
 Why from the schema: the API must check a model and document its request before any data
 exists (a fresh cluster), so these rows are built from names, ranges and categories only.
-The probe rows that verify a compiled scorer come the same way from
-`churn.fastpath.probes.schema_probe`.
+The check rows that verify a compiled scorer come the same way from
+`churn.compiled.check_rows.valid_rows`.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from apps.api.samples import sample_rows
-from churn.fastpath.probes import schema_probe
-from churn.fastpath.scorer import Scorer, compile_scorer
+from churn.compiled.check_rows import valid_rows
+from churn.compiled.scorer import Scorer, compile_scorer
 from churn.features.schema import FeatureSpec, encode_records, schema_from_json
 
 
@@ -73,7 +73,7 @@ def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpe
     check_card(card, specs)
     try:
         # threads=0: no per-call thread cap on the request path (applying one costs per call)
-        predictor = compile_scorer(loaded.model, schema_probe(specs), threads=0)
+        predictor = compile_scorer(loaded.model, valid_rows(specs), threads=0)
         check_predictions(predictor, specs)
     except ModelLoadFailed:
         raise

@@ -1,8 +1,8 @@
-"""The API serves through churn.fastpath: the compiled scorer for known model shapes, sklearn else,
+"""The API serves through churn.compiled: the compiled scorer for known model shapes, sklearn else,
 and either way the risk a client gets is the model's own predict_proba.
 
 (That compiled scorers equal predict_proba on many rows is proven beside them, in
-libs/churn/fastpath/scorer_test.py.)
+libs/churn/compiled/scorer_test.py.)
 """
 
 from __future__ import annotations

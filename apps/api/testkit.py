@@ -21,9 +21,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from apps.api.settings import ServingConfig
+from churn.compiled.check_rows import valid_rows
 from churn.config.settings import ApiSettings
-from churn.fastpath.probes import schema_probe
-from churn.fastpath.testing import boosting_model, logistic_pipeline, training_data  # noqa: F401 (re-exported)
+from churn.compiled.testing import boosting_model, logistic_pipeline, training_data  # noqa: F401 (re-exported)
 from churn.features.schema import FeatureSpec, feature_specs, schema_to_json
 from churn.registry.registry import ModelRegistry
 
@@ -101,7 +101,7 @@ def overflowing_model(specs: Sequence[FeatureSpec]) -> Pipeline:
     model.coef_[0, unbounded[0]], model.coef_[0, unbounded[1]] = 1e10, -1e10
     model.intercept_ = np.zeros(1)
     model.n_features_in_ = len(specs)
-    imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(schema_probe(specs))
+    imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(valid_rows(specs))
     return Pipeline([("impute", imputer), ("clf", model)])
 
 

@@ -1,7 +1,7 @@
 """`ml_jobs <command>`: the batch side of churn-mlops (one binary, one subcommand per step).
 
 Thin by design: argument parsing and printing only; the steps live in `churn.pipeline.steps`
-so Jobs, tests and `seed` run the same code. Exit codes: 0 ok, 1 error (bad input, missing
+so Jobs, tests and `bootstrap` run the same code. Exit codes: 0 ok, 1 error (bad input, missing
 file, failed validation), 2 drift FAIL (drift-check), argparse's 2 for a bad command line.
 """
 
@@ -19,8 +19,8 @@ from churn.pipeline import steps
 from churn.pipeline.steps import EXIT_ERROR, EXIT_OK, StepResult
 from churn.registry.registry import RegistryError
 from churn.scoring.batch import parse_shard
+from churn.storage.filelock import LockTimeout
 from churn.storage.files import DataError
-from churn.storage.lock import LockTimeout
 from churn.training.split import SplitError
 
 log = logging.getLogger("ml_jobs")
@@ -80,15 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("shards", type=_positive, metavar="N", help="number of shards (the N of --shard I/N)")
     p.add_argument("--as-of", type=_date, help="scored date YYYY-MM-DD (default: latest feature date)")
     p.add_argument("--top-k", type=_positive, help="rows in top_k.csv (default: scoring.top_k)")
-    add("score-proxy", "distribution of predicted risk -> monitoring/score_proxy/").add_argument(
+    add("score-distribution", "distribution of predicted risk -> monitoring/score_distribution/").add_argument(
         "--as-of", type=_date, help="scored date (default: latest scored date)")
     add("drift-check", "feature drift, training window vs recent window; exit 2 on FAIL")
     add("retrain", "refresh features and labels, train, promote through the gate")
     p = add("rollback", "point production back at an earlier version")
     p.add_argument("--to", dest="to_version", metavar="VERSION", help="target (default: previous production)")
     p.add_argument("--reason", default="rollback", help="why (recorded in the history)")
-    add("seed", "run every step in order into an empty data root").add_argument(
-        "--force", action="store_true", help="seed even if the data root is not empty")
+    add("bootstrap", "run every step in order into an empty data root").add_argument(
+        "--force", action="store_true", help="bootstrap even if the data root is not empty")
     return parser
 
 
@@ -103,11 +103,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
         "promote": lambda: steps.step_promote(settings, args.version, args.force, args.reason),
         "batch-score": lambda: steps.step_batch_score(settings, args.as_of, args.top_k, args.shard),
         "merge-shards": lambda: steps.step_merge_shards(settings, args.shards, args.as_of, args.top_k),
-        "score-proxy": lambda: steps.step_score_proxy(settings, args.as_of),
+        "score-distribution": lambda: steps.step_score_distribution(settings, args.as_of),
         "drift-check": lambda: steps.step_drift_check(settings),
         "retrain": lambda: steps.step_retrain(settings),
         "rollback": lambda: steps.step_rollback(settings, args.to_version, args.reason),
-        "seed": lambda: steps.seed(settings, args.force),
+        "bootstrap": lambda: steps.bootstrap(settings, args.force),
     }
     out = commands[args.command]()
     return out if isinstance(out, list) else [out]

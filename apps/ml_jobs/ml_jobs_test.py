@@ -46,30 +46,30 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory) -> Cli:
-    cli = Cli(tmp_path_factory.mktemp("seeded") / "root")
-    for layout_dir in ("raw", "processed", "registry"):  # as the seed Job's init container leaves it
+def bootstrapped(tmp_path_factory) -> Cli:
+    cli = Cli(tmp_path_factory.mktemp("bootstrapped") / "root")
+    for layout_dir in ("raw", "processed", "registry"):  # as the bootstrap Job's init container leaves it
         (cli.root / layout_dir).mkdir(parents=True)
-    result = cli.ok("seed")
+    result = cli.ok("bootstrap")
     for step in ("generate", "validate", "prepare", "features", "labels", "train", "promote",
-                 "batch-score", "score-proxy", "drift-check"):
+                 "batch-score", "score-distribution", "drift-check"):
         assert f"\n{step}" in "\n" + result.stdout, step
-    cli.seed_stdout = result.stdout  # type: ignore[attr-defined]
+    cli.bootstrap_stdout = result.stdout  # type: ignore[attr-defined]
     return cli
 
 
 @pytest.fixture()
-def cli(seeded: Cli, tmp_path: Path) -> Cli:
-    """A private copy of the seeded root."""
+def cli(bootstrapped: Cli, tmp_path: Path) -> Cli:
+    """A private copy of the bootstrapped root."""
     root = tmp_path / "root"
-    shutil.copytree(seeded.root, root)
+    shutil.copytree(bootstrapped.root, root)
     return Cli(root)
 
 
-def test_seed_produces_every_artifact_and_refuses_a_non_empty_root(seeded):
-    root = seeded.root
-    assert "step" in seeded.seed_stdout and "seconds" in seeded.seed_stdout
-    version = seeded.production()
+def test_bootstrap_produces_every_artifact_and_refuses_a_non_empty_root(bootstrapped):
+    root = bootstrapped.root
+    assert "step" in bootstrapped.bootstrap_stdout and "seconds" in bootstrapped.bootstrap_stdout
+    version = bootstrapped.production()
     assert (root / "registry" / "models" / version / "card.json").is_file()
     scored = list((root / "predictions").glob("*/scores.parquet"))
     assert len(scored) == 1
@@ -77,7 +77,7 @@ def test_seed_produces_every_artifact_and_refuses_a_non_empty_root(seeded):
     assert len(scores) > 100 and scores["risk"].notna().all() and scores["user_id"].is_unique
     assert (set(scores["model_version"]) == {version})
     assert list((root / "monitoring" / "drift").glob("*.html"))
-    again = seeded("seed")
+    again = bootstrapped("bootstrap")
     assert again.returncode == 1 and "not empty" in again.stderr
 
 

@@ -3,11 +3,11 @@
 
 Scenario (each stage timed; the table is printed at the end, also on failure):
  1. docker-registry on a free loopback port; push both images; render against it.
- 2. seed Job on a fresh volume -> exit 0.
+ 2. bootstrap Job on a fresh volume -> exit 0.
  3. API Deployment -> the probe paths read from the manifest answer; /predict serves the
-    seeded version (request built from GET /model); /metrics counts the request.
+    bootstrapped version (request built from GET /model); /metrics counts the request.
  4. drift-check (CronJob template as a Job) on unshifted data -> 0; batch-score CronJob
-    template (init batch-score + score-proxy) -> 0; `generate --simulate-shift`
+    template (init batch-score + score-distribution) -> 0; `generate --simulate-shift`
     (+ the steps that rebuild features) as a Job; drift-check again -> 2.
  5. retrain (CronJob template) while a client thread polls /predict: the running API serves
     the new version without a restart and without a failed request.
@@ -44,7 +44,7 @@ from harness.timing import Timings  # noqa: E402
 API_READY_DEADLINE_S = 120
 RELOAD_DEADLINE_S = 60
 JOB_TIMEOUT_S = 300
-# What turns the seeded data into shifted data that drift-check compares: new raw data with a
+# What turns the bootstrapped data into shifted data that drift-check compares: new raw data with a
 # simulated shift, then the steps that rebuild the recent feature window from it.
 SHIFT_STEPS = [["generate", "--simulate-shift"], ["validate"], ["prepare"], ["features"]]
 
@@ -100,7 +100,7 @@ def test_end_to_end() -> None:
             kube.rename_all(objs, prefix)
             log(f"rendered {len(objs)} objects: {[(o['kind'], o['metadata']['name']) for o in objs]}")
             stack = Stack(objs, prefix, workdir, cleanup)
-            seed = kube.one(objs, "Job", "seed")
+            bootstrap = kube.one(objs, "Job", "bootstrap")
             api = kube.one(objs, "Deployment", "api")
             drift = kube.one(objs, "CronJob", "drift-check")
             retrain = kube.one(objs, "CronJob", "retrain")
@@ -110,12 +110,12 @@ def test_end_to_end() -> None:
                     stack.note(f"{o['kind']} {o['metadata']['name']}: not played by podman"
                                + (" (the harness runs its jobTemplate as a Job)" if o["kind"] == "CronJob" else ""))
 
-        with timings.stage("seed: Job to completion on a fresh volume"):
-            claim = kube.claim_names(seed)[0]
-            stack.run_job_expecting(seed, timeout=JOB_TIMEOUT_S)
+        with timings.stage("bootstrap: Job to completion on a fresh volume"):
+            claim = kube.claim_names(bootstrap)[0]
+            stack.run_job_expecting(bootstrap, timeout=JOB_TIMEOUT_S)
             alias = _production_alias(stack, claim)
-            seeded = alias["version"]
-            log(f"seeded production version: {seeded}")
+            first_version = alias["version"]
+            log(f"bootstrapped production version: {first_version}")
 
         with timings.stage("api: Deployment up, probes, /predict, /metrics"):
             api_c = kube.container(api)
@@ -145,7 +145,7 @@ def test_end_to_end() -> None:
             assert resp.status == 200, (resp.status, resp.text)
             answer = resp.json()
             log(f"/predict -> {answer}")
-            assert answer["model_version"] == seeded, (answer, seeded)
+            assert answer["model_version"] == first_version, (answer, first_version)
             assert 0.0 <= float(answer["churn_risk"]) <= 1.0, answer
             metrics = http("GET", base + "/metrics").text
             predicted = metric_sum(metrics, "churn_api_requests_total", route="/predict", status="200")
@@ -155,7 +155,7 @@ def test_end_to_end() -> None:
             job = kube.job_from_cronjob(drift, f"{drift['metadata']['name']}-1")
             stack.run_job_expecting(job, exit_code=0, timeout=JOB_TIMEOUT_S)
 
-        with timings.stage("batch-score: CronJob template (score + proxy)"):
+        with timings.stage("batch-score: CronJob template (score + score distribution)"):
             job = kube.job_from_cronjob(batch, f"{batch['metadata']['name']}-1")
             stack.run_job_expecting(job, timeout=JOB_TIMEOUT_S)
 
@@ -175,13 +175,13 @@ def test_end_to_end() -> None:
                 retrain_log = stack.dump_logs(job, tail=40)
                 assert set(codes.values()) == {0}, codes
                 promoted = _production_alias(stack, claim)["version"]
-                if promoted == seeded:
-                    # The gate legitimately kept the seeded model (the candidate was not better
+                if promoted == first_version:
+                    # The gate legitimately kept the bootstrapped model (the candidate was not better
                     # on the holdout). The reload path is still what must be proven: promote the
                     # retrain's best candidate with `promote --force` in a Job from the same
                     # CronJob template (what an operator's one-off `create job --from` does).
                     verdict = [line for line in retrain_log.splitlines() if "PROMOTED" in line]
-                    stack.note(f"retrain: gate kept {seeded} ({'; '.join(verdict) or 'no verdict line'}); "
+                    stack.note(f"retrain: gate kept {first_version} ({'; '.join(verdict) or 'no verdict line'}); "
                                "forced `ml_jobs promote --force` of the retrain's best candidate to exercise reload")
                     force = kube.job_from_cronjob(retrain, f"{retrain['metadata']['name']}-force", args={
                         kube.container(retrain)["name"]: ["promote", "--force", "--reason", "e2e: exercise hot reload"]})
@@ -190,8 +190,8 @@ def test_end_to_end() -> None:
                     assert set(codes.values()) == {0}, codes
                     promoted = _production_alias(stack, claim)["version"]
                 else:
-                    stack.note(f"retrain: gate promoted {promoted} over {seeded}")
-                assert promoted != seeded, f"production is still {seeded}"
+                    stack.note(f"retrain: gate promoted {promoted} over {first_version}")
+                assert promoted != first_version, f"production is still {first_version}"
                 wait_until(f"API serves {promoted}", lambda: poller.seen() and poller.seen()[-1] == promoted,
                            RELOAD_DEADLINE_S)
                 time.sleep(0.5)  # a few more requests on the new model
@@ -199,7 +199,7 @@ def test_end_to_end() -> None:
                 poller.stop()
             log(f"poller: {poller.requests} requests, versions {poller.seen()}, {len(poller.failures)} failures")
             assert not poller.failures, poller.failures[:10]
-            assert poller.seen() == [seeded, promoted], poller.seen()
+            assert poller.seen() == [first_version, promoted], poller.seen()
             info = podman.inspect(api_name)
             assert info["RestartCount"] == 0 and info["State"]["StartedAt"] == api_started, "API was restarted"
             ready = http("GET", base + "/ready").json()

@@ -104,9 +104,9 @@ def test_run_control_fields(cronjobs: dict[str, dict]) -> None:
 def test_commands(cronjobs: dict[str, dict]) -> None:
     def args(name: str, part: str) -> list[list[str]]:
         return [c["args"] for c in cronjobs[name]["spec"]["jobTemplate"]["spec"]["template"]["spec"].get(part, [])]
-    # batch-score must finish before score-proxy starts: it is the init container
+    # batch-score must finish before score-distribution starts: it is the init container
     assert [a[0] for a in args("churn-batch-score", "initContainers")] == ["batch-score"]
-    assert args("churn-batch-score", "containers") == [["score-proxy"]]
+    assert args("churn-batch-score", "containers") == [["score-distribution"]]
     assert args("churn-drift-check", "containers") == [["drift-check"]]
     assert args("churn-retrain", "containers") == [["retrain"]]
 

@@ -18,13 +18,13 @@ def test_rule_holds(name: str, docs: list[dict]) -> None:
 def test_rules_see_every_pod_and_container(full_docs: list[dict]) -> None:
     """Guards the walkers themselves: a workload they skipped would pass every rule."""
     assert {w for w, _ in policy.pods(full_docs)} == {
-        "Deployment/churn-api", "Job/churn-seed", "Job/churn-batch-score-indexed",
+        "Deployment/churn-api", "Job/churn-bootstrap", "Job/churn-batch-score-indexed",
         "CronJob/churn-batch-score", "CronJob/churn-drift-check", "CronJob/churn-retrain",
     }
     assert {w for w, _, _ in policy.containers(full_docs)} == {
-        "Deployment/churn-api[api]", "Job/churn-seed[init-data-root]", "Job/churn-seed[seed]",
+        "Deployment/churn-api[api]", "Job/churn-bootstrap[init-data-root]", "Job/churn-bootstrap[bootstrap]",
         "Job/churn-batch-score-indexed[batch-score]", "CronJob/churn-batch-score[batch-score]",
-        "CronJob/churn-batch-score[score-proxy]", "CronJob/churn-drift-check[drift-check]",
+        "CronJob/churn-batch-score[score-distribution]", "CronJob/churn-drift-check[drift-check]",
         "CronJob/churn-retrain[retrain]",
     }
 

@@ -100,19 +100,19 @@ def test_apply_dry_run_prints_the_stream_and_calls_no_kubectl(tmp_path: Path) ->
 
 def test_apply_sends_the_stream_server_side_and_skips_existing_jobs(tmp_path: Path) -> None:
     log = tmp_path / "kubectl.log"
-    env = stub_kubectl(tmp_path, log, existing=["churn-seed"])
+    env = stub_kubectl(tmp_path, log, existing=["churn-bootstrap"])
     proc = run_tool("apply.py", *DIGEST_ARGS, "--registry", REGISTRY, "--component", "indexed-batch-score", env=env)
     assert proc.returncode == 0, proc.stderr
     calls = log.read_text().split("\n=====\n")
-    assert "get job churn-seed -n churn-mlops --ignore-not-found -o name\n" in calls
+    assert "get job churn-bootstrap -n churn-mlops --ignore-not-found -o name\n" in calls
     assert "get job churn-batch-score-indexed -n churn-mlops --ignore-not-found -o name\n" in calls
     apply_call = next(c for c in calls if c.startswith("apply"))
     assert apply_call.splitlines()[0] == "apply --server-side --field-manager=churn-mlops -f -"
     sent = load(apply_call.split("\n", 1)[1])
     expected = [d for d in load(render_text("--registry", REGISTRY, "--component", "indexed-batch-score"))
-                if (d["kind"], d["metadata"]["name"]) != ("Job", "churn-seed")]
+                if (d["kind"], d["metadata"]["name"]) != ("Job", "churn-bootstrap")]
     assert sent == expected
-    assert "skip   Job/churn-seed" in proc.stderr
+    assert "skip   Job/churn-bootstrap" in proc.stderr
     assert "apply  Deployment/churn-api -n churn-mlops" in proc.stderr
     assert "apply  Job/churn-batch-score-indexed -n churn-mlops" in proc.stderr
 

@@ -1,4 +1,4 @@
-"""What each object must say: API Deployment, Service, PDB, PVC, ConfigMap, seed Job,
+"""What each object must say: API Deployment, Service, PDB, PVC, ConfigMap, bootstrap Job,
 NetworkPolicies, the Indexed Job and the RWO component."""
 
 from __future__ import annotations
@@ -95,13 +95,13 @@ def test_rwo_component_pins_every_pod_to_the_data_node(full_docs: list[dict]) ->
         assert terms == [term], where
 
 
-def test_seed_job(docs: list[dict]) -> None:
-    job = one(docs, "Job", "churn-seed")
+def test_bootstrap_job(docs: list[dict]) -> None:
+    job = one(docs, "Job", "churn-bootstrap")
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and job["spec"]["activeDeadlineSeconds"] > 0
-    assert "ttlSecondsAfterFinished" not in job["spec"]     # a deleted seed Job would run again on apply
+    assert "ttlSecondsAfterFinished" not in job["spec"]     # a deleted bootstrap Job would run again on apply
     assert [c["name"] for c in pod["initContainers"]] == ["init-data-root"]
-    assert [c["args"] for c in pod["containers"]] == [["seed"]]
+    assert [c["args"] for c in pod["containers"]] == [["bootstrap"]]
 
 
 def test_network_policies(docs: list[dict]) -> None:

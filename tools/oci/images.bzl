@@ -33,29 +33,37 @@ def image_labels(title):
         "org.opencontainers.image.source": "{STABLE_GIT_REMOTE_URL}",
     }
 
-def py_app_image(binary, repository, cmd = [], exposed_ports = []):
-    """The image targets of one app, named as in rules_oci: :image, :image.digest, :push, :load.
+def py_app_image(name, binary, repository, cmd = [], exposed_ports = [], push_name = "push", load_name = "load", **kwargs):
+    """One app's image, named as in rules_oci: `:<name>`, `:<name>.digest`, `:push`, `:load`.
 
-    Layers: the Python runtime (pinned .debs) | the binary's third-party wheels | its runfiles.
-    Both apps use this, so their images differ only in what they run.
+    `py_app_image(name = "image", ...)` declares the oci_image `:image` (with `:image.digest`)
+    over `:image_layers`, and, as rules_oci's examples name them, `oci_push(name = "push")`
+    and `oci_load(name = "load")` of it. Layers: the Python runtime (pinned .debs) | the
+    binary's third-party wheels | its runfiles. Both apps use this, so their images differ only
+    in what they run.
 
     Args:
+      name: the oci_image target (`<name>.digest` is its digest file).
       binary: the py_binary to ship (its name is the entrypoint under /app/bin).
-      repository: where `bazel run :push` pushes by default (`-r` overrides it).
+      repository: where `bazel run :<push_name>` pushes by default (`-r` overrides it).
       cmd: default arguments of the entrypoint.
       exposed_ports: e.g. ["8000/tcp"].
+      push_name: name of the oci_push target.
+      load_name: name of the oci_load target.
+      **kwargs: common attributes (tags, visibility, ...) of every target declared.
     """
     app = binary.lstrip(":")
     title = repository.rsplit("/", 1)[-1]
     py_image_layers(
-        name = "image_layers",
+        name = name + "_layers",
         binary = binary,
+        **kwargs
     )
     oci_image(
-        name = "image",
+        name = name,
         tars = [
             "//tools/oci:python_base",
-            ":image_layers",
+            ":%s_layers" % name,
         ],
         cmd = cmd,
         entrypoint = ["/app/bin/" + app],
@@ -64,15 +72,18 @@ def py_app_image(binary, repository, cmd = [], exposed_ports = []):
         labels = image_labels(title),
         user = APP_USER,
         workdir = "/app",
+        **kwargs
     )
     oci_push(
-        name = "push",
-        image = ":image",
+        name = push_name,
+        image = ":" + name,
         remote_tags = [native.module_version() or "latest"],
         repository = repository,
+        **kwargs
     )
     oci_load(
-        name = "load",
-        image = ":image",
+        name = load_name,
+        image = ":" + name,
         repo_tags = ["localhost/%s:%s" % (title, native.module_version() or "latest")],
+        **kwargs
     )

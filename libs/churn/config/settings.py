@@ -207,7 +207,7 @@ class TrainingSettings:
     threshold: float = 0.5
     random_state: int = 42
     # deterministic subsample of users beyond this many training rows: bounds fit time and
-    # memory at 100k+ users (the seed's largest step there)
+    # memory at 100k+ users (the bootstrap's largest step there)
     max_train_rows: int = 500_000
     # the stored holdout (card metrics and the promotion gate) keeps at most this many rows
     max_holdout_rows: int = 300_000

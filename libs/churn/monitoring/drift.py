@@ -34,10 +34,10 @@ import pandas as pd
 from scipy import stats
 
 from churn.config.settings import MonitoringSettings
+from churn.features.matrix import frame_matrix
+from churn.features.rows import eligible_mask, feature_dates, read_features
 from churn.features.schema import FeatureSpec, feature_specs
-from churn.scoring.inputs import eligible_mask, feature_dates, read_features
-from churn.training.dataset import frame_matrix
-from churn.training.sampling import splitmix64
+from churn.sampling.users import splitmix64
 
 log = logging.getLogger(__name__)
 

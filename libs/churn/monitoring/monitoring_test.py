@@ -90,15 +90,15 @@ def test_one_row_per_user_is_deterministic():
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
+def bootstrapped(tmp_path_factory):
     settings = tiny_settings(tmp_path_factory.mktemp("data"))
-    assert all(r.exit_code == 0 for r in steps.seed(settings))
+    assert all(r.exit_code == 0 for r in steps.bootstrap(settings))
     return settings
 
 
-def test_drift_on_generated_data_ok_then_fail_after_simulated_shift(seeded, tmp_path):
+def test_drift_on_generated_data_ok_then_fail_after_simulated_shift(bootstrapped, tmp_path):
     settings = tiny_settings(tmp_path / "root")
-    shutil.copytree(seeded.paths.root, settings.paths.root)
+    shutil.copytree(bootstrapped.paths.root, settings.paths.root)
     paths = DataPaths.from_root(settings.paths.root)
     card = load_production(ModelRegistry(paths.root)).card
     args = (settings.monitoring, settings.features.windows_days, settings.churn.window_days)
@@ -121,9 +121,9 @@ def test_drift_on_generated_data_ok_then_fail_after_simulated_shift(seeded, tmp_
     assert f"{after.baseline_n} users" in page
 
 
-def test_drift_check_refuses_unknown_configured_features(seeded):
-    paths = DataPaths.from_root(seeded.paths.root)
+def test_drift_check_refuses_unknown_configured_features(bootstrapped):
+    paths = DataPaths.from_root(bootstrapped.paths.root)
     card = load_production(ModelRegistry(paths.root)).card
-    cfg = dataclasses.replace(seeded.monitoring, features=("engagement_score",))
+    cfg = dataclasses.replace(bootstrapped.monitoring, features=("engagement_score",))
     with pytest.raises(DriftConfigError, match="engagement_score"):
-        drift_check(paths.features_file, card, cfg, seeded.features.windows_days, seeded.churn.window_days)
+        drift_check(paths.features_file, card, cfg, bootstrapped.features.windows_days, bootstrapped.churn.window_days)

@@ -11,29 +11,22 @@ import html
 from pathlib import Path
 
 from churn.monitoring.drift import DriftReport, FeatureDrift
+from churn.plotting.figures import figure_png, subplots
 from churn.storage.files import atomic_write_json, atomic_write_text
-from churn.training.plots import figure_png
 
 
 def feature_png(feature: FeatureDrift) -> bytes:
     """Bar chart of the bin shares of both windows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     x = np.arange(len(feature.bins))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    try:
+    with subplots(figsize=(8, 3.6)) as (fig, ax):
         ax.bar(x - 0.2, feature.baseline_share, width=0.4, label=f"training window (n={feature.baseline_n})")
         ax.bar(x + 0.2, feature.recent_share, width=0.4, label=f"recent window (n={feature.recent_n})")
         ax.set_xticks(x, feature.bins, rotation=45, ha="right", fontsize=7)
         ax.set(ylabel="share", title=f"{feature.name}: PSI {feature.psi:.3f} ({feature.status})")
         ax.legend()
         return figure_png(fig, dpi=80)
-    finally:
-        plt.close(fig)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

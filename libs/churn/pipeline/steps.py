@@ -1,7 +1,7 @@
 """Pipeline steps behind `ml_jobs <command>`: each checks its inputs, runs, and reports.
 
 Why here and not in the CLI: the CLI only parses arguments and prints; the Kubernetes Jobs,
-the end-to-end tests and `seed` all run the same step functions.
+the end-to-end tests and `bootstrap` all run the same step functions.
 
 Every step returns a StepResult (rows produced, seconds, outputs, exit code). A missing input
 is a DataError naming the path and the command that produces it. Validation gates the rest:
@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from churn.config.settings import Settings
-from churn.registry.registry import ModelRegistry
-from churn.scoring.inputs import require_file
 from churn.raw.store import raw_digest, require_raw
-from churn.storage.files import DataError, atomic_write_json, read_json
+from churn.registry.registry import ModelRegistry
+from churn.storage.files import DataError, atomic_write_json, read_json, require_file
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -293,22 +292,22 @@ def step_merge_shards(settings: Settings, shards: int, as_of: dt.date | None = N
     return _timed("merge-shards", body)
 
 
-def step_score_proxy(settings: Settings, as_of: dt.date | None = None) -> StepResult:
-    from churn.scoring.proxy import score_proxy
+def step_score_distribution(settings: Settings, as_of: dt.date | None = None) -> StepResult:
+    from churn.monitoring.scores import score_distribution
 
     paths = data_paths(settings)
 
     def body() -> StepResult:
         try:
-            path, report = score_proxy(paths, registry_for(paths), settings.monitoring.score_threshold, as_of)
+            path, report = score_distribution(paths, registry_for(paths), settings.monitoring.score_threshold, as_of)
         except FileNotFoundError as exc:
             raise DataError(str(exc)) from None
         share = report["share_above_threshold"]
-        return StepResult("score-proxy", report["rows"], 0.0, [str(path)],
+        return StepResult("score-distribution", report["rows"], 0.0, [str(path)],
                           message=f"as of {report['as_of']}: mean risk {report['mean']:.4f}, "
                                   f"{100 * (share or 0):.1f}% >= {report['threshold']}", detail=report)
 
-    return _timed("score-proxy", body)
+    return _timed("score-distribution", body)
 
 
 def step_drift_check(settings: Settings) -> StepResult:
@@ -351,8 +350,8 @@ def _is_empty(root: Path) -> bool:
     return not root.exists() or not any(p.is_file() for p in root.rglob("*"))
 
 
-def seed_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResult]]]:
-    """The steps of `seed`, in order, as (name, run): also what bench/pipeline_bench.py times."""
+def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResult]]]:
+    """The steps of `bootstrap`, in order, as (name, run): also what bench/pipeline_bench.py times."""
     return [
         ("generate", lambda: step_generate(settings)),
         ("validate", lambda: step_validate(settings)),
@@ -360,20 +359,20 @@ def seed_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResult]]]
         ("features", lambda: step_features(settings)),
         ("labels", lambda: step_labels(settings)),
         ("train", lambda: step_train(settings)),
-        ("promote", lambda: step_promote(settings, reason="seed")),
+        ("promote", lambda: step_promote(settings, reason="bootstrap")),
         ("batch-score", lambda: step_batch_score(settings)),
-        ("score-proxy", lambda: step_score_proxy(settings)),
+        ("score-distribution", lambda: step_score_distribution(settings)),
         ("drift-check", lambda: step_drift_check(settings)),
     ]
 
 
-def seed(settings: Settings, force: bool = False) -> list[StepResult]:
+def bootstrap(settings: Settings, force: bool = False) -> list[StepResult]:
     """Every step in order into an empty data root; stops at the first failing step."""
     root = Path(settings.paths.root)
     if not force and not _is_empty(root):
-        raise DataError(f"{root}: data root is not empty (use --force to seed over it)")
+        raise DataError(f"{root}: data root is not empty (use --force to bootstrap over it)")
     results = []
-    for _, run in seed_steps(settings):
+    for _, run in bootstrap_steps(settings):
         results.append(run())
         if results[-1].exit_code != EXIT_OK:
             break
@@ -385,6 +384,6 @@ def with_root(settings: Settings, root: str | Path) -> Settings:
     return dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, root=str(root)))
 
 
-__all__ = ["StepResult", "seed", "seed_steps", "step_batch_score", "step_drift_check", "step_features", "step_generate",
-           "step_labels", "step_prepare", "step_promote", "step_retrain", "step_rollback", "step_score_proxy",
+__all__ = ["StepResult", "bootstrap", "bootstrap_steps", "step_batch_score", "step_drift_check", "step_features", "step_generate",
+           "step_labels", "step_prepare", "step_promote", "step_retrain", "step_rollback", "step_score_distribution",
            "step_train", "step_validate"]

@@ -37,8 +37,8 @@ from typing import Any, Callable, Mapping
 
 import joblib
 
+from churn.storage.filelock import FileLock
 from churn.storage.files import atomic_write_bytes, atomic_write_json
-from churn.storage.lock import FileLock
 
 log = logging.getLogger(__name__)
 

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.fastpath.probes import edge_probe, schema_probe
-from churn.fastpath.scorer import Scorer, compile_scorer
+from churn.compiled.check_rows import edge_rows, valid_rows
+from churn.compiled.scorer import Scorer, compile_scorer
+from churn.features.matrix import frame_matrix
+from churn.features.rows import eligible_mask, feature_dates, read_features
 from churn.features.schema import feature_specs, schema_from_json
 from churn.registry.registry import LoadedModel, ModelRegistry, RegistryError
-from churn.scoring.inputs import eligible_mask, feature_dates, read_features
+from churn.sampling.users import shard_of
 from churn.storage.files import atomic_path, atomic_write_json
-from churn.storage.tables import atomic_write_parquet, read_parquet
 from churn.storage.paths import DataPaths
-from churn.training.dataset import frame_matrix
-from churn.training.sampling import shard_of
+from churn.storage.tables import atomic_write_parquet, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def model_scorer(loaded: LoadedModel, threads: int = 1) -> Scorer:
     valid and edge-case rows (stored feature tables may hold NaN anywhere and codes the schema
     does not list)."""
     specs = model_specs(loaded)
-    probe = np.vstack([schema_probe(specs), edge_probe(specs)])
-    return compile_scorer(loaded.model, probe, threads, large_batches=True)
+    check_rows = np.vstack([valid_rows(specs), edge_rows(specs)])
+    return compile_scorer(loaded.model, check_rows, threads, large_batches=True)
 
 
 def score_frame(loaded: LoadedModel, features: pd.DataFrame, scorer: Scorer | None = None) -> pd.DataFrame:
@@ -167,7 +167,7 @@ def write_outputs(ranked: pd.DataFrame, out_dir: Path, suffix: str, top_k: int) 
     """scores<suffix>.parquet (every user, by rank) and top_k<suffix>.csv, each atomically.
 
     One writer for full, shard and merged runs, so a merged result cannot differ in format
-    from the files of an unsharded run that readers (API, score proxy) already know.
+    from the files of an unsharded run that readers (API, score distribution) already know.
     """
     scores_path = atomic_write_parquet(ranked, out_dir / f"scores{suffix}.parquet")
     top_k_path = out_dir / f"top_k{suffix}.csv"

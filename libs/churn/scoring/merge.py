@@ -27,10 +27,10 @@ import pandas as pd
 
 from churn.scoring.batch import (ScoreResult, rank_scores, resolve_as_of, scores_dir, shard_suffix,
                                  write_outputs, write_summary)
+from churn.sampling.users import shard_of
 from churn.storage.files import DataError, read_json
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
-from churn.training.sampling import shard_of
 
 log = logging.getLogger(__name__)
 

@@ -9,29 +9,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.fastpath.probes import edge_probe
+from churn.compiled.check_rows import edge_rows
+from churn.features.matrix import frame_matrix
+from churn.features.rows import eligible_mask, feature_dates, read_features
 from churn.features.schema import encode_records, feature_names, feature_specs
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
+from churn.sampling.users import shard_of
 from churn.scoring.batch import batch_score, load_production, model_scorer, parse_shard, rank_scores, score_frame
-from churn.scoring.inputs import eligible_mask, feature_dates, read_features
 from churn.scoring.merge import Shard, check_run
-from churn.scoring.proxy import risk_distribution
 from churn.storage.files import DataError
-from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
-from churn.training.dataset import frame_matrix
+from churn.storage.tables import read_parquet
 from churn.training.models import predict_risk
-from churn.training.sampling import shard_of
 
 SPECS = feature_specs()
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
+def bootstrapped(tmp_path_factory):
     settings = tiny_settings(tmp_path_factory.mktemp("data"))
-    results = steps.seed(settings)
+    results = steps.bootstrap(settings)
     assert [r.exit_code for r in results] == [0] * len(results)
     paths = DataPaths.from_root(settings.paths.root)
     registry = ModelRegistry(paths.root)
@@ -39,15 +38,15 @@ def seeded(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def latest(seeded):
-    _, paths, _, _ = seeded
+def latest(bootstrapped):
+    _, paths, _, _ = bootstrapped
     features = read_features(paths.features_file, [feature_dates(paths.features_file)[-1]])
     assert len(features) > 100
     return features
 
 
-def test_scores_follow_their_users_when_rows_are_shuffled(seeded, latest):
-    loaded = seeded[3]
+def test_scores_follow_their_users_when_rows_are_shuffled(bootstrapped, latest):
+    loaded = bootstrapped[3]
     first = score_frame(loaded, latest)
     shuffled = latest.sample(frac=1.0, random_state=7)
     shuffled.index = np.arange(len(shuffled))[::-1] * 3  # an index that alignment would trip on
@@ -59,8 +58,8 @@ def test_scores_follow_their_users_when_rows_are_shuffled(seeded, latest):
     assert np.array_equal(second["user_id"].to_numpy(), shuffled["user_id"].to_numpy())
 
 
-def test_risk_equals_predict_proba_of_each_users_own_row(seeded, latest):
-    loaded = seeded[3]
+def test_risk_equals_predict_proba_of_each_users_own_row(bootstrapped, latest):
+    loaded = bootstrapped[3]
     scores = score_frame(loaded, latest).set_index("user_id")["risk"]
     sample = latest.sample(n=40, random_state=3)
     records = sample[feature_names(SPECS)].astype(object).where(sample[feature_names(SPECS)].notna(), None)
@@ -70,8 +69,8 @@ def test_risk_equals_predict_proba_of_each_users_own_row(seeded, latest):
         assert scores[user_id] == pytest.approx(expected, abs=1e-12), user_id
 
 
-def test_batch_score_writes_ranked_scores_top_k_and_summary(seeded):
-    settings, paths, registry, loaded = seeded
+def test_batch_score_writes_ranked_scores_top_k_and_summary(bootstrapped):
+    settings, paths, registry, loaded = bootstrapped
     result = batch_score(paths, registry, settings.churn.window_days, top_k=10)
     scores = read_parquet(result.scores_path)
     assert list(scores.columns) == ["user_id", "as_of_date", "risk", "rank", "model_version"]
@@ -86,8 +85,8 @@ def test_batch_score_writes_ranked_scores_top_k_and_summary(seeded):
     assert result.eligible < result.candidates  # already-churned users are not scored
 
 
-def test_eligibility_rule_matches_the_label_population(seeded):
-    settings, paths, _, _ = seeded
+def test_eligibility_rule_matches_the_label_population(bootstrapped):
+    settings, paths, _, _ = bootstrapped
     features = read_parquet(paths.features_file)
     training = read_parquet(paths.training_set)
     last_labelled = training["as_of_date"].max()
@@ -96,23 +95,23 @@ def test_eligibility_rule_matches_the_label_population(seeded):
     assert eligible == set(zip(training["user_id"], training["as_of_date"]))
 
 
-def test_fast_linear_scorer_equals_predict_proba_and_is_batch_invariant(seeded, latest):
-    loaded = seeded[3]
+def test_fast_linear_scorer_equals_predict_proba_and_is_batch_invariant(bootstrapped, latest):
+    loaded = bootstrapped[3]
     scorer = model_scorer(loaded)
     assert loaded.card["model_kind"] == "logistic_regression" and scorer.kind == "linear"
-    X = np.vstack([frame_matrix(latest, SPECS), edge_probe(SPECS, seed=9)])
+    X = np.vstack([frame_matrix(latest, SPECS), edge_rows(SPECS, seed=9)])
     fast = scorer.risk(X)
     assert np.max(np.abs(fast - predict_risk(loaded.model, X))) <= 1e-12
     assert np.array_equal(fast[:5], scorer.risk(X[:5]))
 
 
-def test_boosted_trees_score_through_sklearn_in_batch(seeded):
+def test_boosted_trees_score_through_sklearn_in_batch(bootstrapped):
     """The tree path is slower than predict_proba on large batches: batch scoring keeps sklearn."""
-    _, _, registry, loaded = seeded
+    _, _, registry, loaded = bootstrapped
     other = next(v for v in registry.versions() if v != loaded.version)
     candidate = registry.load(other)
     scorer = model_scorer(candidate)
-    X = edge_probe(SPECS)
+    X = edge_rows(SPECS)
     assert candidate.card["model_kind"] == "hist_gradient_boosting" and scorer.kind == "sklearn"
     assert np.array_equal(scorer.risk(X), predict_risk(candidate.model, X))
 
@@ -156,11 +155,3 @@ def test_merge_checks_name_the_shard_that_does_not_belong_to_the_run():
             check_run([good[0], second], day)
     with pytest.raises(DataError, match=r"shard 0/2 .*as_of '2025-01-01'"):
         check_run(good, dt.date(2025, 1, 2))
-
-
-def test_risk_distribution_figures():
-    report = risk_distribution(np.array([0.1, 0.2, 0.6, 0.9]), threshold=0.5, bins=2)
-    assert report["share_above_threshold"] == 0.5
-    assert report["histogram"]["counts"] == [2, 2]
-    assert report["mean"] == pytest.approx(0.45)
-    assert report["quantiles"]["0.5"] == pytest.approx(0.4)

@@ -25,6 +25,13 @@ class DataError(RuntimeError):
     """A data file is missing, unreadable or malformed; the message names the path."""
 
 
+def require_file(path: Path, producer: str) -> Path:
+    """DataError naming the missing input and the command that produces it."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: not found (produce it with `ml_jobs {producer}`)")
+    return Path(path)
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

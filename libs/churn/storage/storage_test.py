@@ -19,9 +19,9 @@ from churn.storage.files import (
     file_digest,
     read_json,
 )
-from churn.storage.tables import atomic_write_parquet, read_parquet
-from churn.storage.lock import FileLock, LockTimeout
+from churn.storage.filelock import FileLock, LockTimeout
 from churn.storage.paths import DataPaths
+from churn.storage.tables import atomic_write_parquet, read_parquet
 
 
 def test_layout(tmp_path: Path) -> None:

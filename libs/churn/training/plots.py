@@ -1,41 +1,24 @@
-"""Evaluation figure per model: PR curve + calibration curve, as PNG bytes (Agg backend).
+"""Evaluation figure per model: PR curve + calibration curve, as PNG bytes.
 
 Why PNG bytes: the figure is stored inside the model's registry version, beside its card,
-through the same atomic write as the model.
+through the same atomic write as the model (`churn.plotting.figures`).
 """
 
 from __future__ import annotations
 
-import io
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-
-def figure_png(fig: Figure, dpi: int) -> bytes:
-    """A laid-out figure as PNG bytes, for atomic writes and HTML embedding (never a file here)."""
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+from churn.plotting.figures import figure_png, subplots
 
 
 def evaluation_png(y_true: np.ndarray, risk: np.ndarray, title: str, bins: int = 10) -> bytes:
     """Render the PR curve and the calibration (reliability) curve side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(risk, dtype=np.float64)
-    fig, (ax_pr, ax_cal) = plt.subplots(1, 2, figsize=(10, 4.2))
-    try:
+    with subplots(1, 2, figsize=(10, 4.2)) as (fig, (ax_pr, ax_cal)):
         if 0 < y.sum() < len(y):
             precision, recall, _ = precision_recall_curve(y, p)
             ax_pr.plot(recall, precision, label=f"AP = {average_precision_score(y, p):.3f}")
@@ -50,5 +33,3 @@ def evaluation_png(y_true: np.ndarray, risk: np.ndarray, title: str, bins: int =
             ax.legend(loc="best")
         fig.suptitle(title)
         return figure_png(fig, dpi=90)
-    finally:
-        plt.close(fig)

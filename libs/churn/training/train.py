@@ -21,13 +21,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from churn.config.settings import Settings
+from churn.features.matrix import frame_matrix
 from churn.features.schema import FeatureSpec, feature_names, feature_specs, schema_to_json
 from churn.registry.registry import GateDecision, LoadedModel, ModelRegistry
-from churn.training.dataset import LABEL, frame_matrix, holdout_bytes, read_holdout
+from churn.sampling.users import users_within_budget
+from churn.training.dataset import LABEL, holdout_bytes, read_holdout
 from churn.training.metrics import evaluate
 from churn.training.models import MODEL_BUILDERS, predict_risk
 from churn.training.plots import evaluation_png
-from churn.training.sampling import users_within_budget
 from churn.training.split import TimeSplit, assert_no_forbidden_columns, date_mask, time_split
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 
 from churn.config.settings import Settings
+from churn.features.matrix import frame_matrix
 from churn.features.schema import encode_records, feature_names, feature_specs
 from churn.registry.registry import ModelRegistry
-from churn.training.dataset import frame_matrix
 from churn.training.metrics import evaluate, lift_at
 from churn.training.models import build_baseline, build_candidate, predict_risk
-from churn.training.sampling import shard_of, splitmix64, users_within_budget
 from churn.training.split import SplitError, assert_no_forbidden_columns, time_split
 from churn.training.train import holdout_gate, register_run, train_models
 
@@ -118,21 +117,6 @@ def test_metrics_reject_bad_inputs():
         evaluate(np.array([0, 1]), np.array([0.2, np.nan]), 0.5)
     with pytest.raises(ValueError, match="length"):
         evaluate(np.array([0, 1]), np.array([0.2]), 0.5)
-
-
-# ------------------------------------------------------------------ sampling
-
-
-def test_splitmix64_is_stable_and_budget_keeps_whole_users():
-    ids = np.arange(1, 6)
-    assert splitmix64(ids).tolist() == splitmix64(ids.copy()).tolist()
-    assert len(set(shard_of(np.arange(10_000), 4).tolist())) == 4
-    users = np.repeat(np.arange(100), 10)
-    keep = users_within_budget(users, 333, seed=1)
-    assert keep.sum() == 330  # 33 whole users
-    kept = np.unique(users[keep])
-    assert all(keep[users == u].all() for u in kept)
-    assert np.array_equal(keep, users_within_budget(users, 333, seed=1))
 
 
 # ------------------------------------------------------------------ models

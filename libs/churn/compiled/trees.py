@@ -7,7 +7,7 @@ scored with a few vector operations over all nodes plus one gather per tree leve
 decision rules are sklearn's own (`_predictor.pyx`): numeric `x <= threshold`, NaN to the
 node's missing side, categorical splits by bitset with unknown categories as missing. It
 reads fitted private attributes (`_predictors`, `_baseline_prediction`, `_preprocessor`,
-`_bin_mapper`), which is why `churn.fastpath.scorer` checks the result against predict_proba
+`_bin_mapper`), which is why `churn.compiled.scorer` checks the result against predict_proba
 before use.
 """
 
@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from churn.fastpath.linear import int_columns
+from churn.compiled.linear import int_columns
 
 LogitFunction = Callable[[np.ndarray], np.ndarray]
 

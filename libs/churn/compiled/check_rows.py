@@ -1,8 +1,8 @@
-"""Probe rows on which a compiled scorer must equal predict_proba before it is trusted.
+"""Check rows: the rows on which a compiled scorer must equal predict_proba before it is trusted.
 
-Why two kinds: the API only ever sends rows its schema validated (`schema_probe`: valid codes,
+Why two kinds: the API only ever sends rows its schema validated (`valid_rows`: valid codes,
 nulls where allowed), and must not refuse a model because of inputs it can never receive;
-batch scoring reads stored feature tables, so its check also covers the edges (`edge_probe`:
+batch scoring reads stored feature tables, so its check also covers the edges (`edge_rows`:
 NaN in any column, negative and unknown category codes).
 """
 
@@ -18,7 +18,7 @@ from churn.features.schema import FeatureSpec, categorical_indices
 UNBOUNDED_SPAN = 200.0
 
 
-def schema_probe(specs: Sequence[FeatureSpec], rows: int = 256, seed: int = 0) -> np.ndarray:
+def valid_rows(specs: Sequence[FeatureSpec], rows: int = 256, seed: int = 0) -> np.ndarray:
     """Random valid encoded rows (nulls where allowed, many zeros), built from the schema alone."""
     rng = np.random.default_rng(seed)
     columns = []
@@ -36,7 +36,7 @@ def schema_probe(specs: Sequence[FeatureSpec], rows: int = 256, seed: int = 0) -
     return np.column_stack(columns)
 
 
-def edge_probe(specs: Sequence[FeatureSpec], rows: int = 512, seed: int = 0) -> np.ndarray:
+def edge_rows(specs: Sequence[FeatureSpec], rows: int = 512, seed: int = 0) -> np.ndarray:
     """Rows that exercise every branch: NaNs anywhere, large values, unknown category codes."""
     rng = np.random.default_rng(seed)
     X = rng.gamma(1.5, 8.0, size=(rows, len(specs)))

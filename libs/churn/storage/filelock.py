@@ -1,6 +1,6 @@
 """An advisory inter-process lock on a file (fcntl.flock).
 
-Why: promotion, retraining and the seed Job may run at the same time on a shared volume;
+Why: promotion, retraining and the bootstrap Job may run at the same time on a shared volume;
 writers that must not interleave (registry alias swaps, history appends) hold this lock.
 flock is released by the kernel if the holder dies, so a crashed Job never wedges the others.
 """

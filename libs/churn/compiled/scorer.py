@@ -20,7 +20,7 @@ per-tree loop wins, 2.6 vs 4 us/row on one thread, more with threads). Callers t
 batches say so (`large_batches=True`) and keep predict_proba for trees.
 
 Safety: `compile_scorer` only returns a compiled function after checking that it equals
-`predict_proba` on the caller's probe rows (|diff| <= 1e-9, on the whole probe and row by
+`predict_proba` on the caller's check rows (|diff| <= 1e-9, on all of them at once and row by
 row); anything unrecognised, failing or disagreeing falls back to `predict_proba` under
 `sklearn.config_context(assume_finite=True, skip_parameter_validation=True)`, which is always
 correct.
@@ -37,8 +37,8 @@ import sklearn
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from churn.fastpath.linear import compile_linear
-from churn.fastpath.trees import compile_trees
+from churn.compiled.linear import compile_linear
+from churn.compiled.trees import compile_trees
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,14 @@ class Scorer:
     risk: RiskFunction
 
 
-def compile_scorer(model: Any, probe: np.ndarray, threads: int = 1, large_batches: bool = False) -> Scorer:
-    """The fastest risk function for `model` that agrees with predict_proba on `probe`.
+def compile_scorer(model: Any, check_rows: np.ndarray, threads: int = 1, large_batches: bool = False) -> Scorer:
+    """The fastest risk function for `model` that agrees with predict_proba on `check_rows`.
 
     `threads` caps OpenMP in the sklearn fall-back (0 = library default, no per-call cap);
     `large_batches`: only paths that are faster than predict_proba on large batches too.
     """
     reference = sklearn_scorer(model, threads)
-    expected = reference(probe)
+    expected = reference(check_rows)
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     if [int(c) for c in getattr(final, "classes_", [])] != [0, 1]:
         return Scorer("sklearn", reference)
@@ -83,9 +83,9 @@ def compile_scorer(model: Any, probe: np.ndarray, threads: int = 1, large_batche
         if logit is None:
             continue
         risk = _chunked(_through_sigmoid(logit))
-        if _agrees(risk, probe, expected):
+        if _agrees(risk, check_rows, expected):
             return Scorer(kind, risk)
-        log.warning("compiled %s scorer does not reproduce predict_proba on the probe rows: not used", kind)
+        log.warning("compiled %s scorer does not reproduce predict_proba on the check rows: not used", kind)
     return Scorer("sklearn", reference)
 
 
@@ -121,11 +121,11 @@ def positive_class_column(model: Any) -> int:
     return classes.index(1)
 
 
-def _agrees(fast: RiskFunction, probe: np.ndarray, expected: np.ndarray) -> bool:
-    """Equal on the whole probe AND row by row (fast paths may special-case one row)."""
+def _agrees(fast: RiskFunction, check_rows: np.ndarray, expected: np.ndarray) -> bool:
+    """Equal on all check rows at once AND row by row (fast paths may special-case one row)."""
     try:
-        got = fast(probe)
-        singles = np.concatenate([fast(probe[i:i + 1]) for i in range(min(len(probe), SINGLE_ROW_CHECKS))])
+        got = fast(check_rows)
+        singles = np.concatenate([fast(check_rows[i:i + 1]) for i in range(min(len(check_rows), SINGLE_ROW_CHECKS))])
     except Exception:  # an unforeseen model shape: the reference path stays
         return False
     if got.shape != expected.shape:

@@ -1,4 +1,4 @@
-"""Score proxy: the distribution of predicted risk, a label-free signal of model health.
+"""Score distribution: the distribution of predicted risk, a label-free signal of model health.
 
 Why: churn labels arrive W days late; the share of users above the operating threshold
 and the risk quantiles move at once when inputs or the model go wrong (e.g. a NaN flood
@@ -49,15 +49,15 @@ def _reference(registry: ModelRegistry, version: str) -> dict[str, Any]:
             "holdout_flagged_share": metrics.get("flagged_share")}
 
 
-def score_proxy(paths: DataPaths, registry: ModelRegistry, threshold: float,
+def score_distribution(paths: DataPaths, registry: ModelRegistry, threshold: float,
                 as_of: dt.date | None = None) -> tuple[Path, dict[str, Any]]:
-    """Write monitoring/score_proxy/<as_of>.json for the scores of `as_of` (default latest)."""
+    """Write monitoring/score_distribution/<as_of>.json for the scores of `as_of` (default latest)."""
     day, scores = read_scores(paths, as_of)
     versions = sorted(set(scores["model_version"].astype(str)))
     report = {"as_of": day.isoformat(), "model_versions": versions,
               **risk_distribution(scores["risk"].to_numpy(), threshold),
               "reference": _reference(registry, versions[0]) if len(versions) == 1 else {}}
-    path = atomic_write_json(paths.monitoring / "score_proxy" / f"{day.isoformat()}.json", report)
-    log.info("score proxy %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
+    path = atomic_write_json(paths.monitoring / "score_distribution" / f"{day.isoformat()}.json", report)
+    log.info("score distribution %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
              report["mean"] or float("nan"), 100 * (report["share_above_threshold"] or 0.0), threshold, path)
     return path, report

@@ -7,7 +7,7 @@ column one-hot encoded contributes the coefficient of its category (0 when unkno
 logit is the intercept plus these terms: a handful of numpy operations instead of
 ColumnTransformer's per-call machinery. Supported steps: ColumnTransformer of Pipelines of
 SimpleImputer (NaN, with or without indicator) -> StandardScaler -> OneHotEncoder; anything
-else returns None (and `churn.fastpath.scorer` keeps sklearn).
+else returns None (and `churn.compiled.scorer` keeps sklearn).
 
 Sums are row-wise (`einsum`), never a BLAS matrix product: BLAS blocking changes the rounding
 with the number of rows, and a user's risk must not depend on the batch it is scored in

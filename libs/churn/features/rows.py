@@ -21,14 +21,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from churn.storage.files import DataError
-
-
-def require_file(path: Path, producer: str) -> Path:
-    """DataError naming the missing input and the command that produces it."""
-    if not Path(path).is_file():
-        raise DataError(f"{path}: not found (produce it with `ml_jobs {producer}`)")
-    return Path(path)
+from churn.storage.files import DataError, require_file
 
 
 def feature_dates(path: Path) -> list[dt.date]:

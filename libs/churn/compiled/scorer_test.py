@@ -10,14 +10,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from churn.fastpath import scorer
-from churn.fastpath.probes import edge_probe, schema_probe
-from churn.fastpath.scorer import compile_scorer, sklearn_scorer
-from churn.fastpath.testing import boosting_model, logistic_pipeline, training_data
+from churn.compiled import scorer
+from churn.compiled.check_rows import edge_rows, valid_rows
+from churn.compiled.scorer import compile_scorer, sklearn_scorer
+from churn.compiled.testing import boosting_model, logistic_pipeline, training_data
 from churn.features.schema import feature_specs
 
 SPECS = feature_specs()
-MANY_ROWS = schema_probe(SPECS, rows=5000, seed=123)
+MANY_ROWS = valid_rows(SPECS, rows=5000, seed=123)
 
 
 def _reference(model: object, matrix: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ def _reference(model: object, matrix: np.ndarray) -> np.ndarray:
 
 def test_linear_fast_path_equals_predict_proba_on_many_rows() -> None:
     model = logistic_pipeline(SPECS)
-    compiled = compile_scorer(model, schema_probe(SPECS))
+    compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == "linear"
     np.testing.assert_allclose(compiled.risk(MANY_ROWS), _reference(model, MANY_ROWS), rtol=0, atol=1e-12)
 
@@ -35,7 +35,7 @@ def test_linear_fast_path_handles_a_plain_imputer_scaler_chain() -> None:
     matrix, label = training_data(SPECS)
     model = make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(with_mean=False), LogisticRegression()).fit(
         matrix, label)
-    compiled = compile_scorer(model, schema_probe(SPECS))
+    compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == "linear"
     np.testing.assert_allclose(compiled.risk(MANY_ROWS), _reference(model, MANY_ROWS), rtol=0, atol=1e-12)
 
@@ -43,7 +43,7 @@ def test_linear_fast_path_handles_a_plain_imputer_scaler_chain() -> None:
 @pytest.mark.parametrize("categorical", [True, False], ids=["categorical-splits", "numeric-only"])
 def test_tree_fast_path_equals_predict_proba_on_many_rows_with_missing_values(categorical: bool) -> None:
     model = boosting_model(SPECS, iterations=60, categorical=categorical)
-    compiled = compile_scorer(model, schema_probe(SPECS))
+    compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == "trees"
     assert np.isnan(MANY_ROWS).any()
     np.testing.assert_allclose(compiled.risk(MANY_ROWS), _reference(model, MANY_ROWS), rtol=0, atol=1e-12)
@@ -52,7 +52,7 @@ def test_tree_fast_path_equals_predict_proba_on_many_rows_with_missing_values(ca
 def test_tree_fast_path_treats_unknown_categories_like_sklearn() -> None:
     """Codes the API never sends (unknown, negative, NaN) still follow sklearn's rules."""
     model = boosting_model(SPECS, iterations=60)
-    compiled = compile_scorer(model, schema_probe(SPECS))
+    compiled = compile_scorer(model, valid_rows(SPECS))
     odd = MANY_ROWS[:400].copy()
     odd[:100, 1] = 17.0
     odd[100:200, 1] = -3.0
@@ -67,7 +67,7 @@ def test_tree_fast_path_treats_unknown_categories_like_sklearn() -> None:
 def test_single_rows_agree_too() -> None:
     """The API scores one row at a time: check that shape explicitly."""
     for model in (logistic_pipeline(SPECS), boosting_model(SPECS)):
-        compiled = compile_scorer(model, schema_probe(SPECS))
+        compiled = compile_scorer(model, valid_rows(SPECS))
         for row in MANY_ROWS[:200]:
             one = row.reshape(1, -1)
             assert compiled.risk(one)[0] == pytest.approx(_reference(model, one)[0], abs=1e-12)
@@ -77,9 +77,9 @@ def test_single_rows_agree_too() -> None:
 def test_compiled_paths_equal_predict_proba_on_edge_rows(kind: str) -> None:
     """Batch scoring checks on edge rows too: NaN in any column, negative and unknown codes."""
     model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS, iterations=60)
-    compiled = compile_scorer(model, edge_probe(SPECS))
+    compiled = compile_scorer(model, edge_rows(SPECS))
     assert compiled.kind == kind
-    odd = edge_probe(SPECS, rows=5000, seed=9)
+    odd = edge_rows(SPECS, rows=5000, seed=9)
     np.testing.assert_allclose(compiled.risk(odd), _reference(model, odd), rtol=0, atol=1e-12)
 
 
@@ -89,7 +89,7 @@ def test_a_rows_risk_does_not_depend_on_the_batch_it_is_in(kind: str, monkeypatc
     across the chunks a large batch is cut into."""
     monkeypatch.setattr(scorer, "CHUNK_ROWS", 1000)
     model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS, iterations=60)
-    compiled = compile_scorer(model, schema_probe(SPECS))
+    compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == kind
     whole = compiled.risk(MANY_ROWS)
     for start, stop in ((0, 5), (995, 1005), (1000, 2000), (4990, 5000)):
@@ -99,9 +99,9 @@ def test_a_rows_risk_does_not_depend_on_the_batch_it_is_in(kind: str, monkeypatc
 
 
 def test_large_batches_keep_only_the_paths_that_are_faster_there() -> None:
-    linear = compile_scorer(logistic_pipeline(SPECS), schema_probe(SPECS), large_batches=True)
+    linear = compile_scorer(logistic_pipeline(SPECS), valid_rows(SPECS), large_batches=True)
     boosting = boosting_model(SPECS)
-    trees = compile_scorer(boosting, schema_probe(SPECS), large_batches=True)
+    trees = compile_scorer(boosting, valid_rows(SPECS), large_batches=True)
     assert (linear.kind, trees.kind) == ("linear", "sklearn")
     np.testing.assert_array_equal(trees.risk(MANY_ROWS), _reference(boosting, MANY_ROWS))
 
@@ -109,7 +109,7 @@ def test_large_batches_keep_only_the_paths_that_are_faster_there() -> None:
 def test_unknown_model_shapes_fall_back_to_sklearn() -> None:
     matrix, label = training_data(SPECS)
     forest = make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(matrix, label)
-    compiled = compile_scorer(forest, schema_probe(SPECS))
+    compiled = compile_scorer(forest, valid_rows(SPECS))
     assert compiled.kind == "sklearn"
     np.testing.assert_array_equal(compiled.risk(MANY_ROWS), _reference(forest, MANY_ROWS))
 
@@ -127,6 +127,6 @@ def test_a_fast_path_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch)
     wrong = ("linear", lambda model: lambda matrix: np.zeros(matrix.shape[0]))  # logit 0 = risk 0.5
     monkeypatch.setattr(scorer, "COMPILERS", (wrong,))
     model = logistic_pipeline(SPECS)
-    compiled = compile_scorer(model, schema_probe(SPECS))
+    compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == "sklearn"
     np.testing.assert_array_equal(compiled.risk(MANY_ROWS[:100]), _reference(model, MANY_ROWS[:100]))

@@ -16,13 +16,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churn.fastpath.probes import schema_probe
+from churn.compiled.check_rows import valid_rows
 from churn.features.schema import FeatureSpec, categorical_indices, numeric_indices
 
 
 def training_data(specs: Sequence[FeatureSpec], rows: int = 600, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Encoded random rows with a learnable label (low activity -> churn)."""
-    matrix = schema_probe(specs, rows=rows, seed=seed)
+    matrix = valid_rows(specs, rows=rows, seed=seed)
     names = [s.name for s in specs]
     activity = np.nan_to_num(matrix[:, names.index("active_days_7d")])
     label = (activity + np.random.default_rng(seed).normal(0, 2, rows) < 3.5).astype(int)

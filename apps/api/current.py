@@ -1,7 +1,7 @@
 """The one mutable cell of the API: a reference to the model being served.
 
 Why a plain attribute and no lock: assigning a reference is atomic in Python, the object it
-points at (`ServingModel`) is immutable, and each request reads `holder.model` once. So a
+points at (`ServingModel`) is immutable, and each request reads `current.model` once. So a
 swap never tears a request, and in-flight requests finish on the model they started with.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from apps.api.serving import ServingModel
 
 
-class ModelHolder:
+class CurrentModel:
     """The current `ServingModel` (None until one is loaded) and why the API is not ready."""
 
     def __init__(self) -> None:

@@ -1,0 +1,1 @@
+"""Headless matplotlib figures as PNG bytes, shared by model evaluation and drift reports."""

@@ -1,0 +1,1 @@
+"""Stable per-user hashing: shards and deterministic subsamples (`churn.sampling.users`)."""
