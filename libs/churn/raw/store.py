@@ -35,7 +35,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json
-from churn.storage.lock import FileLock
+from churn.storage.filelock import FileLock
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
