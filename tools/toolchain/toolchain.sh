@@ -9,10 +9,17 @@
 #   toolchain.sh refresh-lock      resolve packages.txt anew on the mirror and rewrite toolchain.lock
 #   toolchain.sh info              where the toolchain lives, its size and lock
 #
+# As root the root filesystem is built with debootstrap and entered through a mount namespace; as
+# any other user with mmdebstrap --mode=unshare and a user namespace that maps the caller to uid 0
+# and the caller's subordinate ids (/etc/subuid, /etc/subgid) to 1..65535, so the root's files
+# keep their owners and podman inside can run containers without privileges on the host.
+#
 # Environment: BAZELW_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/churn-mlops-toolchain),
-# BAZELW_DEBIAN_MIRROR (default: the host's own apt sources). Why not chroot: see
-# shared notes (runc and `podman exec` need the root to be the namespace's root mount).
+# BAZELW_DEBIAN_MIRROR (default: the host's own apt sources). Why not chroot: runc and
+# `podman exec` need the root to be the namespace's root mount.
 set -euo pipefail
+# pivot_root, chroot and debootstrap live in sbin, which a normal user's PATH often lacks.
+PATH=$PATH:/usr/sbin:/sbin
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 WORKSPACE=$(cd "$HERE/../.." && pwd -P)
@@ -22,6 +29,10 @@ SUITE=sid
 CACHE=${BAZELW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/churn-mlops-toolchain}
 # Bump when the provisioning steps change in a way that needs a new root.
 FORMAT=1
+# Top-level directories that belong to the toolchain root; every other one is the host's, bound
+# at its own path (home directories, /tmp, /mnt, /srv, any data directory).
+SYSTEM_DIRS=" bin boot dev etc lib lib32 lib64 libx32 proc run sbin sys usr var "
+if [ "$(id -u)" = 0 ]; then PRIVILEGED=1; else PRIVILEGED=; fi
 
 say() { printf '[toolchain] %s\n' "$*" >&2; }
 die() {
@@ -48,16 +59,46 @@ debian_mirror() {
 }
 
 check_host() {
-  [ "$(id -u)" = 0 ] || die "provisioning the toolchain needs root (mount namespaces, debootstrap)." \
-    "Run as root, e.g. 'sudo ./bazelw ...'."
-  for tool in unshare nsenter mount pivot_root; do
+  for tool in unshare nsenter mount pivot_root flock; do
     command -v "$tool" >/dev/null || die "'$tool' is missing on this host." "Install util-linux: apt-get install util-linux"
   done
-  unshare --mount true 2>/dev/null || die "this host does not allow mount namespaces (unshare --mount failed)." \
-    "Run on a host (or privileged container) that allows them."
+  if [ -n "$PRIVILEGED" ]; then
+    unshare --mount true 2>/dev/null || die "this host does not allow mount namespaces (unshare --mount failed)." \
+      "Run on a host (or privileged container) that allows them."
+    return
+  fi
+  local user
+  user=$(id -un)
+  for tool in newuidmap newgidmap; do
+    command -v "$tool" >/dev/null || die "'$tool' is missing on this host (needed to map your subordinate ids)." \
+      "As root: apt-get install uidmap"
+  done
+  grep -qE "^($user|$(id -u)):[0-9]+:[0-9]+" /etc/subuid 2>/dev/null \
+    && grep -qE "^($user|$(id -u)):[0-9]+:[0-9]+" /etc/subgid 2>/dev/null \
+    || die "user '$user' has no subordinate ids in /etc/subuid and /etc/subgid (the toolchain root needs 65536 of each)." \
+      "As root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $user   (pick a range no other user has)"
+  local err
+  err=$(unshare --user --map-auto --map-root-user --mount true 2>&1) \
+    || die "this host does not let you create a user namespace: $err" \
+      "Enable unprivileged user namespaces (as root): sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000" \
+      "or run ./bazelw as root."
 }
 
+# Run CMD as uid 0 of the caller's user namespace (the caller itself when root).
+as_root() {
+  if [ -n "$PRIVILEGED" ]; then "$@"; else unshare --user --map-auto --map-root-user "$@"; fi
+}
+
+# Remove a directory tree that may hold files owned by subordinate ids.
+remove_tree() { [ ! -e "$1" ] || as_root rm -rf --one-file-system "$1"; }
+
+# The bootstrapper: debootstrap as root (installed on the fly), mmdebstrap otherwise.
 ensure_debootstrap() {
+  if [ -z "$PRIVILEGED" ]; then
+    command -v mmdebstrap >/dev/null || die "mmdebstrap is missing on this host (it builds the toolchain root without root)." \
+      "As root: apt-get install mmdebstrap uidmap"
+    return
+  fi
   command -v debootstrap >/dev/null && return
   command -v apt-get >/dev/null || die "debootstrap is missing and this host has no apt-get." \
     "Install debootstrap with your package manager."
@@ -70,9 +111,13 @@ ensure_debootstrap() {
 # Run a command inside a root that is still being built: a throw-away private mount namespace.
 in_new_root() {
   local root=$1; shift
-  unshare --mount --propagation private /bin/bash -c '
+  local -a ns=(unshare --mount --propagation private)
+  [ -n "$PRIVILEGED" ] || ns=(unshare --user --map-auto --map-root-user --mount --propagation private)
+  "${ns[@]}" /bin/bash -c '
     set -e; R=$1; shift
-    mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
+    # A fresh proc needs a PID namespace in a user namespace: bind the host one instead.
+    mount -t proc proc "$R/proc" 2>/dev/null || mount --rbind /proc "$R/proc"
+    mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
     cp -L /etc/resolv.conf "$R/etc/resolv.conf"
     exec chroot "$R" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"' _ "$root" "$@"
@@ -135,22 +180,53 @@ build_root() {
   mirror=$(debian_mirror)
   [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources." \
     "Set BAZELW_DEBIAN_MIRROR to a Debian mirror URL (the one apt uses)."
-  timed "debootstrap $SUITE (minbase)" debootstrap --variant=minbase "$SUITE" "$STAGE/root" "$mirror"
-  configure_apt "$STAGE/root"
-  timed "apt-get update" in_new_root "$STAGE/root" apt-get update -q
-  if [ "$mode" = pinned ]; then
-    say "installing $(pinned_packages | wc -l) pinned packages ..."
-    local start=$SECONDS
-    install_pinned "$STAGE/root"
-    say "installed in $((SECONDS - start)) s"
-    verify_lock "$STAGE/root"
+  if [ -n "$PRIVILEGED" ]; then
+    timed "debootstrap $SUITE (minbase)" debootstrap --variant=minbase "$SUITE" "$STAGE/root" "$mirror"
+    configure_apt "$STAGE/root"
+    timed "apt-get update" in_new_root "$STAGE/root" apt-get update -q
+    if [ "$mode" = pinned ]; then
+      say "installing $(pinned_packages | wc -l) pinned packages ..."
+      local start=$SECONDS
+      install_pinned "$STAGE/root"
+      say "installed in $((SECONDS - start)) s"
+    else
+      # shellcheck disable=SC2046
+      timed "apt-get install (unpinned, from packages.txt)" \
+        in_new_root "$STAGE/root" apt-get install -y -q $(wanted_packages)
+    fi
   else
-    # shellcheck disable=SC2046
-    timed "apt-get install (unpinned, from packages.txt)" \
-      in_new_root "$STAGE/root" apt-get install -y -q $(wanted_packages)
+    mmdebstrap_root "$mode" "$mirror"
+    configure_apt "$STAGE/root"
   fi
+  [ "$mode" != pinned ] || verify_lock "$STAGE/root"
   timed "update-ca-certificates" in_new_root "$STAGE/root" update-ca-certificates
   in_new_root "$STAGE/root" apt-get clean
+}
+
+# Without root: mmdebstrap builds the root in its own user namespace and streams it as a tar, which
+# is unpacked as uid 0 of the caller's namespace, so the files get the owners the root expects
+# under the mapping every later call uses (mmdebstrap's own mapping differs by one id).
+mmdebstrap_root() {
+  local mode=$1 mirror=$2 packages
+  if [ "$mode" = pinned ]; then packages=$(pinned_packages | paste -sd,); else packages=$(wanted_packages | paste -sd,); fi
+  say "mmdebstrap $SUITE (minbase + $(echo "$packages" | tr ',' '\n' | wc -l) packages, no root needed) ..."
+  local start=$SECONDS log=$STAGE/mmdebstrap.log
+  mkdir -p "$STAGE/root"
+  if ! mmdebstrap --mode=unshare --variant=minbase --format=tar \
+         --aptopt='Acquire::Check-Valid-Until "false"' --aptopt='APT::Install-Recommends "false"' \
+         --skip=cleanup/apt/lists `# the images' base layer resolves packages from them` \
+         --include="$packages" "$SUITE" - "$mirror" 2>"$log" \
+       | as_root tar -C "$STAGE/root" --numeric-owner -xpf - --exclude='./dev/*' \
+       || ! grep -q '^I: success' "$log"; then
+    tail -n 30 "$log" >&2
+    local gone
+    gone=$(sed -n -e "s/.*Version '\([^']*\)' for '\([^']*\)' was not found.*/\2=\1/p" \
+                  -e "s/.*Unable to locate package \(.*\)$/\1/p" "$log")
+    [ -z "$gone" ] || die "pinned packages are gone from the Debian mirror: $(echo $gone)" \
+      "The mirror dropped these versions. Refresh the lock: tools/toolchain/toolchain.sh refresh-lock"
+    die "mmdebstrap failed (output above)."
+  fi
+  say "mmdebstrap done in $((SECONDS - start)) s"
 }
 
 write_lock() {
@@ -170,7 +246,7 @@ provision() {  # provision pinned|unpinned: build a complete root under $CACHE/<
   ensure_debootstrap
   mkdir -p "$CACHE"
   STAGE=$(mktemp -d "$CACHE/.staging.XXXXXX")
-  trap 'rm -rf --one-file-system "$STAGE"' EXIT
+  trap 'remove_tree "$STAGE"' EXIT
   local start=$SECONDS
   say "provisioning the build toolchain (Debian $SUITE, $1) in $CACHE"
   build_root "$1"
@@ -178,10 +254,10 @@ provision() {  # provision pinned|unpinned: build a complete root under $CACHE/<
   local dest
   dest=$CACHE/$(lock_key)
   mkdir -p "$dest"
-  rm -rf --one-file-system "$dest/root"
+  remove_tree "$dest/root"
   mv "$STAGE/root" "$dest/root"
-  say "toolchain ready in $((SECONDS - start)) s: $(du -sh "$dest/root" | cut -f1) at $dest/root"
-  rm -rf --one-file-system "$STAGE"
+  say "toolchain ready in $((SECONDS - start)) s: $(du -sh "$dest/root" 2>/dev/null | cut -f1) at $dest/root"
+  remove_tree "$STAGE"
   trap - EXIT
 }
 
@@ -222,31 +298,141 @@ replace_if_changed() {  # replace_if_changed SRC DEST: DEST becomes a copy of SR
   cp -L "$1" "$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$2"
 }
 
-# One persistent mount namespace (pinned on a file) whose root mount is the toolchain root, so the
-# Bazel server sees the same mounts on every call and survives between calls.
+# One persistent namespace whose root mount is the toolchain root, so the Bazel server sees the
+# same mounts on every call and survives between calls. As root it is a mount namespace pinned on
+# a file; otherwise a user + mount namespace kept alive by a holder process (an unprivileged user
+# cannot pin a namespace on a file: that is a mount in the host's namespace).
 ensure_namespace() {
   NS=$KEYDIR/ns
   OUTPUT_ROOT=$KEYDIR/bazel
   mkdir -p "$NS" "$OUTPUT_ROOT"
-  if nsenter --mount="$NS/mnt" true 2>/dev/null; then
-    # The namespace sees the host's mounts as they were when it was made: a workspace on a
-    # filesystem mounted since then is invisible in it, so such a call gets a new namespace.
-    [ "$(nsenter --mount="$NS/mnt" stat -c %d:%i "/.host$WORKSPACE" 2>/dev/null)" = "$(stat -c %d:%i "$WORKSPACE")" ] \
-      && return
-    say "the workspace is not visible in the toolchain namespace (mounted after it was made): making a new one"
-    umount "$NS/mnt"
+  exec 7>"$KEYDIR/.ns.lock"
+  flock 7  # concurrent calls: one makes the namespace, the others wait and use it
+  local mounts
+  mounts=$(host_mounts)
+  if namespace_alive; then
+    # A namespace made before mount signatures were recorded: its own check is the workspace's.
+    [ -s "$NS/mounts" ] || echo "$mounts" >"$NS/mounts"
+    if [ "$(cat "$NS/mounts")" = "$mounts" ] \
+       && [ "$("${NSENTER[@]}" stat -c %d:%i "/.host$WORKSPACE" 2>/dev/null)" = "$(stat -c %d:%i "$WORKSPACE")" ]; then
+      bind_host_paths
+      exec 7>&-
+      return
+    fi
+    # The namespace holds a copy of the host's mounts as they were when it was made (the host's
+    # mounts are private here, nothing propagates): a file system mounted since is invisible in it.
+    say "the host's mounts changed since the toolchain namespace was made: making a new one"
+    drop_namespace
   fi
-  mountpoint -q "$NS" || { mount --bind "$NS" "$NS"; mount --make-private "$NS"; }
-  touch "$NS/mnt"
-  unshare --mount="$NS/mnt" --propagation private /bin/sh -ec '
-    R=$1 OUT=$2
-    mount --bind "$R" "$R"                       # pivot_root needs the new root to be a mount point
-    mount -t proc proc "$R/proc"
-    mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
-    mount -t tmpfs -o mode=755 tmpfs "$R/run"    # fresh /run: podman and netavark runtime state
-    mkdir -p "$R$OUT"; mount --bind "$OUT" "$R$OUT"
-    mkdir -p "$R/.host"; cd "$R"; pivot_root . .host
-    mount --make-rslave /' _ "$ROOT" "$OUTPUT_ROOT"
+  make_namespace
+  echo "$mounts" >"$NS/mounts"
+  bind_host_paths
+  exec 7>&-
+}
+
+# The host's mount points a call can reach (neither the toolchain's own directories nor the
+# toolchain caches' namespace files), as one digest.
+host_mounts() {
+  sed 's/ - \([^ ]*\) .*/ \1/' /proc/self/mountinfo | awk -v cache="$CACHE/" -v sys="$SYSTEM_DIRS" '
+    $NF == "nsfs" { next }
+    { mp = $5; top = mp; sub(/^\//, "", top); sub(/\/.*/, "", top)
+      if (index(mp "/", cache) == 1 || mp ~ /\/churn-mlops-toolchain\// || (top != "" && index(sys, " " top " "))) next
+      print mp }' | sort | sha256sum | cut -c1-16
+}
+
+namespace_alive() {
+  if [ -n "$PRIVILEGED" ]; then
+    NSENTER=(nsenter --mount="$NS/mnt")
+    nsenter --mount="$NS/mnt" true 2>/dev/null
+    return
+  fi
+  local pid
+  pid=$(cat "$NS/holder.pid" 2>/dev/null) || return 1
+  NSENTER=(nsenter --target "$pid" --user --mount)
+  # The holder is ours and still the process that made this namespace (not a reused pid).
+  [ "$(stat -L -c %i "/proc/$pid/ns/mnt" 2>/dev/null)" = "$(cat "$NS/holder.mntns" 2>/dev/null)" ] \
+    && "${NSENTER[@]}" true 2>/dev/null
+}
+
+drop_namespace() {
+  if [ -n "$PRIVILEGED" ]; then
+    umount "$NS/mnt"
+  else
+    kill "$(cat "$NS/holder.pid")" 2>/dev/null || true  # processes still inside keep their namespace
+    rm -f "$NS/holder.pid" "$NS/holder.mntns"
+  fi
+}
+
+# The namespace's mounts: the toolchain root as "/", the host's tree kept at /.host (host paths
+# are bound at their own paths by bind_host_paths, on every call).
+# shellcheck disable=SC2016
+NS_SETUP='
+  R=$1 OUT=$2
+  mount --bind "$R" "$R"                       # pivot_root needs the new root to be a mount point
+  # a fresh proc needs a PID namespace in a user namespace: there, bind the host one
+  mount -t proc proc "$R/proc" 2>/dev/null || mount --rbind /proc "$R/proc"
+  mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
+  mount -t tmpfs -o mode=755 tmpfs "$R/run"    # fresh /run: podman and netavark runtime state
+  mkdir -p "$R$OUT"; mount --bind "$OUT" "$R$OUT"
+  mkdir -p "$R/.host"; cd "$R"; pivot_root . .host
+  mount --make-rslave /'
+
+make_namespace() {
+  if [ -n "$PRIVILEGED" ]; then
+    mountpoint -q "$NS" || { mount --bind "$NS" "$NS"; mount --make-private "$NS"; }
+    touch "$NS/mnt"
+    unshare --mount="$NS/mnt" --propagation private /bin/sh -ec "$NS_SETUP" _ "$ROOT" "$OUTPUT_ROOT"
+    NSENTER=(nsenter --mount="$NS/mnt")
+    return
+  fi
+  rm -f "$NS/holder.pid" "$NS/holder.mntns"
+  # The holder: sets the namespace up, says it is ready, then sleeps as long as the namespace lives.
+  # shellcheck disable=SC2016
+  setsid unshare --user --map-auto --map-root-user --mount --propagation private /bin/sh -ec "$NS_SETUP"'
+    NS=/.host$3
+    # Hold no descriptor of the caller (a pipe held open would keep its reader waiting forever).
+    for fd in $(ls /proc/self/fd); do [ "$fd" -le 2 ] || eval "exec $fd>&-" 2>/dev/null || true; done
+    stat -L -c %i /proc/self/ns/mnt >"$NS/holder.mntns"
+    echo $$ >"$NS/holder.pid.tmp"; mv "$NS/holder.pid.tmp" "$NS/holder.pid"
+    exec sleep infinity' _ "$ROOT" "$OUTPUT_ROOT" "$NS" </dev/null >"$NS/holder.log" 2>&1 7>&- 8>&- 9>&- &
+  local tries=0
+  until [ -s "$NS/holder.pid" ]; do
+    kill -0 $! 2>/dev/null || die "could not make the toolchain's user namespace:" "$(cat "$NS/holder.log")"
+    tries=$((tries + 1)); [ "$tries" -lt 200 ] || die "the toolchain namespace did not come up in 20 s" "$(cat "$NS/holder.log")"
+    sleep 0.1
+  done
+  namespace_alive || die "the toolchain namespace died right after it was made:" "$(cat "$NS/holder.log")"
+}
+
+# Every top-level directory of the host that is not one of the toolchain's own (SYSTEM_DIRS) is
+# bound at its own path, and so is the workspace: home directories, /tmp, /mnt, /srv, data
+# directories. Done on each call (a directory made on the host since is bound too), under the
+# namespace lock, only where the namespace does not show the host's directory already.
+bind_host_paths() {
+  # shellcheck disable=SC2016
+  "${NSENTER[@]}" /bin/sh -c '
+    ws=$1 sys=$2
+    same() { [ "$(stat -c %d:%i "$1" 2>/dev/null)" = "$(stat -c %d:%i "$2" 2>/dev/null)" ]; }
+    for host in /.host/* /.host/.[!.]*; do
+      name=${host#/.host/}
+      case "$sys" in *" $name "*) continue ;; esac
+      if [ -L "$host" ]; then [ -e "/$name" ] || [ -L "/$name" ] || ln -s "$(readlink "$host")" "/$name"; continue; fi
+      [ -d "$host" ] && [ -x "$host" ] || continue   # a directory this user may enter
+      same "/$name" "$host" && continue
+      mkdir -p "/$name"
+      mount --rbind "$host" "/$name" 2>/dev/null || mount --bind "$host" "/$name"
+    done
+    # The workspace, when it lies inside one of the toolchain directories.
+    if ! same "$ws" "/.host$ws"; then
+      mountpoint -q "$ws" 2>/dev/null && umount -l "$ws"
+      mkdir -p "$ws" && mount --bind "/.host$ws" "$ws"
+    fi' _ "$WORKSPACE" "$SYSTEM_DIRS"
+}
+
+# A host path as the namespace shows it: the same path, except inside the toolchain's own dirs.
+host_path() {
+  local top=${1#/}; top=${top%%/*}
+  case "$SYSTEM_DIRS" in *" $top "*) echo "/.host$1" ;; *) echo "$1" ;; esac
 }
 
 # Variables passed from the caller into the root; everything else is reset for hermeticity.
@@ -256,10 +442,14 @@ passthrough_env() {
     [ -n "${!name:-}" ] && printf '%s=%s\0' "$name" "${!name}"
   done
   env -0 | tr '\0' '\n' | grep -E '^(CHURN_|BAZELW_)[A-Z0-9_]*=' | tr '\n' '\0' || true
-  # kubectl (//k8s:apply) inside the root reads the caller's kubeconfig through /.host.
-  local kubeconfig=${KUBECONFIG:-}
+  # kubectl (//k8s:apply) inside the root reads the caller's kubeconfig.
+  local kubeconfig=${KUBECONFIG:-} path out=
   [ -n "$kubeconfig" ] || { [ -f "$HOME/.kube/config" ] && kubeconfig=$HOME/.kube/config; }
-  [ -z "$kubeconfig" ] || printf 'KUBECONFIG=%s\0' "$(echo "$kubeconfig" | sed 's#\(^\|:\)/#\1/.host/#g')"
+  if [ -n "$kubeconfig" ]; then
+    local IFS=:
+    for path in $kubeconfig; do out=${out:+$out:}$(host_path "$path"); done
+    printf 'KUBECONFIG=%s\0' "$out"
+  fi
 }
 
 enter() {  # enter CMD...: run CMD in the namespace, in the caller's directory when inside the workspace
@@ -270,15 +460,11 @@ enter() {  # enter CMD...: run CMD in the namespace, in the caller's directory w
   case "$(pwd -P)/" in "$WORKSPACE"/*) cwd=$(pwd -P) ;; *) cwd=$WORKSPACE ;; esac
   local -a envs=()
   mapfile -d '' envs < <(passthrough_env)
-  exec nsenter --mount="$NS/mnt" /bin/sh -c '
-    ws=$1 cwd=$2; shift 2
-    # Bind the workspace at its host path (from the host tree kept at /.host), once per namespace.
-    if [ "$(stat -c %d:%i "$ws" 2>/dev/null)" != "$(stat -c %d:%i "/.host$ws")" ]; then
-      mountpoint -q "$ws" 2>/dev/null && umount -l "$ws"
-      mkdir -p "$ws" && mount --bind "/.host$ws" "$ws"
-    fi
-    cd "$cwd" && exec "$@"' _ "$WORKSPACE" "$cwd" \
-    /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
+  local home=/root
+  [ -n "$PRIVILEGED" ] || home=$(host_path "$HOME")
+  # shellcheck disable=SC2016
+  exec "${NSENTER[@]}" /bin/sh -c 'cd "$1" && shift && exec "$@"' _ "$cwd" \
+    /usr/bin/env -i HOME="$home" USER=root LANG=C.UTF-8 PODMAN_IGNORE_CGROUPSV1_WARNING=1 \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${envs[@]}" "$@"
 }
 
