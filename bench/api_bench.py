@@ -37,6 +37,7 @@ from typing import Any, Callable
 from apps.api.samples import typical_row
 from apps.api.testkit import boosting_model, card_for, free_port, logistic_pipeline, register
 from churn.features.schema import feature_specs
+from churn.invocation.workdir import enter_invocation_directory
 
 READY_TIMEOUT = 60.0
 # The API's image has no pandas; scikit-learn imports pandas whenever it is importable, which
@@ -397,6 +398,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    enter_invocation_directory()  # --data-root and the default ./var as the user typed them
     args = parse_args(argv)
     if args.serve_baseline:
         serve_baseline(args.root, args.port)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from churn.config.settings import GeneratorSettings, Settings, load_config
 from churn.data.generate import generate
+from churn.invocation.workdir import enter_invocation_directory
 from churn.pipeline.steps import EXIT_DRIFT, EXIT_OK, StepResult, bootstrap_steps, with_root
 
 
@@ -253,6 +254,7 @@ def render(results: list[Result], title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    enter_invocation_directory()  # a relative --config as the user typed it
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--days", type=int, default=None, help="default: generator.days from the config")

@@ -32,6 +32,7 @@ import pandas as pd
 from churn.compiled.scorer import sklearn_scorer
 from churn.features.matrix import frame_matrix
 from churn.features.rows import eligible_mask
+from churn.invocation.workdir import enter_invocation_directory
 from churn.features.schema import feature_names, feature_specs
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
@@ -70,6 +71,7 @@ def _reference_pandas(model, frame: pd.DataFrame, names: list[str], window_days:
 
 
 def main() -> None:
+    enter_invocation_directory()  # any relative path as the user typed it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)

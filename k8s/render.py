@@ -7,7 +7,8 @@ Copies the kustomize base (and the chosen components) into a temporary directory
 an overlay there whose `images:` map the placeholders `churn-api` and `churn-ml` to
 `<registry>/churn-api@sha256:...` and `<registry>/churn-ml@sha256:...`, builds it with
 `kustomize build` or `kubectl kustomize` (whichever is on PATH) and writes one YAML stream
-to stdout, or atomically to FILE. Standard library only.
+to stdout, or atomically to FILE. Standard library only (plus churn.invocation, itself standard
+library only: a relative FILE means relative to where the user ran `bazel run`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from churn.invocation.workdir import from_invocation
 
 HERE = Path(__file__).parent  # not resolved: under Bazel the manifests sit in runfiles
 DEFAULT_REGISTRY = "localhost:5000"
@@ -127,8 +130,8 @@ def write_atomically(path: Path, text: str) -> None:
 
 def output_path(arg: str) -> Path:
     """A relative --output given to `bazel run` means relative to where the user ran it
-    (the tool itself runs in its runfiles directory)."""
-    return Path(os.environ.get("BUILD_WORKING_DIRECTORY", "."), arg)
+    (the tool itself stays in its runfiles directory: its manifests are runfiles-relative)."""
+    return from_invocation(arg)
 
 
 def add_render_args(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from apps.api import main as api_main
 from churn.config.settings import load_config
+from churn.invocation.workdir import enter_invocation_directory
 from churn.registry.registry import ModelRegistry
 
 
@@ -52,7 +53,7 @@ def bootstrap(config: str | None, force: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    api_main.enter_invocation_directory()
+    enter_invocation_directory()
     args = parse_args(argv)
     root = load_config(args.config).paths.root
     if not has_production_model(root):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 from typing import Sequence
 
 import uvicorn
@@ -17,6 +16,7 @@ from apps.api.app import create_app
 from apps.api.logs import configure_logging, log_event
 from apps.api.settings import serving_config
 from churn.config.settings import load_config
+from churn.invocation.workdir import enter_invocation_directory
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -25,17 +25,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="bind address (default: api.host from the config)")
     parser.add_argument("--port", type=int, help="TCP port (default: api.port from the config)")
     return parser.parse_args(argv)
-
-
-def enter_invocation_directory() -> None:
-    """Under `bazel run`, resolve relative paths (./var, --config) from where the user ran it.
-
-    Bazel starts binaries inside their runfiles tree and names the user's directory in
-    BUILD_WORKING_DIRECTORY (a Bazel convention, not configuration).
-    """
-    directory = os.environ.get("BUILD_WORKING_DIRECTORY")
-    if directory:
-        os.chdir(directory)
 
 
 def freeze_startup_objects() -> None:

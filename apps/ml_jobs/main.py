@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from churn.config.settings import ConfigError, Settings, load_config
+from churn.invocation.workdir import enter_invocation_directory
 from churn.monitoring.drift import DriftConfigError
 from churn.pipeline import steps
 from churn.pipeline.steps import EXIT_ERROR, EXIT_OK, StepResult
@@ -124,6 +125,7 @@ def _print_results(results: list[StepResult]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    enter_invocation_directory()  # ./var, --config and CHURN_DATA_ROOT as the user typed them
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -99,6 +99,24 @@ def test_shifted_data_makes_drift_check_fail_with_exit_2(cli):
     assert failed and report["baseline_n"] > 0 and report["recent_n"] > 0
 
 
+def test_relative_config_and_data_root_resolve_where_the_user_ran_bazel_run(tmp_path):
+    """`bazel run` starts the binary in its runfiles; BUILD_WORKING_DIRECTORY names the user's
+    directory: a relative --config and the relative data root must land there."""
+    caller, runfiles = tmp_path / "caller", tmp_path / "runfiles"
+    caller.mkdir()
+    runfiles.mkdir()
+    (caller / "tiny.yaml").write_text(TINY_YAML.format(root="var", users=50, days=90))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "BUILD_WORKING_DIRECTORY": str(caller)}
+    env.pop("CHURN_DATA_ROOT", None)
+    env.pop("CHURN_MLOPS_CONFIG", None)
+    result = subprocess.run([sys.executable, str(MAIN.absolute()), "--config", "tiny.yaml", "generate"],
+                            cwd=runfiles, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert any((caller / "var" / "raw").iterdir())
+    assert list(runfiles.iterdir()) == []
+
+
 def test_corrupted_raw_fails_validation_and_nothing_downstream_runs(tmp_path):
     cli = Cli(tmp_path / "root")
     cli.ok("generate")

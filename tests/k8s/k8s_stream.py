@@ -3,6 +3,7 @@ The fake digests of testdata/ stand for the images (not needed to check manifest
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ ALL_COMPONENTS = ("indexed-batch-score", "rwo-single-node")
 
 
 def run_tool(tool: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a k8s tool as a script, with this test's import path (it imports churn.invocation)."""
+    env = dict(os.environ if env is None else env, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run([sys.executable, str(K8S / tool), *args], capture_output=True, text=True,
                           check=False, env=env)
 

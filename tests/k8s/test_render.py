@@ -81,6 +81,16 @@ def test_output_file_is_written_whole(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.parent.iterdir()) == ["churn-mlops.yaml"]   # no temp file left
 
 
+def test_relative_output_is_written_where_the_user_ran_bazel_run(tmp_path: Path) -> None:
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    env = {**os.environ, "BUILD_WORKING_DIRECTORY": str(caller)}
+    proc = run_tool("render.py", *DIGEST_ARGS, "--registry", REGISTRY, "--output", "out/churn.yaml", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (caller / "out" / "churn.yaml").read_text() == render_text("--registry", REGISTRY)
+    assert not Path("out/churn.yaml").exists()  # not in the tool's own (runfiles) directory
+
+
 def test_failed_render_leaves_an_existing_output_alone(tmp_path: Path) -> None:
     out = tmp_path / "churn-mlops.yaml"
     out.write_text("previous\n")
