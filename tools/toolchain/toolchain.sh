@@ -372,6 +372,9 @@ NS_SETUP='
   # a fresh proc needs a PID namespace in a user namespace: there, bind the host one
   mount -t proc proc "$R/proc" 2>/dev/null || mount --rbind /proc "$R/proc"
   mount --rbind /dev "$R/dev"; mount --rbind /sys "$R/sys"
+  # podman keeps its locks in /dev/shm/libpod_lock: a private /dev/shm, so a host podman (or another
+  # toolchain) owning that file does not lock us out ("failed to open 2048 locks: permission denied")
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$R/dev/shm"
   mount -t tmpfs -o mode=755 tmpfs "$R/run"    # fresh /run: podman and netavark runtime state
   mkdir -p "$R$OUT"; mount --bind "$OUT" "$R$OUT"
   mkdir -p "$R/.host"; cd "$R"; pivot_root . .host
