@@ -391,13 +391,16 @@ make_namespace() {
   rm -f "$NS/holder.pid" "$NS/holder.mntns"
   # The holder: sets the namespace up, says it is ready, then sleeps as long as the namespace lives.
   # shellcheck disable=SC2016
-  setsid unshare --user --map-auto --map-root-user --mount --propagation private /bin/sh -ec "$NS_SETUP"'
+  (
+    # The holder keeps no descriptor of the caller: a lock would stay taken, a pipe held open would
+    # keep its reader waiting forever.
+    for fd in $(ls "/proc/$BASHPID/fd"); do [ "$fd" -le 2 ] || eval "exec $fd>&-"; done
+    exec setsid unshare --user --map-auto --map-root-user --mount --propagation private /bin/sh -ec "$NS_SETUP"'
     NS=/.host$3
-    # Hold no descriptor of the caller (a pipe held open would keep its reader waiting forever).
-    for fd in $(ls /proc/self/fd); do [ "$fd" -le 2 ] || eval "exec $fd>&-" 2>/dev/null || true; done
     stat -L -c %i /proc/self/ns/mnt >"$NS/holder.mntns"
     echo $$ >"$NS/holder.pid.tmp"; mv "$NS/holder.pid.tmp" "$NS/holder.pid"
-    exec sleep infinity' _ "$ROOT" "$OUTPUT_ROOT" "$NS" </dev/null >"$NS/holder.log" 2>&1 7>&- 8>&- 9>&- &
+    exec sleep infinity' _ "$ROOT" "$OUTPUT_ROOT" "$NS"
+  ) </dev/null >"$NS/holder.log" 2>&1 &
   local tries=0
   until [ -s "$NS/holder.pid" ]; do
     kill -0 $! 2>/dev/null || die "could not make the toolchain's user namespace:" "$(cat "$NS/holder.log")"
