@@ -77,6 +77,10 @@ check_host() {
     && grep -qE "^($user|$(id -u)):[0-9]+:[0-9]+" /etc/subgid 2>/dev/null \
     || die "user '$user' has no subordinate ids in /etc/subuid and /etc/subgid (the toolchain root needs 65536 of each)." \
       "As root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $user   (pick a range no other user has)"
+  # Not needed to build: containers with a network (slirp4netns) need the tun device, which udev
+  # makes usable by everyone on a normal Debian; some machines leave it to root.
+  [ -w /dev/net/tun ] \
+    || say "note: /dev/net/tun is not usable by you: podman containers with a network will fail (tests of images, e2e). As root: chmod 0666 /dev/net/tun"
   local err
   err=$(unshare --user --map-auto --map-root-user --mount true 2>&1) \
     || die "this host does not let you create a user namespace: $err" \
@@ -281,6 +285,10 @@ sync_config() {
   replace_if_changed "$HERE/bazel.bazelrc" "$ROOT/etc/bazel.bazelrc"
   mkdir -p "$ROOT/etc/containers"
   replace_if_changed "$HERE/containers.conf" "$ROOT/etc/containers/containers.conf"
+  if [ -z "$PRIVILEGED" ]; then
+    mkdir -p "$ROOT/etc/containers/containers.conf.d"
+    replace_if_changed "$HERE/containers-userns.conf" "$ROOT/etc/containers/containers.conf.d/50-user-namespace.conf"
+  fi
   [ ! -r /etc/resolv.conf ] || replace_if_changed /etc/resolv.conf "$ROOT/etc/resolv.conf"
   local stubs=$ROOT/usr/local/share/bazel-stubs
   if [ ! -e "$stubs/.synced-$FORMAT" ] || [ -n "$(find "$HERE/stubs" -newer "$stubs/.synced-$FORMAT" -print -quit)" ]; then
@@ -397,6 +405,9 @@ make_namespace() {
     for fd in $(ls "/proc/$BASHPID/fd"); do [ "$fd" -le 2 ] || eval "exec $fd>&-"; done
     exec setsid unshare --user --map-auto --map-root-user --mount --propagation private /bin/sh -ec "$NS_SETUP"'
     NS=/.host$3
+    # cgroups v1 + v2 side by side ("hybrid"): crun refuses it even with cgroups disabled, and
+    # podman here runs without cgroups anyway (containers-userns.conf): hide the v2 mount.
+    if mountpoint -q /sys/fs/cgroup/unified; then mount -t tmpfs -o ro,size=4k,mode=555 no-cgroup2 /sys/fs/cgroup/unified; fi
     stat -L -c %i /proc/self/ns/mnt >"$NS/holder.mntns"
     echo $$ >"$NS/holder.pid.tmp"; mv "$NS/holder.pid.tmp" "$NS/holder.pid"
     exec sleep infinity' _ "$ROOT" "$OUTPUT_ROOT" "$NS"
