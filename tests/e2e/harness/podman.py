@@ -28,9 +28,21 @@ def container_name(workload_name: str, container: str) -> str:
     return f"{workload_name}-pod-{container}"
 
 
+def in_user_namespace() -> bool:
+    """True when podman is uid 0 of a user namespace (./bazelw run by a user, not root).
+
+    There podman may not create a bridge in the host's network namespace ("netavark: setns:
+    Operation not permitted"), and kube play does not take the toolchain's default network
+    (containers.conf `netns`) for its pods: they get slirp4netns explicitly.
+    """
+    return Path("/proc/self/uid_map").read_text().split()[:3] != ["0", "0", "4294967295"]
+
+
 def kube_play(path: Path, *, tls_verify: bool = False, timeout: float = 300) -> str:
     """`podman kube play FILE`; returns its output (it returns at once: Jobs and pods run on)."""
-    return podman("kube", "play", f"--tls-verify={str(tls_verify).lower()}", str(path), timeout=timeout).stdout
+    network = ["--network", "slirp4netns"] if in_user_namespace() else []
+    return podman("kube", "play", f"--tls-verify={str(tls_verify).lower()}", *network, str(path),
+                  timeout=timeout).stdout
 
 
 def kube_down(path: Path, *, force: bool = True) -> None:
