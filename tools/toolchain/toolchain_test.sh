@@ -42,6 +42,10 @@ for i in $(seq 1 "$calls"); do
     echo $? >"$scratch/call.$i.rc" ) &
 done
 wait
+# The call that provisioned (on an empty cache) shows its steps and their durations.
+for i in $(seq 1 "$calls"); do
+  if grep -q 'toolchain ready' "$scratch/call.$i.err"; then echo "call $i provisioned:"; cat "$scratch/call.$i.err"; fi
+done
 ok=0
 for i in $(seq 1 "$calls"); do
   if [ "$(cat "$scratch/call.$i.rc")" = 0 ] && [ "$(head -n1 "$scratch/call.$i.out")" = "$expected" ]; then
