@@ -4,20 +4,23 @@ What the reference did wrong: it compared the training data with a "current" set
 mostly contained it, and named a feature that did not exist (silently skipped), so drift
 could never fire; and fixed PSI thresholds fire on identical data when samples are small.
 
-Here:
+Here (the method in full: docs/drift.md):
+- features: exactly the production model's inputs, from its card's `feature_schema`; every
+  one not checked is listed in the report with the reason (calendar-driven by construction,
+  or left out by `monitoring.features`);
 - windows: the as-of dates the production model trained on (from its card) versus the last
   `monitoring.recent_days` feature dates strictly after them (never overlapping);
 - population: the eligible users (not already churned, the label rule), ONE row per user
   per window (a hash-chosen date), so rows are independent and the sample size is honest
   (consecutive days of one user are nearly copies of each other);
-- PSI over quantile bins of the baseline (ties collapse into one bin, NaN is its own bin)
-  plus a two-sample KS test on numeric features;
-- no crying wolf: under no drift, PSI / (1/n1 + 1/n2) is approximately chi-square with
-  (bins - 1) degrees of freedom, so PSI's noise level is (bins - 1)(1/n1 + 1/n2). A feature
-  is WARN/FAIL only when its PSI crosses the threshold AND that PSI is significant (and, for
-  numerics, KS agrees), at `ks_alpha` Bonferroni-corrected over the features checked.
-  The significance test is what protects small samples; `min_sample_size` only flags a
-  report as `small_sample` (a hard floor would also hide a gross shift in a small cohort).
+- each feature is two questions: did its present VALUES move (PSI over quantile bins of the
+  baseline, judged by KS for continuous values or chi-square for counts and categories), and
+  did its share of MISSING values move (PSI over missing/present, judged by Fisher's exact
+  test). A question is WARN/FAIL only when its PSI crosses the threshold AND its test is
+  significant at `ks_alpha` Bonferroni-corrected over every test of the run; the feature
+  takes the worse answer. So a missing share that moved a little cannot borrow the PSI of
+  noisy value bins (a false FAIL of the previous version), and at 20,000 rows a trivially
+  significant move stays OK unless it is also large.
 """
 
 from __future__ import annotations
@@ -31,36 +34,51 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from churn.config.settings import MonitoringSettings
 from churn.features.matrix import frame_matrix
 from churn.features.rows import eligible_mask, feature_dates, read_features
-from churn.features.schema import FeatureSpec, feature_specs
+from churn.features.schema import FeatureSpec, schema_from_json
+from churn.monitoring import twosample
 from churn.sampling.users import splitmix64
+from churn.storage.files import DataError
 
 log = logging.getLogger(__name__)
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _ORDER = {OK: 0, WARN: 1, FAIL: 2}
+REPORT_SCHEMA_VERSION = 2
+METHOD_DOC = "docs/drift.md"
 
 
 class DriftConfigError(ValueError):
-    """The drift check is misconfigured (e.g. names a feature that does not exist)."""
+    """The drift check is misconfigured (e.g. names a feature the production model lacks)."""
 
 
 @dataclass
 class FeatureDrift:
+    """One feature's answer; field meanings are listed in docs/drift.md (report format)."""
+
     name: str
     kind: str
+    value_kind: str
     status: str
+    reason: str
     psi: float
     psi_noise: float
-    psi_p_value: float
-    ks_statistic: float | None
-    ks_p_value: float | None
+    value_psi: float
+    value_psi_low: float
+    value_test: str
+    value_statistic: float
+    value_p_value: float
+    missing_psi: float | None
+    missing_psi_low: float | None
+    missing_test: str | None
+    missing_p_value: float | None
     baseline_n: int
     recent_n: int
+    baseline_values_n: int
+    recent_values_n: int
     baseline_missing_share: float
     recent_missing_share: float
     bins: list[str] = field(default_factory=list)
@@ -81,12 +99,17 @@ class DriftReport:
     skipped: dict[str, str] = field(default_factory=dict)
     small_sample: bool = False
     seconds: float = 0.0
+    schema_version: int = REPORT_SCHEMA_VERSION
+    method: str = METHOD_DOC
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def drifted(self) -> list[FeatureDrift]:
         return [f for f in self.features if f.status != OK]
+
+
+# ------------------------------------------------------------------ which features
 
 
 def calendar_driven(name: str) -> str | None:
@@ -97,33 +120,45 @@ def calendar_driven(name: str) -> str | None:
     in the month: comparing two windows of different dates would always "drift".
     """
     if name == "days_since_signup":
-        return "grows with time by construction"
+        return "calendar-driven: grows with time by construction"
     for prefix in ("payment_success_", "payment_failed_"):
         if name.startswith(prefix) and name.endswith("d") and name[len(prefix):-1].isdigit() \
                 and int(name[len(prefix):-1]) < 28:
-            return "monthly billing cycle inside a window shorter than a month"
+            return "calendar-driven: monthly billing cycle inside a window shorter than a month"
     return None
 
 
-def select_specs(names: Sequence[str], windows: Sequence[int]) -> tuple[list[FeatureSpec], dict[str, str]]:
-    """(specs to check, {skipped feature: reason}).
+def model_specs(card: dict[str, Any]) -> tuple[FeatureSpec, ...]:
+    """The production model's inputs, from its card (the features it was trained and scores on)."""
+    schema = card.get("feature_schema")
+    if not schema:
+        raise DriftConfigError(f"model card {card.get('version')} has no feature_schema: "
+                               "cannot tell which features the production model uses")
+    return schema_from_json(schema)
 
-    Empty `names` = every schema feature except the calendar-driven ones (reported, not
-    silently skipped); explicit names are all checked; unknown names are an error naming them.
+
+def select_specs(model: Sequence[FeatureSpec], names: Sequence[str] = ()
+                 ) -> tuple[list[FeatureSpec], dict[str, str]]:
+    """(specs to check, {skipped feature: reason}) among the model's features.
+
+    Empty `names` = every model feature except the calendar-driven ones; explicit names are
+    all checked (calendar-driven too) and the model's other features are skipped as not
+    configured; a name the model does not have is an error naming it.
     """
-    specs = feature_specs(windows)
-    if not names:
-        skipped = {s.name: why for s in specs if (why := calendar_driven(s.name))}
-        return [s for s in specs if s.name not in skipped], skipped
-    by_name = {s.name: s for s in specs}
+    by_name = {s.name: s for s in model}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise DriftConfigError(f"monitoring.features: unknown feature(s) {unknown} "
-                               f"(known: {', '.join(by_name)})")
-    return [by_name[n] for n in names], {}
+        raise DriftConfigError(f"monitoring.features: {unknown} not among the production model's features "
+                               f"({', '.join(by_name)})")
+    if names:
+        wanted = set(names)
+        skipped = {s.name: "not listed in monitoring.features" for s in model if s.name not in wanted}
+    else:
+        skipped = {s.name: why for s in model if (why := calendar_driven(s.name))}
+    return [s for s in model if s.name not in skipped], skipped
 
 
-# ------------------------------------------------------------------ statistics
+# ------------------------------------------------------------------ one feature
 
 
 def bin_edges(baseline: np.ndarray, bins: int) -> np.ndarray:
@@ -145,14 +180,6 @@ def bin_counts(values: np.ndarray, edges: np.ndarray, categorical: bool, n_categ
     return np.append(counts, nan.sum())
 
 
-def psi(base_counts: np.ndarray, recent_counts: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Population stability index over bins occupied in either sample (+0.5 smoothing)."""
-    used = (base_counts + recent_counts) > 0
-    b, r = base_counts[used] + 0.5, recent_counts[used] + 0.5
-    pb, pr = b / b.sum(), r / r.sum()
-    return float(np.sum((pr - pb) * np.log(pr / pb))), used, np.array([pb, pr])
-
-
 def _bin_labels(spec: FeatureSpec, edges: np.ndarray) -> list[str]:
     if spec.kind == "categorical":
         return list(spec.categories) + ["NaN/unknown"]
@@ -163,44 +190,75 @@ def _bin_labels(spec: FeatureSpec, edges: np.ndarray) -> list[str]:
     return labels + ["NaN"]
 
 
+def can_be_missing(spec: FeatureSpec) -> bool:
+    """Whether the missing share is a question of its own (nullable, or unknown categories)."""
+    return spec.nullable or spec.kind == "categorical"
+
+
+def tests_per_feature(spec: FeatureSpec) -> int:
+    return 2 if can_be_missing(spec) else 1
+
+
+def _verdict(low: float, p_value: float, cfg: MonitoringSettings, alpha: float) -> str:
+    """FAIL/WARN only when the PSI's lower bound crosses its threshold AND the test agrees."""
+    if p_value >= alpha:
+        return OK
+    return FAIL if low >= cfg.psi_fail else WARN if low >= cfg.psi_warn else OK
+
+
+def _reason(status: str, part: str, value: float, low: float, test: twosample.Outcome, alpha: float,
+            cfg: MonitoringSettings) -> str:
+    threshold = cfg.psi_fail if status == FAIL else cfg.psi_warn
+    return (f"{part}: PSI {value:.3f} (lower bound {low:.3f}) >= {threshold:g} and {test.test} "
+            f"p {test.p_value:.2g} < {alpha:.2g}")
+
+
 def compare_feature(spec: FeatureSpec, base: np.ndarray, recent: np.ndarray,
                     cfg: MonitoringSettings, alpha: float) -> FeatureDrift:
-    """PSI + KS for one feature and its status under the noise-aware rule."""
+    """Values and missing share of one feature, each PSI judged by its suitable test."""
     categorical = spec.kind == "categorical"
     edges = np.zeros(0) if categorical else bin_edges(base, cfg.bins)
-    n_cat = len(spec.categories)
-    bc = bin_counts(base, edges, categorical, n_cat)
-    rc = bin_counts(recent, edges, categorical, n_cat)
-    value, used, shares = psi(bc, rc)
+    bc = bin_counts(base, edges, categorical, len(spec.categories))
+    rc = bin_counts(recent, edges, categorical, len(spec.categories))
+    total_psi, used, shares = twosample.psi(bc, rc)
     n1, n2 = len(base), len(recent)
-    dof = max(int(used.sum()) - 1, 1)
-    scale = 1.0 / max(n1, 1) + 1.0 / max(n2, 1)
-    psi_p = float(stats.chi2.sf(value / scale, dof))
-    ks_stat = ks_p = None
     b_ok, r_ok = base[~np.isnan(base)], recent[~np.isnan(recent)]
-    if not categorical and len(b_ok) and len(r_ok):
-        test = stats.ks_2samp(b_ok, r_ok)
-        ks_stat, ks_p = float(test.statistic), float(test.pvalue)
-    significant = psi_p < alpha and (ks_p is None or ks_p < alpha or _nan_shift(base, recent, alpha))
-    status = OK
-    if significant and value >= cfg.psi_warn:
-        status = WARN
-    if significant and value >= cfg.psi_fail:
-        status = FAIL
+    kind = twosample.value_kind(spec.kind, b_ok, r_ok)
+
+    value_psi, value_used, _ = twosample.psi(bc[:-1], rc[:-1])
+    value_low = twosample.psi_lower_bound(value_psi, int(value_used.sum()), len(b_ok), len(r_ok), alpha)
+    value_test = (twosample.kolmogorov_smirnov(b_ok, r_ok) if kind == twosample.CONTINUOUS
+                  else twosample.chi_square(bc[:-1], rc[:-1]))
+    status = _verdict(value_low, value_test.p_value, cfg, alpha)
+    reason = _reason(status, "values", value_psi, value_low, value_test, alpha, cfg) if status != OK else ""
+
+    missing_psi = missing_low = missing_test = None
+    if can_be_missing(spec):
+        b_miss, r_miss = n1 - len(b_ok), n2 - len(r_ok)
+        missing_psi = twosample.psi(np.array([b_miss, len(b_ok)]), np.array([r_miss, len(r_ok)]))[0]
+        missing_low = twosample.psi_lower_bound(missing_psi, 2, n1, n2, alpha)
+        missing_test = twosample.missing_share_test(b_miss, n1, r_miss, n2)
+        missing_status = _verdict(missing_low, missing_test.p_value, cfg, alpha)
+        if _ORDER[missing_status] > _ORDER[status]:
+            status = missing_status
+            reason = _reason(status, "missing share", missing_psi, missing_low, missing_test, alpha, cfg)
+
+    scale = 1.0 / max(n1, 1) + 1.0 / max(n2, 1)
     labels = _bin_labels(spec, edges)
     return FeatureDrift(
-        spec.name, spec.kind, status, round(value, 6), round(dof * scale, 6), psi_p, ks_stat, ks_p, n1, n2,
-        float(np.isnan(base).mean()) if n1 else math.nan, float(np.isnan(recent).mean()) if n2 else math.nan,
-        [lab for lab, u in zip(labels, used) if u], shares[0].round(6).tolist(), shares[1].round(6).tolist())
-
-
-def _nan_shift(base: np.ndarray, recent: np.ndarray, alpha: float) -> bool:
-    """KS ignores missing values; a change in the missing share is tested on its own."""
-    table = np.array([[np.isnan(base).sum(), (~np.isnan(base)).sum()],
-                      [np.isnan(recent).sum(), (~np.isnan(recent)).sum()]])
-    if (table.sum(axis=0) == 0).any():
-        return False
-    return bool(stats.chi2_contingency(table)[1] < alpha)
+        name=spec.name, kind=spec.kind, value_kind=kind, status=status, reason=reason or "no significant change",
+        psi=round(total_psi, 6), psi_noise=round(max(int(used.sum()) - 1, 1) * scale, 6),
+        value_psi=round(value_psi, 6), value_psi_low=round(value_low, 6), value_test=value_test.test,
+        value_statistic=value_test.statistic, value_p_value=value_test.p_value,
+        missing_psi=None if missing_psi is None else round(missing_psi, 6),
+        missing_psi_low=None if missing_low is None else round(missing_low, 6),
+        missing_test=None if missing_test is None else missing_test.test,
+        missing_p_value=None if missing_test is None else missing_test.p_value,
+        baseline_n=n1, recent_n=n2, baseline_values_n=len(b_ok), recent_values_n=len(r_ok),
+        baseline_missing_share=float(np.isnan(base).mean()) if n1 else math.nan,
+        recent_missing_share=float(np.isnan(recent).mean()) if n2 else math.nan,
+        bins=[lab for lab, u in zip(labels, used) if u],
+        baseline_share=shares[0].round(6).tolist(), recent_share=shares[1].round(6).tolist())
 
 
 # ------------------------------------------------------------------ windows and samples
@@ -232,31 +290,67 @@ def windows(all_dates: Sequence[dt.date], train_as_of: Sequence[str], recent_day
     return train, recent
 
 
-def drift_check(features_path: Any, card: dict[str, Any], cfg: MonitoringSettings, windows_days: Sequence[int],
-                window_days: int, seed: int = 0) -> DriftReport:
-    """Compare the production model's training window with the recent window."""
-    t0 = time.perf_counter()
-    specs, skipped = select_specs(cfg.features, windows_days)
+def training_window(card: dict[str, Any]) -> list[str]:
     train_as_of = card.get("training_data", {}).get("train_as_of")
     if not train_as_of:
         raise ValueError(f"model card {card.get('version')} has no training_data.train_as_of")
-    train_dates, recent_dates = windows(feature_dates(features_path), train_as_of, cfg.recent_days)
-    samples = []
-    for dates in (train_dates, recent_dates):
-        rows = read_features(features_path, dates)
-        rows = one_row_per_user(rows.loc[eligible_mask(rows, window_days)], seed)
-        samples.append(frame_matrix(rows, specs))
-    base, recent = samples
-    alpha = cfg.ks_alpha / max(len(specs), 1)
+    return list(train_as_of)
+
+
+def sample(rows: pd.DataFrame, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0) -> np.ndarray:
+    """Schema matrix of one row per eligible user of a window's feature rows."""
+    return frame_matrix(one_row_per_user(rows.loc[eligible_mask(rows, window_days)], seed), specs)
+
+
+def compare_samples(base: np.ndarray, recent: np.ndarray, specs: Sequence[FeatureSpec],
+                    cfg: MonitoringSettings) -> tuple[str, list[FeatureDrift], dict[str, Any]]:
+    """(overall status, per-feature results, thresholds) for two schema matrices.
+
+    Bonferroni over every test of the run (one per feature, two when it can be missing):
+    the chance of any false FAIL under no drift stays below `ks_alpha`.
+    """
+    n_tests = sum(tests_per_feature(s) for s in specs)
+    alpha = cfg.ks_alpha / max(n_tests, 1)
     results = [compare_feature(s, base[:, j], recent[:, j], cfg, alpha) for j, s in enumerate(specs)]
     status = max((r.status for r in results), key=_ORDER.__getitem__, default=OK)
+    thresholds = {"psi_warn": cfg.psi_warn, "psi_fail": cfg.psi_fail, "bins": cfg.bins, "alpha": cfg.ks_alpha,
+                  "tests": n_tests, "alpha_per_test": alpha, "min_sample_size": cfg.min_sample_size}
+    return status, results, thresholds
+
+
+def drift_report(frames: Sequence[pd.DataFrame], dates: Sequence[Sequence[dt.date]], card: dict[str, Any],
+                 cfg: MonitoringSettings, window_days: int, seed: int = 0, source: str = "features"
+                 ) -> DriftReport:
+    """The report for the feature rows of the training window and of the recent window.
+
+    Apart from reading, this is the whole check: `drift_check` reads the rows from the
+    features file; the false-alarm test (tests/drift) passes rows computed in memory.
+    """
+    t0 = time.perf_counter()
+    specs, skipped = select_specs(model_specs(card), cfg.features)
+    absent = [s.name for s in specs if any(s.name not in rows.columns for rows in frames)]
+    if absent:
+        raise DataError(f"{source}: no column(s) {absent}, which the production model {card.get('version')} "
+                        "uses (re-run `ml_jobs features`)")
+    base, recent = (sample(rows, specs, window_days, seed) for rows in frames)
+    status, results, thresholds = compare_samples(base, recent, specs, cfg)
+    (train_dates, recent_dates) = dates
     report = DriftReport(
         status, [train_dates[0].isoformat(), train_dates[-1].isoformat()],
         [recent_dates[0].isoformat(), recent_dates[-1].isoformat()], len(base), len(recent),
-        str(card.get("version")), {"psi_warn": cfg.psi_warn, "psi_fail": cfg.psi_fail, "bins": cfg.bins,
-                                   "alpha": cfg.ks_alpha, "alpha_per_feature": alpha,
-                                   "min_sample_size": cfg.min_sample_size}, results, skipped,
+        str(card.get("version")), thresholds, results, skipped,
         min(len(base), len(recent)) < cfg.min_sample_size, round(time.perf_counter() - t0, 3))
-    log.info("drift %s: %d vs %d users, %d of %d features drifted in %.2fs", status, len(base), len(recent),
-             len(report.drifted()), len(results), report.seconds)
+    log.info("drift %s: %d vs %d users, %d of %d features drifted, %d skipped, in %.2fs", status, len(base),
+             len(recent), len(report.drifted()), len(results), len(skipped), report.seconds)
+    return report
+
+
+def drift_check(features_path: Any, card: dict[str, Any], cfg: MonitoringSettings, window_days: int,
+                seed: int = 0) -> DriftReport:
+    """Compare the production model's training window with the recent window of a features file."""
+    t0 = time.perf_counter()
+    dates = windows(feature_dates(features_path), training_window(card), cfg.recent_days)
+    frames = [read_features(features_path, d) for d in dates]
+    report = drift_report(frames, dates, card, cfg, window_days, seed, source=str(features_path))
+    report.seconds = round(time.perf_counter() - t0, 3)
     return report

@@ -29,31 +29,44 @@ def feature_png(feature: FeatureDrift) -> bytes:
         return figure_png(fig, dpi=80)
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _row(f: FeatureDrift) -> str:
+    esc = html.escape
+    missing = (f"{f.baseline_missing_share:.3f} &rarr; {f.recent_missing_share:.3f}" if f.missing_test else "-")
+    return (f"<tr class='{f.status}'><td>{esc(f.name)}</td><td>{f.value_kind}</td><td>{f.status}</td>"
+            f"<td>{f.psi:.3f}</td><td>{f.value_psi:.3f} ({f.value_psi_low:.3f})</td><td>{f.value_test}</td>"
+            f"<td>{_fmt(f.value_p_value)}</td><td>{f.baseline_values_n} / {f.recent_values_n}</td>"
+            f"<td>{missing}</td><td>{_fmt(f.missing_psi)} ({_fmt(f.missing_psi_low)})</td>"
+            f"<td>{_fmt(f.missing_p_value)}</td><td>{esc(f.reason)}</td></tr>")
 
 
 def render_html(report: DriftReport) -> str:
     esc = html.escape
-    rows = "".join(
-        f"<tr class='{f.status}'><td>{esc(f.name)}</td><td>{f.status}</td><td>{f.psi:.4f}</td>"
-        f"<td>{f.psi_noise:.4f}</td><td>{_fmt(f.psi_p_value)}</td><td>{_fmt(f.ks_statistic)}</td>"
-        f"<td>{_fmt(f.ks_p_value)}</td></tr>" for f in report.features)
+    rows = "".join(_row(f) for f in report.features)
     plots = "".join(
         f"<h3>{esc(f.name)}</h3><img alt='{esc(f.name)}' src='data:image/png;base64,"
         f"{base64.b64encode(feature_png(f)).decode('ascii')}'>" for f in report.drifted())
+    skipped = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in report.skipped.items()) or "<li>none</li>"
+    t = report.thresholds
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Drift report</title>
 <style>body{{font-family:sans-serif}} td,th{{padding:2px 8px}} .WARN{{background:#fff3c4}}
 .FAIL{{background:#ffd0d0}}</style></head><body>
 <h1>Drift: {report.status}</h1>
 <p>Model {esc(report.model_version)}. Training window {report.training_window[0]}..{report.training_window[1]}
 ({report.baseline_n} users, one row each) vs recent window {report.recent_window[0]}..{report.recent_window[1]}
-({report.recent_n} users). Thresholds: {esc(str(report.thresholds))}. PSI noise = expected PSI under no drift,
-(bins-1)(1/n1+1/n2); a feature drifts only if its PSI is also statistically significant.</p>
-<table><tr><th>feature</th><th>status</th><th>PSI</th><th>PSI noise</th><th>PSI p</th><th>KS D</th>
-<th>KS p</th></tr>{rows}</table>
-<p>Not checked (calendar-driven; list them in monitoring.features to check anyway):
-{esc(", ".join(f"{k} ({v})" for k, v in report.skipped.items())) or "none"}</p>
+({report.recent_n} users, one row each).</p>
+<p>A feature is WARN/FAIL when the lower confidence bound of the PSI of its values (or of its
+missing share) is at least {t["psi_warn"]} / {t["psi_fail"]} AND the test suited to it agrees
+(KS for continuous values, chi-square for counts and categories, Fisher's exact test for the
+missing share), at a family-wise alpha of {t["alpha"]} Bonferroni-corrected over {t["tests"]} tests
+({t["alpha_per_test"]:.2g} each). Method: {esc(report.method)} in the repository.</p>
+<table><tr><th>feature</th><th>kind</th><th>status</th><th>PSI</th><th>values PSI (lower bound)</th>
+<th>test</th><th>p</th><th>values n (training / recent)</th><th>missing share</th>
+<th>missing PSI (lower bound)</th><th>Fisher p</th><th>reason</th></tr>{rows}</table>
+<h2>Not checked</h2><ul>{skipped}</ul>
 <h2>Drifted features</h2>{plots or "<p>none</p>"}</body></html>
 """
 

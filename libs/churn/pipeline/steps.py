@@ -321,12 +321,12 @@ def step_drift_check(settings: Settings) -> StepResult:
     def body() -> StepResult:
         require_file(paths.features_file, "features")
         loaded = load_production(registry_for(paths))
-        report = drift_check(paths.features_file, loaded.card, settings.monitoring,
-                             settings.features.windows_days, settings.churn.window_days)
+        report = drift_check(paths.features_file, loaded.card, settings.monitoring, settings.churn.window_days)
         json_path, html_path = write_report(report, paths.monitoring)
         drifted = ", ".join(f"{f.name} ({f.status}, PSI {f.psi:.3f})" for f in report.drifted()) or "none"
         message = (f"drift {report.status}: training window {report.training_window} ({report.baseline_n} users) "
-                   f"vs recent {report.recent_window} ({report.recent_n} users); drifted: {drifted}")
+                   f"vs recent {report.recent_window} ({report.recent_n} users); drifted: {drifted}; "
+                   f"{len(report.features)} features checked, skipped: {', '.join(report.skipped) or 'none'}")
         return StepResult("drift-check", len(report.features), 0.0, [str(json_path), str(html_path)],
                           EXIT_DRIFT if report.status == FAIL else EXIT_OK, message,
                           {"status": report.status})
