@@ -6,7 +6,7 @@ model's training window from the real time split, the newest 14 days as the rece
 give FAIL in under 2% of 50 unshifted seeds at each size, and in at least 95% of worlds
 made with `generate --simulate-shift` (50 seeds at 200 and 2,000 users, 10 at 20,000).
 
-Why it is affordable on a shared 2-core machine (about 5 s of CPU per 20,000-user world):
+What keeps it affordable on a shared 2-core machine:
 - one world per seed: its first 200 and 2,000 users ARE a 200- and a 2,000-user world (the
   generator draws users independently of each other and of how many there are), so the
   sizes share one generation, one prepare and one feature computation;
