@@ -1,4 +1,5 @@
-"""Entry point: `api [--host H] [--port P] [--config FILE]` serves one uvicorn worker.
+"""Entry point: `api [--host H] [--port P] [--config FILE]` serves one uvicorn worker
+with the connection limits of apps/api/server.py.
 
 Why one worker per process: scaling is done with replicas (Kubernetes) and each process
 holds one model in memory; the config is read here, once, before the app exists.
@@ -14,6 +15,7 @@ import uvicorn
 
 from apps.api.app import create_app
 from apps.api.logs import configure_logging, log_event
+from apps.api.server import server_config
 from apps.api.settings import serving_config
 from churn.config.settings import load_config
 from churn.invocation.workdir import enter_invocation_directory
@@ -49,15 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_event("api_config", host=host, port=port, data_root=str(config.data_root))
     app = create_app(config)
     freeze_startup_objects()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=1,
-        log_config=None,  # keep our JSON handler
-        access_log=False,  # per-request lines cost throughput; metrics count requests instead
-        server_header=False,
-    )
+    uvicorn.Server(server_config(app, config.api, app.state.metrics, host, port)).run()
     return 0
 
 

@@ -7,6 +7,7 @@ sub-millisecond prediction. These wrap `send`/`receive` only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, Awaitable, Callable, MutableMapping
@@ -23,7 +24,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by method, route template and status."""
+    """Counts and times every HTTP request by method, route template and status.
+
+    A request whose client disconnected before it was answered (the server's `receive`
+    said `http.disconnect`) is counted as aborted, not under a status nobody sent.
+    """
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -34,7 +39,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500  # if the app raises before answering, the server answers 500
+        status = 0  # no answer started yet
+        disconnected = False
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -42,11 +48,21 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        async def receive_watching() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive_watching, send_with_status)
         finally:
             route = route_template(scope)
-            self.metrics.observe_request(scope["method"], route, status, time.perf_counter() - start)
+            if status == 0 and disconnected:
+                self.metrics.observe_aborted(scope["method"], route)
+            else:  # status 0 without a disconnect: the app failed and the server answers 500
+                self.metrics.observe_request(scope["method"], route, status or 500, time.perf_counter() - start)
 
 
 def route_template(scope: Scope) -> str:
@@ -63,46 +79,66 @@ def route_template(scope: Scope) -> str:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to a request body over `max_bytes` before the app parses it.
+    """Reads a request body within a size limit and a time limit before the app parses it.
 
-    Why buffer here: FastAPI reads the whole body before validation anyway, and a limit
-    enforced while streaming (Content-Length may be absent with chunked encoding) must be
-    able to answer 413 rather than a parsing error.
+    413 over the size limit of the route (`limits`: exact path -> (api key, bytes); any other
+    path gets `default`), 408 when the body has not arrived `timeout` seconds after its
+    headers. Why buffer here: FastAPI reads the whole body before validation anyway, and a
+    limit enforced while streaming (Content-Length may be absent with chunked encoding)
+    must be able to answer rather than fail inside a parser. Each hit is counted under its
+    `api.*` key in `churn_api_limit_hits_total`.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, limits: dict[str, tuple[str, int]],
+                 default: tuple[str, int], timeout: float) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.metrics = metrics
+        self.limits = limits
+        self.default = default
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        if _declared_length(scope) > self.max_bytes:
-            await self._too_large(send)
+        limit, max_bytes = self.limits.get(scope["path"], self.default)
+        if _declared_length(scope) > max_bytes:
+            await self._too_large(send, limit, max_bytes)
             return
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(send)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # client went away
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > max_bytes:
+                        await self._too_large(send, limit, max_bytes)
+                        return
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            self.metrics.count_limit("body_timeout")
+            await _answer(send, 408, f"request body not received within {self.timeout:g} s")
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
 
-    async def _too_large(self, send: Send) -> None:
-        payload = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close")],
-        })
-        await send({"type": "http.response.body", "body": payload})
+    async def _too_large(self, send: Send, limit: str, max_bytes: int) -> None:
+        self.metrics.count_limit(limit)
+        await _answer(send, 413, f"request body larger than {max_bytes} bytes")
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    """A JSON error answer that also closes the connection (the rest of the body is unwanted)."""
+    payload = json.dumps({"detail": detail}).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close")],
+    })
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _declared_length(scope: Scope) -> int:

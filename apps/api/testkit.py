@@ -20,6 +20,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from apps.api.server import server_config
 from apps.api.settings import ServingConfig
 from churn.compiled.check_rows import valid_rows
 from churn.config.settings import ApiSettings
@@ -67,9 +68,9 @@ class LiveServer:
 
 
 def start_server(app: FastAPI, timeout: float = 10.0) -> LiveServer:
+    """The app behind the production server configuration (apps/api/server.py), on loopback."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, app.state.api, app.state.metrics, "127.0.0.1", port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -92,13 +93,13 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> b
 
 
 def overflowing_model(specs: Sequence[FeatureSpec]) -> Pipeline:
-    """Imputer + a real LogisticRegression whose weights (+1e10, -1e10 on two unbounded
-    features) turn valid but extreme inputs (1e308) into inf - inf = NaN."""
+    """Imputer + a real LogisticRegression whose weights (+1e300, -1e300 on two unbounded
+    features) turn valid but extreme inputs (1e9, api.max_feature_value) into inf - inf = NaN."""
     unbounded = [i for i, s in enumerate(specs) if s.kind == "numeric" and s.maximum is None and not s.nullable]
     model = LogisticRegression()
     model.classes_ = np.array([0, 1])
     model.coef_ = np.zeros((1, len(specs)))
-    model.coef_[0, unbounded[0]], model.coef_[0, unbounded[1]] = 1e10, -1e10
+    model.coef_[0, unbounded[0]], model.coef_[0, unbounded[1]] = 1e300, -1e300
     model.intercept_ = np.zeros(1)
     model.n_features_in_ = len(specs)
     imputer = SimpleImputer(strategy="constant", fill_value=0.0).fit(valid_rows(specs))

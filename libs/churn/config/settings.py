@@ -264,17 +264,38 @@ class MonitoringSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Online API knobs (owned by apps/api): read once at startup, never per request."""
+    """Online API knobs (owned by apps/api): read once at startup, never per request.
+
+    Every resource a client can make the server spend is bounded here; each limit has its
+    own answer or counter (apps/api/README.md, "Limits"): header bytes and count (431),
+    header and body read timeouts (408), idle keep-alive timeout, concurrent connections
+    (503), error list length (422 with `error_count`), and batch work off the event loop.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8000
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = 1_048_576  # /predict/batch body (413 above)
+    max_predict_body_bytes: int = 16_384  # /predict body: one row is ~1.5 KB (413 above)
     max_batch_size: int = 1000
+    max_header_bytes: int = 16_384  # request line + headers (431 above)
+    max_headers: int = 64  # header lines per request (431 above)
+    header_timeout_seconds: float = 5.0  # from connection (or first byte of a request) to end of headers (408)
+    body_timeout_seconds: float = 10.0  # from end of headers to end of body (408)
+    keepalive_timeout_seconds: float = 5.0  # idle time between requests before the server closes
+    max_connections: int = 512  # open connections; one more is answered 503 and closed
+    max_errors: int = 20  # a 422 lists the first N problems and counts them all
+    max_feature_value: float = 1e9  # cap of numeric features whose schema has no maximum (counts, days)
+    batch_chunk_rows: int = 100  # a batch is validated and scored this many rows at a time, off the loop
+    batch_workers: int = 2  # threads that validate and score batches (the rest queue)
+    protocol_error_log_interval_seconds: float = 10.0  # at most one log line per interval for malformed HTTP
     reload_interval_seconds: float = 2.0
     log_level: str = "INFO"
 
     def problems(self) -> list[tuple[str, str]]:
-        return _positive(self, "port", "max_body_bytes", "max_batch_size", "reload_interval_seconds")
+        return _positive(self, "port", "max_body_bytes", "max_predict_body_bytes", "max_batch_size",
+                         "max_header_bytes", "max_headers", "header_timeout_seconds", "body_timeout_seconds",
+                         "keepalive_timeout_seconds", "max_connections", "max_errors", "max_feature_value", "batch_chunk_rows",
+                         "batch_workers", "protocol_error_log_interval_seconds", "reload_interval_seconds")
 
 
 @dataclass(frozen=True)
