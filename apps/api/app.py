@@ -1,4 +1,4 @@
-"""The application factory: wires config, registry, the current model, reloader, metrics, routes.
+"""The application factory: wires config, registry, model current, reloader, metrics, routes.
 
 Why a factory: tests and the bench build apps on temporary data roots in one process; the
 production entry point (main.py) builds exactly one from the config it read at startup.
@@ -6,20 +6,26 @@ production entry point (main.py) builds exactly one from the config it read at s
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from fastapi import FastAPI
+from prometheus_client.registry import Collector
 
-from apps.api.current import CurrentModel
+from apps.api.docs import install_docs
 from apps.api.errors import install_error_handlers
+from apps.api.current import CurrentModel
 from apps.api.logs import log_event
 from apps.api.metrics import ApiMetrics
 from apps.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from apps.api.openapi import install_openapi
 from apps.api.reloader import PRODUCTION, ModelReloader
 from apps.api.routes import add_routes
 from apps.api.schemas import build_request_schemas
 from apps.api.settings import ServingConfig
+from apps.api.validation import RequestValidator
+from churn.features.schema import feature_names
 from churn.registry.registry import ModelRegistry
 
 DESCRIPTION = """Churn risk of e-learning users, from the model in the registry's `production` alias.
@@ -33,11 +39,18 @@ promoted model is picked up without a restart (see `/model` for the one serving 
 NO_OPENTELEMETRY: dict[str, bool] = {"tracing": False, "metrics": False, "logs": False}
 
 
-def create_app(config: ServingConfig, *, watch: bool = True) -> FastAPI:
-    """A ready-to-serve app; with `watch`, the reloader runs for the app's lifetime."""
+def create_app(config: ServingConfig, *, watch: bool = True, collectors: Sequence[Collector] = ()) -> FastAPI:
+    """A ready-to-serve app; with `watch`, the reloader runs for the app's lifetime.
+
+    `collectors`: extra Prometheus collectors exposed on /metrics beside the API's own (the
+    place for other modules' metrics, e.g. facts of the batch jobs read from the data root).
+    """
+    api = config.api
     registry = ModelRegistry(config.registry_root)
     current = CurrentModel()
     metrics = ApiMetrics()
+    for collector in collectors:
+        metrics.register(collector)
     reloader = ModelReloader(
         registry,
         registry.aliases_dir / f"{PRODUCTION}.json",
@@ -50,8 +63,7 @@ def create_app(config: ServingConfig, *, watch: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_event("api_starting", data_root=str(config.data_root), features=len(config.specs),
-                  max_body_bytes=config.api.max_body_bytes, max_batch_size=config.api.max_batch_size,
-                  reload_interval_seconds=config.api.reload_interval_seconds)
+                  limits=dataclasses.asdict(api))
         if watch:
             reloader.start()
         yield
@@ -64,12 +76,23 @@ def create_app(config: ServingConfig, *, watch: bool = True) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=NO_OPENTELEMETRY,
+        docs_url=None,  # apps/api/docs.py serves them from pinned assets
+        redoc_url=None,
+        redirect_slashes=False,  # a redirect would echo the client's Host header back to it
     )
-    install_error_handlers(app)
-    add_routes(app.router, current, metrics, build_request_schemas(config.specs, config.api.max_batch_size))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.api.max_body_bytes)
+    schemas = build_request_schemas(config.specs, api.max_batch_size, api.max_feature_value)
+    validator = RequestValidator(schemas, feature_names(config.specs), api.max_batch_size,
+                                 api.batch_chunk_rows, api.max_errors)
+    install_error_handlers(app, metrics, api.max_errors)
+    add_routes(app.router, current, metrics, validator, api.batch_workers, api.batch_chunk_rows)
+    install_docs(app)
+    install_openapi(app, schemas)
+    app.add_middleware(BodyLimitMiddleware, metrics=metrics,
+                       limits={"/predict": ("max_predict_body_bytes", api.max_predict_body_bytes)},
+                       default=("max_body_bytes", api.max_body_bytes), timeout=api.body_timeout_seconds)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
     app.state.current = current
     app.state.reloader = reloader
     app.state.metrics = metrics
+    app.state.api = api  # the server's limits (apps/api/server.py) come from the same settings
     return app

@@ -2,7 +2,9 @@
 
 Why trim pydantic's errors: they echo the offending input (which may be a megabyte of
 garbage or personal data) and internal URLs; clients need the field path, a message and a
-machine-readable type, nothing more.
+machine-readable type, nothing more. Why cut the list: a hostile body can produce tens of
+thousands of errors; a 422 lists the first `api.max_errors` and `error_count` says how many
+there were (each cut list counts in `churn_api_limit_hits_total{limit="max_errors"}`).
 """
 
 from __future__ import annotations
@@ -15,18 +17,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from apps.api.logs import log_event
+from apps.api.metrics import ApiMetrics
+from apps.api.validation import Problem, Problems
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+def install_error_handlers(app: FastAPI, metrics: ApiMetrics, max_errors: int) -> None:
+    """422 for our validator's `Problems` and FastAPI's own validation errors; JSON 500."""
+
+    def answer(problems: list[Problem], count: int) -> JSONResponse:
+        if count > len(problems[:max_errors]):
+            metrics.count_limit("max_errors")
+        return JSONResponse(status_code=422, content={"detail": problems[:max_errors], "error_count": count})
+
+    async def problems_error(request: Request, exc: Problems) -> JSONResponse:
+        return answer(exc.problems, exc.count)
+
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        return answer([_field_error(e) for e in errors[:max_errors]], len(errors))
+
+    app.add_exception_handler(Problems, problems_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": [_field_error(e) for e in exc.errors()]})
-
-
-def _field_error(error: dict[str, Any]) -> dict[str, Any]:
+def _field_error(error: dict[str, Any]) -> Problem:
     loc = [part if isinstance(part, (str, int)) else str(part) for part in error.get("loc", ())]
     return {"loc": loc, "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
 

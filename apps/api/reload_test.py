@@ -149,3 +149,46 @@ def test_starts_without_a_model_then_becomes_ready_on_promotion(root: Path, serv
         assert client.post("/predict", json=REQUEST).json()["model_version"] == version
         assert _reloads(client, "loaded") == 1.0
         assert metric_value(client.get("/metrics").text, f'churn_model_info{{version="{version}"}}') == 1.0
+
+
+def _alias_served(client: httpx.Client) -> float | None:
+    return metric_value(client.get("/metrics").text, 'churn_model_alias_served{alias="production"}')
+
+
+def test_a_repaired_version_is_served_without_touching_the_alias(root: Path, server: LiveServer) -> None:
+    """Corrupt file -> 503 whose reason holds no path -> file repaired -> served; alias vs served exported."""
+    bad = register(root, logistic_pipeline(SPECS), card_for(SPECS), promote=False)
+    model_file = ModelRegistry(root).version_dir(bad) / "model.joblib"
+    good_bytes = model_file.read_bytes()
+    model_file.write_bytes(b"\x80\x04 definitely not a pickle")
+    with httpx.Client(base_url=server.url) as client:
+        _point_alias_at(root, bad)
+        assert wait_for(lambda: _reloads(client, "failed") == 1.0)
+        for response in (client.get("/ready"), client.post("/predict", json=REQUEST)):
+            assert response.status_code == 503
+            text = response.text
+            assert str(root) not in text and "/tmp" not in text and ".joblib" not in text, text
+        assert _alias_served(client) == 0.0
+        text = client.get("/metrics").text
+        assert metric_value(text, f'churn_model_alias_info{{alias="production",version="{bad}"}}') == 1.0
+        model_file.write_bytes(good_bytes)  # the alias file is not touched
+        assert wait_for(lambda: _served_version(client) == bad)
+        assert _alias_served(client) == 1.0
+
+
+def test_every_alias_change_and_disappearance_is_logged(root: Path, server: LiveServer,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="churn.api")
+    first = register(root, logistic_pipeline(SPECS), card_for(SPECS))
+    with httpx.Client(base_url=server.url) as client:
+        assert wait_for(lambda: _served_version(client) == first)
+        (ModelRegistry(root).aliases_dir / "production.json").unlink()
+        assert wait_for(lambda: any(r.getMessage() == "model_alias_missing" for r in caplog.records))
+        assert _served_version(client) == first, "the last good model keeps serving"
+        text = client.get("/metrics").text
+        assert metric_value(text, 'churn_model_alias_info{alias="production",version=""}') == 1.0
+        assert _alias_served(client) == 0.0
+        second = register(root, logistic_pipeline(SPECS, seed=2), card_for(SPECS))
+        assert wait_for(lambda: _served_version(client) == second)
+    changes = [r.fields for r in caplog.records if r.getMessage() == "model_alias_changed"]  # type: ignore[attr-defined]
+    assert [(c["previous"], c["version"]) for c in changes] == [(None, first), (None, second)]

@@ -35,6 +35,15 @@ class FileStamp:
     size: int
 
 
+def directory_stamp(path: Path) -> tuple[tuple[str, FileStamp | None], ...]:
+    """The stamps of the files directly in `path` (empty when it does not exist)."""
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return ()
+    return tuple((name, file_stamp(path / name)) for name in names)
+
+
 def file_stamp(path: Path) -> FileStamp | None:
     """The file's stamp, or None when it does not exist (yet)."""
     try:
@@ -64,6 +73,8 @@ class ModelReloader:
         self._interval = interval
         self._seen: FileStamp | None = None
         self._checked = False
+        self._named: str | None = None  # the version the alias named at the last read
+        self._failed: tuple[str, tuple[tuple[str, FileStamp | None], ...]] | None = None  # version, its files
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,42 +101,79 @@ class ModelReloader:
         """One poll. Returns the reload result ("loaded"/"rejected"/"failed") or None if idle."""
         stamp = file_stamp(self._alias_file)
         if self._checked and stamp == self._seen:
-            return None
+            return self._retry_if_repaired()
         self._seen, self._checked = stamp, True
         try:
             version = self._registry.get_alias(PRODUCTION)
         except Exception as exc:  # a corrupt alias file: keep serving what we have
-            return self._record("failed", None, f"cannot read the production alias: {exc}")
+            return self._record("failed", None, f"cannot read the production alias: {exc}",
+                                "the production alias file is unreadable")
+        self._note_alias(version)
         if version is None:
             self._set_reason("the registry has no production model yet")
             return None
-        serving = self._current.model
-        if serving is not None and serving.version == version:
+        current = self._current.model
+        if current is not None and current.version == version:
             return None
         return self.load(version)
 
+    def _note_alias(self, version: str | None) -> None:
+        """Log a change of the alias and export which version it names."""
+        if version != self._named:
+            if version is None:
+                log_event("model_alias_missing", logging.WARNING, alias=PRODUCTION, previous=self._named,
+                          serving=self._served())
+            else:
+                log_event("model_alias_changed", alias=PRODUCTION, version=version, previous=self._named,
+                          serving=self._served())
+        self._named = version
+        self._metrics.set_alias(PRODUCTION, version, self._served())
+
+    def _served(self) -> str | None:
+        model = self._current.model
+        return model.version if model is not None else None
+
+    def _retry_if_repaired(self) -> str | None:
+        """Load the failed version again once its files changed (e.g. a corrupt file replaced)."""
+        if self._failed is None:
+            return None
+        version, files = self._failed
+        if version != self._named or directory_stamp(self._version_dir(version)) == files:
+            return None
+        log_event("model_files_changed", version=version)
+        return self.load(version)
+
+    def _version_dir(self, version: str) -> Path:
+        return Path(self._registry.version_dir(version))
+
     def load(self, version: str) -> str:
         """Load, verify and swap in `version`; on any failure keep the current model."""
+        files = directory_stamp(self._version_dir(version))  # before reading: a change during the load retries
         try:
             model = load_serving_model(self._registry, version, self._specs)
         except ModelRejected as exc:
-            return self._record("rejected", version, str(exc))
+            self._failed = (version, files)
+            return self._record("rejected", version, str(exc), f"production version {version} was rejected: "
+                                f"{exc.public}")
         except ModelLoadFailed as exc:
-            return self._record("failed", version, str(exc))
+            self._failed = (version, files)
+            return self._record("failed", version, str(exc), f"production version {version} failed to load: "
+                                f"{exc.public}")
+        self._failed = None
         previous = self._current.model
         self._current.swap(model)
         self._metrics.set_model(model.version, previous.version if previous else None)
+        self._metrics.set_alias(PRODUCTION, self._named, model.version)
         self._metrics.count_reload("loaded")
         log_event("model_loaded", version=model.version, previous=previous.version if previous else None,
                   predictor=model.predictor.kind, model_kind=model.card.get("model_kind"))
         return "loaded"
 
-    def _record(self, result: str, version: str | None, reason: str) -> str:
+    def _record(self, result: str, version: str | None, reason: str, public: str) -> str:
+        """Count and log (full `reason`) a failed reload; callers of /ready see only `public`."""
         self._metrics.count_reload(result)
-        serving = self._current.model
-        log_event(f"model_reload_{result}", logging.ERROR, version=version, reason=reason,
-                  serving=serving.version if serving else None)
-        self._set_reason(f"production version {version} {result}: {reason}")
+        log_event(f"model_reload_{result}", logging.ERROR, version=version, reason=reason, serving=self._served())
+        self._set_reason(public)
         return result
 
     def _set_reason(self, reason: str) -> None:

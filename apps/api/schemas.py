@@ -13,13 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from apps.api.samples import typical_row
 from churn.features.schema import FeatureSpec
 
-USER_ID_MAX = 2**63 - 1
+# Exclusive bound 2^63: exact for readers that parse JSON numbers as integers and as doubles
+# (an inclusive 2^63 - 1 reads as 2^63 in a double, a value the API would then refuse).
+USER_ID_BOUND = 2**63
 
+
+def _integral_float_to_int(value: Any) -> Any:
+    """JSON Schema's "integer" includes 42.0; strict pydantic would refuse it, so convert it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+UserId = Annotated[int, Field(strict=True, ge=0, lt=USER_ID_BOUND), BeforeValidator(_integral_float_to_int)]
 
 
 @dataclass(frozen=True)
@@ -31,22 +42,28 @@ class RequestSchemas:
     batch: type[BaseModel]
 
 
-def build_request_schemas(specs: Sequence[FeatureSpec], max_batch_size: int) -> RequestSchemas:
-    """Pydantic models for /predict and /predict/batch from the feature schema."""
+def build_request_schemas(specs: Sequence[FeatureSpec], max_batch_size: int,
+                          max_feature_value: float) -> RequestSchemas:
+    """Pydantic models for /predict and /predict/batch from the feature schema.
+
+    A numeric feature without a maximum in the schema (counts, days) is capped at
+    `max_feature_value` (`api.max_feature_value`): larger values describe no user, and a
+    model's answer for them would be a confident extrapolation.
+    """
     example = typical_row(specs)
     features = create_model(  # type: ignore[call-overload]
         "Features",
         __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [example]}),
         __doc__="One user's features as of a date, exactly as `churn.features` computes them.",
-        **{spec.name: _feature_field(spec) for spec in specs},
+        **{spec.name: _feature_field(spec, max_feature_value) for spec in specs},
     )
     predict = create_model(  # type: ignore[call-overload]
         "PredictRequest",
         __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"user_id": 42, "features": example}]}),
         __doc__="Score one user.",
         user_id=(
-            Optional[int],
-            Field(None, strict=True, ge=0, le=USER_ID_MAX, description="Optional; echoed back.", examples=[42]),
+            Optional[UserId],
+            Field(None, description="Optional; echoed back.", examples=[42]),
         ),
         features=(features, Field(description="All model features; nullable ones may be null.")),
     )
@@ -62,22 +79,23 @@ def build_request_schemas(specs: Sequence[FeatureSpec], max_batch_size: int) -> 
     return RequestSchemas(features=features, predict=predict, batch=batch)
 
 
-def _feature_field(spec: FeatureSpec) -> tuple[Any, Any]:
+def _feature_field(spec: FeatureSpec, max_feature_value: float) -> tuple[Any, Any]:
     if spec.kind == "categorical":
         return (Literal[spec.categories], Field(description=f"One of {', '.join(spec.categories)}."))  # type: ignore[valid-type]
+    maximum = spec.maximum if spec.maximum is not None else max_feature_value
     number = Annotated[
         float,
-        Field(strict=True, allow_inf_nan=False, ge=spec.minimum, le=spec.maximum),
+        Field(strict=True, allow_inf_nan=False, ge=spec.minimum, le=maximum),
     ]
-    described = Field(description=_describe_range(spec))
+    described = Field(description=_describe_range(spec, maximum))
     if spec.nullable:
         return (Optional[number], described)
     return (number, described)
 
 
-def _describe_range(spec: FeatureSpec) -> str:
+def _describe_range(spec: FeatureSpec, maximum: float) -> str:
     low = "-inf" if spec.minimum is None else f"{spec.minimum:g}"
-    high = "inf" if spec.maximum is None else f"{spec.maximum:g}"
+    high = f"{maximum:g}"
     nullable = "; null when unknown" if spec.nullable else ""
     return f"Number in [{low}, {high}]{nullable}."
 
@@ -123,7 +141,7 @@ class ReadyResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """A non-validation error (404, 405, 413, 503, ...)."""
+    """A non-validation error (400, 404, 405, 408, 413, 431, 503, ...)."""
 
     detail: str = Field(examples=["no model loaded: the registry has no production model yet"])
 
@@ -135,6 +153,7 @@ class FieldError(BaseModel):
 
 
 class ValidationErrorResponse(BaseModel):
-    """422: each problem with the field it concerns."""
+    """422: the first `api.max_errors` problems, each with the field it concerns, and their count."""
 
     detail: list[FieldError]
+    error_count: int = Field(ge=1, description="How many problems the request has in all.", examples=[1])

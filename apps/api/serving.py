@@ -30,11 +30,19 @@ from churn.features.schema import FeatureSpec, encode_records, schema_from_json
 CARD_SCHEMA_KEY = "feature_schema"  # written by churn.training (schema_to_json of its specs)
 
 
-class ModelRejected(Exception):
+class ServingError(Exception):
+    """Why a version is not served: `str()` for the log, `public` for callers (no paths)."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public if public is not None else message
+
+
+class ModelRejected(ServingError):
     """The version is incompatible with this API (schema or card); reload result "rejected"."""
 
 
-class ModelLoadFailed(Exception):
+class ModelLoadFailed(ServingError):
     """The version could not be loaded or did not predict sanely; reload result "failed"."""
 
 
@@ -44,6 +52,8 @@ class Registry(Protocol):
     def get_alias(self, alias: str) -> str | None: ...
 
     def load(self, version: str) -> Any: ...
+
+    def version_dir(self, version: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,8 @@ def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpe
     try:
         loaded = registry.load(version)
     except Exception as exc:  # RegistryError, unpickling errors, missing files: all "failed"
-        raise ModelLoadFailed(f"cannot load version {version!r}: {exc}") from exc
+        raise ModelLoadFailed(f"cannot load version {version!r}: {exc}",
+                              f"its files cannot be read ({type(exc).__name__})") from exc
     card = dict(loaded.card)
     check_card(card, specs)
     try:
@@ -78,7 +89,8 @@ def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpe
     except ModelLoadFailed:
         raise
     except Exception as exc:
-        raise ModelLoadFailed(f"version {version!r} fails to predict: {exc!r}") from exc
+        raise ModelLoadFailed(f"version {version!r} fails to predict: {exc!r}",
+                              f"it fails to predict ({type(exc).__name__})") from exc
     return ServingModel(
         version=str(loaded.version),
         card=MappingProxyType(card),
@@ -95,7 +107,7 @@ def check_card(card: Mapping[str, Any], specs: tuple[FeatureSpec, ...]) -> None:
     try:
         card_specs = schema_from_json(card[CARD_SCHEMA_KEY])
     except Exception as exc:
-        raise ModelRejected(f"card has no readable feature schema: {exc!r}") from exc
+        raise ModelRejected(f"card has no readable feature schema: {exc!r}", "its card has no readable feature schema") from exc
     if card_specs != specs:
         raise ModelRejected(f"card feature schema differs from the API's: {_schema_difference(card_specs, specs)}")
     threshold = card.get("threshold")
