@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from churn.config.settings import ConfigError, Settings, load_config
 from churn.invocation.workdir import enter_invocation_directory
 from churn.monitoring.drift import DriftConfigError
+from churn.ingest.readers import FORMATS
 from churn.pipeline import steps
+from churn.raw import contract
 from churn.pipeline.steps import EXIT_ERROR, EXIT_OK, StepResult
 from churn.registry.registry import RegistryError
 from churn.scoring.batch import parse_shard
@@ -62,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text)
 
-    add("generate", "generate synthetic raw data into raw/").add_argument(
+    p = add("ingest", "bring your own users and/or events (CSV, JSON Lines, Parquet; .gz) into raw/")
+    p.add_argument("--users", metavar="PATH", help="users export (see `ml_jobs schema`)")
+    p.add_argument("--events", metavar="PATH", help="events export (see `ml_jobs schema`)")
+    p.add_argument("--format", choices=FORMATS, help="file format (default: from the extension)")
+    add("schema", "print the raw-data contract (the tables ingest accepts)").add_argument(
+        "--json", action="store_true", help="as a Frictionless Tabular Data Package (JSON)")
+    add("generate", "generate synthetic raw data into raw/ (replaces the raw data)").add_argument(
         "--simulate-shift", action="store_true", help="degrade behaviour in the last days (drift demo)")
     add("validate", "validate raw data; exit 1 with a report on any violation")
     add("prepare", "clean raw data and build the user x day grid (needs validated raw data)")
@@ -95,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
     commands: dict[str, Callable[[], StepResult | list[StepResult]]] = {
+        "ingest": lambda: steps.step_ingest(settings, _caller_path(args.users), _caller_path(args.events), args.format),
         "generate": lambda: steps.step_generate(settings, args.simulate_shift),
         "validate": lambda: steps.step_validate(settings),
         "prepare": lambda: steps.step_prepare(settings),
@@ -124,9 +136,23 @@ def _print_results(results: list[StepResult]) -> None:
                                    "exit": r.exit_code} for r in results]))
 
 
+def _caller_path(arg: str | None) -> str | None:
+    """A relative input path as the caller meant it: from where `bazel run` was started."""
+    if arg is None:
+        return None
+    return str(Path(os.environ.get("BUILD_WORKING_DIRECTORY", "."), arg))
+
+
+def _schema(as_json: bool) -> None:
+    print(json.dumps(contract.data_package(), indent=2) if as_json else contract.markdown(), end="\n" if as_json else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     enter_invocation_directory()  # ./var, --config and CHURN_DATA_ROOT as the user typed them
     args = build_parser().parse_args(argv)
+    if args.command == "schema":  # no config, no data root: the contract is code
+        _schema(args.json)
+        return EXIT_OK
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

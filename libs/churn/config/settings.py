@@ -11,7 +11,7 @@ its PVC there without editing the ConfigMap).
 
 Extending a section: add a field with a default to its dataclass. Supported field types:
 int, float, str, bool, `tuple[int, ...]` / `tuple[float, ...]` / `tuple[str, ...]`
-(YAML lists), `X | None`, and nested frozen dataclasses. A section may define
+(YAML lists), `dict[str, str]` (YAML mappings), `X | None`, and nested frozen dataclasses. A section may define
 `problems(self) -> list[tuple[str, str]]` returning (field, message) for value checks.
 """
 
@@ -299,6 +299,43 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class ValidationSettings:
+    """Raw-data rules that are a choice (the rest is the contract, churn.raw.contract).
+
+    `unknown_event_types`: `ignore` counts event types outside the seven known ones in the
+    report and keeps them out of every feature; `reject` makes them a violation.
+    """
+
+    unknown_event_types: str = "ignore"
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.unknown_event_types not in ("ignore", "reject"):
+            return [("unknown_event_types", f"expected ignore or reject, got {self.unknown_event_types!r}")]
+        return []
+
+
+@dataclass(frozen=True)
+class IngestColumns:
+    """Per table, {contract column: column name in your files} for sources named otherwise."""
+
+    users: dict[str, str] = field(default_factory=dict)
+    events: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How `ml_jobs ingest` reads exports: CSV delimiter and the column mapping."""
+
+    delimiter: str = ","
+    columns: IngestColumns = field(default_factory=IngestColumns)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if len(self.delimiter) != 1:
+            return [("delimiter", f"expected one character, got {self.delimiter!r}")]
+        return []
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings. Build with `load_config`; derive variants with `dataclasses.replace`."""
 
@@ -312,6 +349,8 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
 
     def problems(self) -> list[tuple[str, str]]:
         if self.split.gap_days < self.churn.window_days:
@@ -338,6 +377,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return _convert(value, inner[0], key)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_convert(k, key_tp, key): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, (list, tuple)):

@@ -24,24 +24,15 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from churn.config.settings import GeneratorSettings
+from churn.raw.contract import EVENT_TYPES, PLANS
 from churn.raw.store import BatchWriter
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES: tuple[str, ...] = (
-    "login",
-    "course_enroll",
-    "video_watch",
-    "quiz_attempt",
-    "payment_success",
-    "payment_failed",
-    "support_ticket",
-)
-PLANS: tuple[str, ...] = ("free", "paid")
 HIDDEN_USER_COLUMNS: tuple[str, ...] = ("engagement_score",)
 
-_LOGIN, _ENROLL, _VIDEO, _QUIZ, _PAY_OK, _PAY_FAIL, _TICKET = range(7)
+_LOGIN, _ENROLL, _VIDEO, _QUIZ, _PAY_OK, _PAY_FAIL, _TICKET = range(7)  # positions in EVENT_TYPES
 _DAY_S = 86_400
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from churn.config.settings import Settings
-from churn.data.generate import EVENT_TYPES, HIDDEN_USER_COLUMNS, PLANS
+from churn.data.generate import HIDDEN_USER_COLUMNS
+from churn.raw.contract import EVENT_TYPES, PLANS
 from churn.storage.files import DataError, atomic_write_json
 from churn.raw.store import read_events, read_users
 from churn.storage.tables import atomic_write_parquet
@@ -94,17 +95,28 @@ def _categorical(series: pd.Series, categories: tuple[str, ...], normalise: bool
     return pd.Categorical.from_codes(_codes(series, categories, normalise), categories=list(categories))
 
 
-def clean_users(users: pd.DataFrame, settings: Settings | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+def _open_categorical(series: pd.Series) -> pd.Categorical:
+    """An open vocabulary (country, marketing source) as a categorical of the data's own values.
+
+    Why not a fixed list: real data brings new countries; the model maps values it was not
+    trained on to its unknown category (churn.features.schema.encode_value), it never fails.
+    """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return pd.Categorical(series.cat.remove_unused_categories())
+    return pd.Categorical(series.astype("object").where(series.notna(), None))
+
+
+def clean_users(users: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Typed users without hidden columns, invalid rows and duplicate ids (first kept)."""
-    _require(users, "users", ("user_id",) + USER_ATTRIBUTES)
-    g = (settings or Settings()).generator
+    _require(users, "users", ("user_id", "signup_date", "plan", "is_paid"))
+    missing = pd.Series([None] * len(users), index=users.index, dtype="object")
     u = pd.DataFrame({
         "user_id": pd.to_numeric(users["user_id"], errors="coerce"),
         "signup_date": pd.to_datetime(users["signup_date"], errors="coerce").dt.floor("D").astype("datetime64[us]"),
         "plan": _categorical(users["plan"], PLANS, normalise=True),
         "is_paid": pd.to_numeric(users["is_paid"], errors="coerce"),
-        "country": _categorical(users["country"], g.countries),
-        "marketing_source": _categorical(users["marketing_source"], g.marketing_sources),
+        "country": _open_categorical(users.get("country", missing)),
+        "marketing_source": _open_categorical(users.get("marketing_source", missing)),
     })
     dropped: dict[str, int] = {}
     bad = u["user_id"].isna() | u["signup_date"].isna() | u["plan"].isna() | ~u["is_paid"].isin([0, 1])
@@ -153,8 +165,11 @@ def clean_events(events: pd.DataFrame, users: pd.DataFrame, start: dt.date, end:
     user_id, no_user = _ids(events["user_id"])
     day = _day_index(events["event_time"], start)
     etype = _codes(events["event_type"], EVENT_TYPES)
-    keep = ~(no_id | no_user | (day == _NO_DAY) | (etype < 0))
+    keep = ~(no_id | no_user | (day == _NO_DAY))
     dropped = {"events_invalid": int((~keep).sum())}
+    unknown = keep & (etype < 0)  # types outside the contract's seven: counted, never a feature
+    dropped["events_unknown_type"] = int(unknown.sum())
+    keep &= ~unknown
 
     dup = _duplicated_after_first(event_id) & keep
     dropped["events_duplicate"] = int(dup.sum())
@@ -245,29 +260,27 @@ def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, e
     return pd.DataFrame(cols, columns=list(GRID_COLUMNS))
 
 
-def data_period(settings: Settings, events: pd.DataFrame | None = None) -> tuple[dt.date, dt.date]:
-    """[start, end] of the data: the configured period, ending early if the events do.
+def data_period(events: pd.DataFrame) -> tuple[dt.date, dt.date]:
+    """[start, end] of the data: the UTC days of its first and last event.
 
-    Why not the event minimum: the start anchors the feature windows and must not move when
-    a quiet first day happens to have no events.
+    Why from the data and not from `generator.*`: ingested data has its own calendar (another
+    year, another length); the generator's settings describe only what it generates.
     """
-    g = settings.generator
-    start = dt.date.fromisoformat(g.start_date)
-    end = start + dt.timedelta(days=g.days - 1)
-    if events is not None and len(events) and "event_time" in events.columns:
-        last = pd.to_datetime(events["event_time"], errors="coerce").max()
-        if pd.notna(last) and start <= last.date() < end:
-            end = last.date()
-    return start, end
+    times = events["event_time"] if "event_time" in events.columns else pd.Series([], dtype="datetime64[us]")
+    if not pd.api.types.is_datetime64_any_dtype(times.dtype):
+        times = pd.to_datetime(times, errors="coerce")
+    first, last = times.min(), times.max()
+    if pd.isna(first) or pd.isna(last):
+        raise DataError("events: no event with a time, so the data has no period (run validate first)")
+    return first.date(), last.date()
 
 
-def prepare_frames(users: pd.DataFrame, events: pd.DataFrame, settings: Settings | None = None,
+def prepare_frames(users: pd.DataFrame, events: pd.DataFrame,
                    period: tuple[dt.date, dt.date] | None = None) -> tuple[pd.DataFrame, PrepareReport]:
-    """Raw tables -> (user_days grid, report). `period` defaults to `data_period(settings, events)`."""
+    """Raw tables -> (user_days grid, report). `period` defaults to `data_period(events)`."""
     t0 = time.perf_counter()
-    settings = settings or Settings()
-    start, end = period or data_period(settings, events)
-    u, dropped = clean_users(users, settings)
+    start, end = period or data_period(events)
+    u, dropped = clean_users(users)
     e, dropped_events = clean_events(events, u, start, end)
     dropped.update(dropped_events)
     grid = build_user_days(u, e, start, end)
@@ -280,7 +293,7 @@ def run_prepare(settings: Settings, paths: DataPaths) -> PrepareReport:
     """Raw users and events -> processed/user_days.parquet + processed/prepare_report.json (atomic)."""
     users = read_users(paths)
     events = read_events(paths, columns=EVENT_INPUT_COLUMNS)
-    grid, report = prepare_frames(users, events, settings)
+    grid, report = prepare_frames(users, events)
     atomic_write_parquet(grid, paths.user_days)
     atomic_write_json(paths.prepare_report, report.to_dict())
     log.info("prepare: %d users, %d events -> %d user-days (%s..%s), dropped %s in %.2fs",

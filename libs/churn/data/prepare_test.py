@@ -11,7 +11,7 @@ import pytest
 
 from churn.config.settings import GeneratorSettings, Settings
 from churn.data.generate import generate, write_raw
-from churn.data.prepare import GRID_COLUMNS, prepare_frames, run_prepare
+from churn.data.prepare import GRID_COLUMNS, data_period, prepare_frames, run_prepare
 from churn.storage.files import read_json
 from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
@@ -26,7 +26,7 @@ def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_grid_shape_and_order(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     users, events = raw
-    grid, report = prepare_frames(users, events, SETTINGS)
+    grid, report = prepare_frames(users, events)
     assert list(grid.columns) == list(GRID_COLUMNS)
     start = pd.Timestamp("2025-01-01")
     first = users["signup_date"].clip(lower=start)
@@ -45,7 +45,7 @@ def test_grid_shape_and_order(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
 
 def test_daily_sums_equal_raw_counts(raw: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     users, events = raw
-    grid, _ = prepare_frames(users, events, SETTINGS)
+    grid, _ = prepare_frames(users, events)
     t = events["event_type"].astype(str)
     assert grid["events"].sum() == len(events)
     for col, etype in [("logins", "login"), ("enrolls", "course_enroll"), ("quiz_attempts", "quiz_attempt"),
@@ -68,14 +68,16 @@ def test_duplicates_orphans_and_bad_rows_are_dropped_and_counted(raw: tuple[pd.D
     orphan = events.iloc[:5].assign(user_id=10_000, event_id=np.arange(10**7, 10**7 + 5))
     late = events.iloc[5:7].assign(event_time=pd.Timestamp("2026-01-01"), event_id=[10**8, 10**8 + 1])
     dirty = pd.concat([events, events.iloc[:4], orphan, late], ignore_index=True)
-    grid, report = prepare_frames(dup_users, dirty, SETTINGS)
+    grid, report = prepare_frames(dup_users, dirty, period=data_period(events))  # late = outside it
     assert report.dropped["users_duplicate"] == 3
     assert report.dropped["events_duplicate"] == 4
     assert report.dropped["events_orphan"] == 5
     assert report.dropped["events_outside_period"] == 2
     assert report.events_out == len(events) and grid["events"].sum() == len(events)
-    clean_grid, _ = prepare_frames(users, events, SETTINGS)
+    clean_grid, _ = prepare_frames(users, events)
     pd.testing.assert_frame_equal(grid, clean_grid)
+    _, own = prepare_frames(users, dirty.iloc[len(events) + 4:])  # the period is the data's own
+    assert own.data_start == "2025-01-01" and own.data_end == "2026-01-01"
 
 
 def test_run_prepare_writes_grid(tmp_path: Path) -> None:

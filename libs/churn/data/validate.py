@@ -4,21 +4,30 @@ Why a gate: bad raw data (orphan events, negative minutes, impossible scores) si
 poisons features and the model; this step runs first, reports EVERY violation (not just the
 first), writes the report as JSON, and `ok == False` makes the CLI exit 1 so nothing
 downstream runs. Rules are vectorised masks, so 24M events validate in seconds.
+
+One rule set for two callers: `ml_jobs validate` (the stored raw data) and `ml_jobs ingest`
+(a new batch, checked against the users it may reference before anything is written). The
+contract the rules enforce is `churn.raw.contract` (the README's tables). Nothing here
+comes from `generator.*`: the calendar is the data's own; countries, marketing sources and
+courses are open vocabularies (their values are listed in the report); only the plan and
+the event type are closed, and unknown event types are ignored (counted) unless
+`validation.unknown_event_types` is `reject`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from churn.config.settings import Settings
-from churn.data.generate import EVENT_TYPES, PLANS
+from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
 from churn.raw.store import read_events, read_users
 from churn.storage.files import atomic_write_json
 from churn.storage.paths import DataPaths
@@ -26,31 +35,17 @@ from churn.storage.paths import DataPaths
 log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
-
-USER_COLUMNS: dict[str, str] = {
-    "user_id": "integer",
-    "signup_date": "datetime",
-    "plan": "string",
-    "is_paid": "integer",
-    "country": "string",
-    "marketing_source": "string",
+MAX_VOCABULARY = 100  # values listed per open column in the report
+OPEN_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": tuple(c.name for c in USERS if c.open_vocabulary),
+    "events": tuple(c.name for c in EVENTS if c.open_vocabulary),
 }
-EVENT_COLUMNS: dict[str, str] = {
-    "event_id": "integer",
-    "user_id": "integer",
-    "event_time": "datetime",
-    "event_type": "string",
-    "course_id": "string",
-    "watch_minutes": "number",
-    "quiz_score": "number",
-    "amount": "number",
-}
-PAYMENT_TYPES = ("payment_success", "payment_failed")
+IGNORE, REJECT = "ignore", "reject"
 
 
 @dataclass(frozen=True)
 class Violation:
-    """One violated rule: which table/column, how many rows, and a few offending values."""
+    """One violated rule: which table/column (and file), how many rows, a few offending values."""
 
     rule: str
     table: str
@@ -58,69 +53,101 @@ class Violation:
     count: int
     examples: list[Any]
     message: str
+    file: str = ""
 
 
 @dataclass(frozen=True)
 class Expectations:
-    """Allowed values and the data period (from the generator settings by default)."""
+    """What the rules compare against: the clock (no future data) and the unknown-type policy."""
 
-    countries: tuple[str, ...]
-    marketing_sources: tuple[str, ...]
-    courses: tuple[str, ...]
-    start: dt.datetime
-    end: dt.datetime  # exclusive
+    now: dt.datetime  # UTC, without a zone
+    unknown_event_types: str = IGNORE
     event_types: tuple[str, ...] = EVENT_TYPES
     plans: tuple[str, ...] = PLANS
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Expectations":
-        g = settings.generator
-        start = dt.datetime.fromisoformat(g.start_date)
-        return cls(g.countries, g.marketing_sources, g.courses, start, start + dt.timedelta(days=g.days))
+    def from_settings(cls, settings: Settings, now: dt.datetime | None = None) -> "Expectations":
+        return cls(now or utc_now(), settings.validation.unknown_event_types)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass
 class ValidationReport:
-    """`ok` is True only when no rule is violated. `rules_checked` lists every rule run."""
+    """`ok` is True only when no rule is violated. `rules_checked` lists every rule run.
+
+    `vocabularies`: the values of each open column (countries, marketing sources, courses);
+    `new_values`: those the stored data did not have before this batch (ingest only);
+    `unknown_event_types`: type -> rows, ignored unless validation.unknown_event_types = reject;
+    `extra_columns`: columns outside the contract, per table (ignored);
+    `files`: the file each table was read from (ingest).
+    """
 
     ok: bool = True
     users: int = 0
     events: int = 0
     rules_checked: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
+    vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    new_values: dict[str, list[str]] = field(default_factory=dict)
+    unknown_event_types: dict[str, int] = field(default_factory=dict)
+    extra_columns: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def notes(self) -> list[str]:
+        """What was accepted but is worth knowing: new values, ignored types, extra columns."""
+        out = [f"  new {col} values: {vals}" for col, vals in self.new_values.items() if vals]
+        if self.unknown_event_types:
+            verb = "rejected" if any(v.rule == "events.event_type.known" for v in self.violations) else "ignored"
+            out.append(f"  unknown event types ({verb}): {self.unknown_event_types}")
+        out += [f"  extra {table} columns ignored: {cols}" for table, cols in self.extra_columns.items() if cols]
+        return out
+
     def summary(self) -> str:
         if self.ok:
-            return f"validation OK: {len(self.rules_checked)} rules, {self.users} users, {self.events} events"
+            head = f"validation OK: {len(self.rules_checked)} rules, {self.users} users, {self.events} events"
+            return "\n".join([head] + self.notes())
         lines = [f"validation FAILED: {len(self.violations)} of {len(self.rules_checked)} rules violated"]
-        lines += [f"  {v.rule} [{v.table}.{v.column}]: {v.count} rows, e.g. {v.examples}" for v in self.violations]
-        return "\n".join(lines)
+        lines += [f"  {v.rule} [{v.table}.{v.column}{' in ' + v.file if v.file else ''}]: {v.message}: "
+                  f"{v.count} rows, e.g. {v.examples}" for v in self.violations]
+        return "\n".join(lines + self.notes())
 
 
-class _Checker:
-    """Collects rule results into a report."""
+class Checker:
+    """Collects rule results into a report (ingest adds its parse and duplicate rules here too)."""
 
     def __init__(self, report: ValidationReport) -> None:
         self.report = report
 
+    def add(self, violation: Violation) -> None:
+        """Record a violation found outside `mask` (its rule counts as checked)."""
+        self.report.rules_checked.append(violation.rule)
+        file = violation.file or self.report.files.get(violation.table, "")
+        self.report.violations.append(dataclasses.replace(violation, file=file))
+
+    def passed(self, rule: str) -> None:
+        self.report.rules_checked.append(rule)
+
     def mask(self, rule: str, table: str, column: str, df: pd.DataFrame, bad: Any, message: str,
              show: str | Sequence[str] | None = None) -> None:
         """Record `rule`; `bad` is a boolean mask over `df` (True = violating row)."""
-        self.report.rules_checked.append(rule)
         bad = np.asarray(bad, dtype=bool)
         count = int(bad.sum())
         if count == 0:
+            self.passed(rule)
             return
         cols = [show] if isinstance(show, str) else list(show or [column])
         cols = [c for c in cols if c in df.columns] or [column]
         rows = df.loc[bad, cols].head(MAX_EXAMPLES)
         examples = [_plain(r[0]) if len(cols) == 1 else {c: _plain(v) for c, v in zip(cols, r)}
                     for r in rows.itertuples(index=False)]
-        self.report.violations.append(Violation(rule, table, column, count, examples, message))
+        self.add(Violation(rule, table, column, count, examples, message))
 
 
 def _plain(v: Any) -> Any:
@@ -133,30 +160,53 @@ def _plain(v: Any) -> Any:
     return v if isinstance(v, (int, float, str, bool)) else str(v)
 
 
-def _kind_ok(series: pd.Series, kind: str) -> bool:
-    if kind == "integer":
-        return pd.api.types.is_integer_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
-    if kind == "number":
-        return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
-    if kind == "datetime":
-        return pd.api.types.is_datetime64_any_dtype(series.dtype)
-    return (isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(series.dtype)
-            or series.dtype == object)
+def _kind_problem(series: pd.Series, kind: str) -> str | None:
+    """None if `series` has the contract type `kind`, else what is wrong with it."""
+    dtype = series.dtype
+    if kind in ("datetime", "date"):
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            return f"is zone-aware ({dtype}): stored times are UTC without a zone (`ml_jobs ingest` converts them)"
+        ok = pd.api.types.is_datetime64_any_dtype(dtype)
+    elif kind == "integer":
+        ok = pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    elif kind == "number":
+        ok = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    else:
+        ok = isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == object
+    return None if ok else f"must be {kind}, is {dtype}"
 
 
-def _check_schema(chk: _Checker, table: str, df: pd.DataFrame, spec: dict[str, str]) -> set[str]:
-    """Required columns and types; returns the columns usable by later rules."""
+def _check_schema(chk: Checker, table: str, df: pd.DataFrame, spec: Sequence[Column],
+                  skip: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Rows present, required columns present, every column of its type; returns the usable columns.
+
+    `skip`: columns already reported as unparsable (ingest); no further rule judges them.
+    """
+    if len(df) == 0:
+        chk.add(Violation(f"{table}.rows.not_empty", table, "*", 0, [], f"the {table} table has no rows"))
+    else:
+        chk.passed(f"{table}.rows.not_empty")
     usable: set[str] = set()
-    for col, kind in spec.items():
-        rule = f"{table}.{col}.present_and_{kind}"
-        chk.report.rules_checked.append(rule)
-        if col not in df.columns:
-            chk.report.violations.append(Violation(rule, table, col, len(df), [], f"required column {col!r} is missing"))
-        elif not _kind_ok(df[col], kind):
-            chk.report.violations.append(
-                Violation(rule, table, col, len(df), [str(df[col].dtype)], f"column {col!r} must be {kind}, is {df[col].dtype}"))
+    for col in spec:
+        rule = f"{table}.{col.name}.present_and_{col.kind}"
+        if col.name not in df.columns:
+            if col.required:
+                chk.add(Violation(rule, table, col.name, len(df), [], f"required column {col.name!r} is missing"))
+            else:
+                chk.passed(rule)
+            continue
+        if col.name in skip:
+            continue
+        problem = _kind_problem(df[col.name], col.kind)
+        if problem:
+            chk.add(Violation(rule, table, col.name, len(df), [str(df[col.name].dtype)], f"column {col.name!r} {problem}"))
         else:
-            usable.add(col)
+            chk.passed(rule)
+            usable.add(col.name)
+    known = {c.name for c in spec}
+    extra = [str(c) for c in df.columns if c not in known]
+    if extra:
+        chk.report.extra_columns[table] = sorted(set(chk.report.extra_columns.get(table, [])) | set(extra))
     return usable
 
 
@@ -172,6 +222,12 @@ def _not_in(series: pd.Series, allowed: Sequence[str], nullable: bool = False) -
     return bad
 
 
+def value_counts(series: pd.Series) -> dict[str, int]:
+    """Non-missing values and their counts (categories judged once, not per row)."""
+    counts = series.value_counts(dropna=True, sort=False)
+    return {str(k): int(v) for k, v in counts.items() if v > 0}
+
+
 def _duplicated(series: pd.Series) -> np.ndarray:
     """All rows whose value occurs more than once; O(n) fast path for strictly increasing ids."""
     values = series.to_numpy()
@@ -180,8 +236,24 @@ def _duplicated(series: pd.Series) -> np.ndarray:
     return series.duplicated(keep=False).to_numpy()
 
 
-def _check_users(chk: _Checker, users: pd.DataFrame, exp: Expectations) -> set[str]:
-    ok = _check_schema(chk, "users", users, USER_COLUMNS)
+def _lookup(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Row of each id in `known` (-1 = not there), by binary search: 24M events in a second."""
+    if len(known) == 0:
+        return np.full(len(ids), -1, dtype=np.int64)
+    order = np.argsort(known, kind="stable")
+    pos = np.clip(np.searchsorted(known[order], ids), 0, len(known) - 1)
+    row = order[pos]
+    return np.where(known[row] == ids, row, -1)
+
+
+def _vocabularies(report: ValidationReport, table: str, df: pd.DataFrame, ok: set[str]) -> None:
+    for col in OPEN_COLUMNS[table]:
+        if col in ok:
+            report.vocabularies[col] = sorted(value_counts(df[col]))[:MAX_VOCABULARY]
+
+
+def _check_users(chk: Checker, users: pd.DataFrame, exp: Expectations, skip: set[str]) -> set[str]:
+    ok = _check_schema(chk, "users", users, USERS, skip)
     u = users
     if "user_id" in ok:
         chk.mask("users.user_id.unique", "users", "user_id", u, _duplicated(u["user_id"]), "duplicate user ids")
@@ -189,79 +261,106 @@ def _check_users(chk: _Checker, users: pd.DataFrame, exp: Expectations) -> set[s
     if "signup_date" in ok:
         sd = u["signup_date"]
         chk.mask("users.signup_date.not_null", "users", "signup_date", u, sd.isna(), "missing signup date", "user_id")
-        chk.mask("users.signup_date.before_end", "users", "signup_date", u, (sd >= exp.end).to_numpy(),
-                 f"signup after the data end {exp.end.date()}", ["user_id", "signup_date"])
-    rules: list[tuple[str, Sequence[str]]] = [("plan", exp.plans), ("country", exp.countries),
-                                              ("marketing_source", exp.marketing_sources)]
-    for col, allowed in rules:
-        if col in ok:
-            chk.mask(f"users.{col}.allowed", "users", col, u, _not_in(u[col], allowed), f"{col} not in {list(allowed)}")
+        chk.mask("users.signup_date.not_in_future", "users", "signup_date", u, (sd > exp.now).to_numpy(),
+                 f"signup after now ({exp.now.isoformat(timespec='seconds')} UTC)", ["user_id", "signup_date"])
+    if "plan" in ok:
+        chk.mask("users.plan.allowed", "users", "plan", u, _not_in(u["plan"], exp.plans), f"plan not in {list(exp.plans)}")
     if "is_paid" in ok:
         chk.mask("users.is_paid.binary", "users", "is_paid", u, ~u["is_paid"].isin([0, 1]).to_numpy(), "is_paid must be 0 or 1")
         if "plan" in ok:
             mismatch = (u["plan"].astype("object") == "paid").to_numpy() != (u["is_paid"].to_numpy() == 1)
             chk.mask("users.is_paid.matches_plan", "users", "is_paid", u, mismatch, "is_paid disagrees with plan",
                      ["user_id", "plan", "is_paid"] if "user_id" in ok else ["plan", "is_paid"])
+    _vocabularies(chk.report, "users", u, ok)
     return ok
 
 
-def _check_events(chk: _Checker, events: pd.DataFrame, users: pd.DataFrame, users_ok: set[str], exp: Expectations) -> None:
-    ok = _check_schema(chk, "events", events, EVENT_COLUMNS)
+def _check_events(chk: Checker, events: pd.DataFrame, known: pd.DataFrame, known_ok: set[str],
+                  exp: Expectations, skip: set[str]) -> None:
+    """`known`: the users events may belong to (with signup_date when `known_ok` has it)."""
+    ok = _check_schema(chk, "events", events, EVENTS, skip)
     e = events
     if "event_id" in ok:
-        chk.mask("events.event_id.unique", "events", "event_id", e, _duplicated(e["event_id"]), "duplicate event ids")
-    if "user_id" in ok:
-        chk.mask("events.user_id.not_null", "events", "user_id", e, e["user_id"].isna(), "missing user id", "event_id")
-        if "user_id" in users_ok:
-            known = np.unique(users["user_id"].dropna().to_numpy())
-            ids = e["user_id"].to_numpy()
-            pos = np.clip(np.searchsorted(known, ids), 0, max(len(known) - 1, 0))
-            orphan = known[pos] != ids if len(known) else np.ones(len(ids), dtype=bool)
-            chk.mask("events.user_id.known_user", "events", "user_id", e, orphan, "events of unknown users")
+        chk.mask("events.event_id.unique", "events", "event_id", e, _duplicated(e["event_id"]),
+                 "duplicate event ids with different contents")
+        chk.mask("events.event_id.positive", "events", "event_id", e, e["event_id"].to_numpy() <= 0,
+                 "event ids must be > 0")
+    if "user_id" in ok and "user_id" in known_ok:
+        orphan = _lookup(e["user_id"].to_numpy(), known["user_id"].to_numpy()) < 0
+        chk.mask("events.user_id.known_user", "events", "user_id", e, orphan,
+                 "events of unknown users (not in the users table)", ["event_id", "user_id"])
     if "event_type" in ok:
-        chk.mask("events.event_type.allowed", "events", "event_type", e, _not_in(e["event_type"], exp.event_types),
-                 f"event_type not in {list(exp.event_types)}")
-    if "course_id" in ok:
-        chk.mask("events.course_id.allowed", "events", "course_id", e, _not_in(e["course_id"], exp.courses, nullable=True),
-                 f"course_id not in {list(exp.courses)}")
+        unknown = _not_in(e["event_type"], exp.event_types)
+        if unknown.any():
+            chk.report.unknown_event_types = value_counts(e.loc[unknown, "event_type"].astype("object"))
+        if exp.unknown_event_types == REJECT:
+            chk.mask("events.event_type.known", "events", "event_type", e, unknown,
+                     f"event_type not in {list(exp.event_types)} (validation.unknown_event_types: reject)")
+        else:
+            chk.passed("events.event_type.known")
     if "event_time" in ok:
         t = e["event_time"]
-        out = (t.isna() | (t < exp.start) | (t >= exp.end)).to_numpy()
-        chk.mask("events.event_time.in_period", "events", "event_time", e, out,
-                 f"event_time missing or outside [{exp.start.date()}, {exp.end.date()})")
-        if {"user_id"} <= ok and {"user_id", "signup_date"} <= users_ok and users["user_id"].is_unique:
-            signup = e["user_id"].map(users.set_index("user_id")["signup_date"])
-            chk.mask("events.event_time.after_signup", "events", "event_time", e, (t < signup).to_numpy(),
+        chk.mask("events.event_time.not_null", "events", "event_time", e, t.isna().to_numpy(), "missing event_time",
+                 ["event_id", "event_time"])
+        chk.mask("events.event_time.not_in_future", "events", "event_time", e, (t > exp.now).to_numpy(),
+                 f"event_time after now ({exp.now.isoformat(timespec='seconds')} UTC)", ["event_id", "event_time"])
+        if "user_id" in ok and {"user_id", "signup_date"} <= known_ok and known["user_id"].is_unique:
+            row = _lookup(e["user_id"].to_numpy(), known["user_id"].to_numpy())
+            signup = known["signup_date"].to_numpy().astype("datetime64[us]")
+            early = (row >= 0) & (t.to_numpy() < signup[np.maximum(row, 0)]) if len(signup) else np.zeros(len(e), bool)
+            chk.mask("events.event_time.after_signup", "events", "event_time", e, early,
                      "event before the user's signup date", ["event_id", "user_id", "event_time"])
     _check_values(chk, e, ok)
+    _vocabularies(chk.report, "events", e, ok)
 
 
-def _check_values(chk: _Checker, e: pd.DataFrame, ok: set[str]) -> None:
+def _check_values(chk: Checker, e: pd.DataFrame, ok: set[str]) -> None:
     etype = e["event_type"] if "event_type" in ok else None
     if "watch_minutes" in ok:
-        w = e["watch_minutes"]
-        chk.mask("events.watch_minutes.non_negative", "events", "watch_minutes", e, (w < 0).to_numpy(), "watch_minutes < 0")
+        w = e["watch_minutes"].to_numpy(dtype=np.float64, na_value=np.nan)
+        chk.mask("events.watch_minutes.finite", "events", "watch_minutes", e, np.isinf(w), "watch_minutes is infinite",
+                 ["event_id", "watch_minutes"])
+        chk.mask("events.watch_minutes.non_negative", "events", "watch_minutes", e, w < 0, "watch_minutes < 0",
+                 ["event_id", "watch_minutes"])
     if "quiz_score" in ok:
         q = e["quiz_score"]
         chk.mask("events.quiz_score.range_0_100", "events", "quiz_score", e, ((q < 0) | (q > 100)).to_numpy(),
-                 "quiz_score outside 0..100")
+                 "quiz_score outside 0..100", ["event_id", "quiz_score"])
         if etype is not None:
             chk.mask("events.quiz_score.present_on_quiz", "events", "quiz_score", e,
                      ((etype == "quiz_attempt") & q.isna()).to_numpy(), "quiz_attempt without a score", "event_id")
-    if "amount" in ok and etype is not None:
-        a = e["amount"]
-        bad = (etype.isin(PAYMENT_TYPES) & ~(a > 0)).to_numpy()
-        chk.mask("events.amount.positive_on_payment", "events", "amount", e, bad, "payment amount missing or <= 0",
-                 ["event_id", "amount"] if "event_id" in ok else "amount")
+    if "amount" in ok:
+        a = e["amount"].to_numpy(dtype=np.float64, na_value=np.nan)
+        chk.mask("events.amount.finite", "events", "amount", e, np.isinf(a), "amount is infinite", ["event_id", "amount"])
+        if etype is not None:
+            bad = etype.isin(PAYMENT_TYPES).to_numpy() & ~(a > 0)
+            chk.mask("events.amount.positive_on_payment", "events", "amount", e, bad, "payment amount missing or <= 0",
+                     ["event_id", "amount"])
 
 
-def validate_frames(users: pd.DataFrame, events: pd.DataFrame, expectations: Expectations) -> ValidationReport:
-    """Run every rule on in-memory tables; never raises on bad data (it reports it)."""
+def validate_frames(users: pd.DataFrame | None, events: pd.DataFrame | None, expectations: Expectations,
+                    known_users: pd.DataFrame | None = None, report: ValidationReport | None = None,
+                    skip: Mapping[str, set[str]] | None = None) -> ValidationReport:
+    """Run every rule on in-memory tables; never raises on bad data (it reports it).
+
+    `known_users` (default `users`): the users the events may belong to; ingest passes the
+    stored users upserted with the batch's, so an events-only batch is checked too. A table
+    that is None is not part of the batch (ingest of one table). `report` may already hold
+    violations (ingest's parse rules), and `skip` names their columns per table.
+    """
     t0 = time.perf_counter()
-    report = ValidationReport(users=len(users), events=len(events))
-    chk = _Checker(report)
-    users_ok = _check_users(chk, users, expectations)
-    _check_events(chk, events, users, users_ok, expectations)
+    report = report or ValidationReport()
+    skip = skip or {}
+    report.users = len(users) if users is not None else 0
+    report.events = len(events) if events is not None else 0
+    chk = Checker(report)
+    users_ok = _check_users(chk, users, expectations, skip.get("users", set())) if users is not None else set()
+    if known_users is None:
+        known, known_ok = (users if users is not None else pd.DataFrame()), users_ok
+    else:
+        known, known_ok = known_users, {"user_id", "signup_date"} & set(known_users.columns)
+    if events is not None:
+        _check_events(chk, events, known, known_ok, expectations, skip.get("events", set()))
     report.ok = not report.violations
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
@@ -280,4 +379,3 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
              report.users, report.events, len(report.violations), report.seconds)
     (log.info if report.ok else log.error)("%s", report.summary())
     return report
-

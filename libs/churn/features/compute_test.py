@@ -34,7 +34,7 @@ def raw() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def grid(raw: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
-    return prepare_frames(*raw, SETTINGS)[0]
+    return prepare_frames(*raw)[0]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_no_truncated_windows_and_only_signed_up_users(features: pd.DataFrame, r
 
 
 def _first_days(raw: tuple[pd.DataFrame, pd.DataFrame], n: int) -> pd.DataFrame:
-    grid = prepare_frames(*raw, SETTINGS)[0]
+    grid = prepare_frames(*raw)[0]
     return grid[grid["day_index"] < n]
 
 
@@ -104,7 +104,7 @@ def test_point_in_time_features_ignore_the_future(raw: tuple[pd.DataFrame, pd.Da
     users, events = raw
     cut = START + pd.Timedelta(days=55)
     truncated = events[events["event_time"] < cut + pd.Timedelta(days=1)]
-    grid_t, report = prepare_frames(users, truncated, SETTINGS)
+    grid_t, report = prepare_frames(users, truncated)
     assert report.data_end == cut.date().isoformat()
     past = compute_features(grid_t, (7, 14, 30))
     full = features[features["as_of_date"] <= cut].reset_index(drop=True)

@@ -80,7 +80,7 @@ def test_unsorted_input_gives_same_labels() -> None:
 def test_generated_labels_and_training_set() -> None:
     settings = Settings(generator=GeneratorSettings(n_users=400, days=100, seed=9))
     users, events = generate(settings.generator)
-    grid, _ = prepare_frames(users, events, settings)
+    grid, _ = prepare_frames(users, events)
     labels = build_labels(grid, 30)
     assert labels["as_of_date"].max() == START + pd.Timedelta(days=99 - 30)
     assert 0.0 < labels[LABEL].mean() < 0.5

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from churn.config.settings import Settings
-from churn.raw.store import raw_digest, require_raw
+from churn.raw.store import raw_digest, read_manifest, require_raw
 from churn.registry.registry import ModelRegistry
 from churn.storage.files import DataError, atomic_write_json, read_json, require_file
 from churn.storage.paths import DataPaths
@@ -78,6 +78,41 @@ def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResul
                           detail={"users": res.users, "events": res.events, "simulate_shift": simulate_shift})
 
     return _timed("generate", body)
+
+
+def step_ingest(settings: Settings, users: str | None = None, events: str | None = None,
+                fmt: str | None = None) -> StepResult:
+    """Ingest exported users and/or events (churn.ingest.ingest); exit 1 on any violation.
+
+    When the raw data was validated before (or there was none), the new raw data is
+    stamped as validated too: the batch passed the same rules against the stored data.
+    """
+    from churn.ingest.ingest import run_ingest
+
+    paths = data_paths(settings).ensure()
+
+    def body() -> StepResult:
+        was_valid = not read_manifest(paths).batches or _stamp_is_current(paths)
+        res = run_ingest(settings, paths, users, events, fmt)
+        outputs = [res.report_path]
+        if res.ok and res.batch is not None:
+            if was_valid:
+                atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": raw_digest(paths)})
+                outputs.append(str(validation_stamp(paths)))
+            else:
+                log.warning("ingest: the raw data before this batch had not passed validation; run `ml_jobs validate`")
+        added = res.counts.get("events_added", 0) + res.counts.get("users_added", 0) + res.counts.get("users_updated", 0)
+        return StepResult("ingest", added, 0.0, outputs, EXIT_OK if res.ok else EXIT_ERROR, res.summary(),
+                          {"batch": res.batch, **res.counts, "violations": len(res.report.violations)})
+
+    return _timed("ingest", body)
+
+
+def _stamp_is_current(paths: DataPaths) -> bool:
+    try:
+        return read_json(validation_stamp(paths)).get("raw_digest") == raw_digest(paths)
+    except DataError:
+        return False
 
 
 def step_validate(settings: Settings) -> StepResult:

@@ -163,11 +163,13 @@ def read_users(paths: DataPaths, columns: Sequence[str] | None = None) -> pd.Dat
 
 def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
                 dates: Iterable[dt.date] | None = None, start: dt.date | None = None,
-                end: dt.date | None = None) -> pd.DataFrame:
+                end: dt.date | None = None, event_ids: np.ndarray | None = None,
+                user_ids: np.ndarray | None = None) -> pd.DataFrame:
     """Events of every day, or only of `dates`, or of the days in [start, end] (inclusive).
 
-    Only the partitions of the wanted days are opened. Columns are the contract's types
-    (ids int64, event_time UTC datetime64[us], event_type and course_id categorical).
+    Only the partitions of the wanted days are opened; `event_ids` / `user_ids` keep only
+    those rows (filtered while reading). Columns are the contract's types (ids int64,
+    event_time UTC datetime64[us], event_type and course_id categorical).
     Row order: by day, then by batch, then as written.
     """
     m = require_raw(paths, users=False)
@@ -180,10 +182,20 @@ def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
         return EVENTS_SCHEMA.empty_table().select(cols).to_pandas()
     files = [str(paths.raw / p.path) for p in parts]
     try:
-        table = pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_table(columns=cols)
+        table = pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_table(
+            columns=cols, filter=_id_filter(event_ids, user_ids))
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
     return table.unify_dictionaries().to_pandas()
+
+
+def _id_filter(event_ids: np.ndarray | None, user_ids: np.ndarray | None) -> pads.Expression | None:
+    out = None
+    for name, ids in (("event_id", event_ids), ("user_id", user_ids)):
+        if ids is not None:
+            cond = pads.field(name).isin(pa.array(np.asarray(ids, dtype=np.int64)))
+            out = cond if out is None else out & cond
+    return out
 
 
 def day_files(paths: DataPaths) -> dict[dt.date, list[Path]]:
@@ -276,6 +288,11 @@ class BatchWriter:
                 _delete_unlisted(self.paths, self._base)
         finally:
             self._lock.release()
+
+    @property
+    def base(self) -> Manifest:
+        """The committed raw data this batch builds on (read under the lock)."""
+        return self._base
 
     def add_events(self, events: pd.DataFrame | pa.Table) -> int:
         """Write `events` (contract types) as one part per UTC day; returns the rows written."""

@@ -1,0 +1,230 @@
+"""`ml_jobs ingest`: a batch of exported users and/or events becomes the data root's raw data.
+
+The order is what makes it safe:
+
+1. read each file (churn.ingest.readers) and convert it to the contract
+   (churn.ingest.normalize); bad files are DataErrors naming the file;
+2. under the raw store's lock, against what is stored: drop exact repeats (same event_id,
+   same content: in the file or already stored), upsert users (a user_id in the batch
+   replaces the stored row: the newest attributes win);
+3. validate the batch with `validate`'s rules (churn.data.validate), events checked against
+   the upserted users;
+4. on any violation: write the report, change nothing (IngestResult.ok is False, the CLI
+   exits 1); otherwise write one batch (churn.raw.store): new events appended to their
+   days, the users table replaced, visible together or not at all.
+
+Ingesting the same files again adds nothing and writes no batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn.config.settings import Settings
+from churn.data.validate import Checker, Expectations, ValidationReport, validate_frames
+from churn.ingest.normalize import Normalized, normalize, rename
+from churn.ingest.readers import read_table
+from churn.raw.contract import EVENTS, TABLES, USERS
+from churn.raw.store import BatchWriter, Manifest, read_events, read_users
+from churn.storage.files import atomic_write_json
+from churn.storage.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did; `batch` is None when it wrote nothing (rejected or nothing new)."""
+
+    ok: bool
+    report: ValidationReport
+    report_path: str
+    batch: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        c = self.counts
+        head = ("REJECTED: nothing changed" if not self.ok else
+                f"batch {self.batch} written" if self.batch is not None else "nothing new: nothing changed")
+        return (f"ingest {head}; events: {c.get('events_read', 0)} read, {c.get('events_added', 0)} new, "
+                f"{c.get('events_already_stored', 0)} already stored, {c.get('events_repeated', 0)} repeated in the file; "
+                f"users: {c.get('users_read', 0)} read, {c.get('users_added', 0)} new, {c.get('users_updated', 0)} updated, "
+                f"{c.get('users_unchanged', 0)} unchanged\n{self.report.summary()}")
+
+
+def report_path(paths: DataPaths) -> Path:
+    return paths.raw / "ingest_report.json"
+
+
+def _load(path: str, table: str, settings: Settings, fmt: str | None, report: ValidationReport) -> Normalized:
+    integer_columns = [getattr(settings.ingest.columns, table).get(c.name, c.name)
+                       for c in TABLES[table] if c.kind == "integer"]
+    raw = read_table(path, fmt, settings.ingest.delimiter, integer_columns)
+    raw, problems = rename(raw, getattr(settings.ingest.columns, table), table, path)
+    out = normalize(raw, table, path)
+    out.violations = problems + out.violations
+    report.files[table] = str(path)
+    log.info("ingest: read %d %s rows from %s", len(out.frame), table, path)
+    return out
+
+
+def _repeats_in_file(frame: pd.DataFrame, key: str) -> np.ndarray:
+    """Rows that repeat an earlier row exactly (same key and same content): safe to drop."""
+    ids = frame[key].to_numpy()
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return np.zeros(len(ids), dtype=bool)
+    same_key = pd.Series(ids).duplicated(keep=False).to_numpy()
+    out = np.zeros(len(ids), dtype=bool)
+    if same_key.any():
+        sub = frame.loc[same_key, [c for c in frame.columns]]
+        out[np.flatnonzero(same_key)] = sub.astype("object").duplicated(keep="first").to_numpy()
+    return out
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Row-wise equality of two frames aligned by position (missing equals missing)."""
+    same = np.ones(len(a), dtype=bool)
+    for c in columns:
+        x, y = a[c].astype("object").to_numpy(), b[c].astype("object").to_numpy()
+        same &= (x == y) | (pd.isna(x) & pd.isna(y))
+    return same
+
+
+def _against_stored_events(events: pd.DataFrame, paths: DataPaths, stored: Manifest,
+                           chk: Checker) -> tuple[pd.DataFrame, int]:
+    """(events not stored yet, how many were stored already with the same content).
+
+    An event_id that is stored with other content is a violation: an id names one event.
+    """
+    if not stored.parts or events.empty:
+        return events, 0
+    stored_ids = read_events(paths, columns=["event_id"])["event_id"].to_numpy()
+    overlap = np.isin(events["event_id"].to_numpy(), stored_ids)
+    if not overlap.any():
+        chk.passed("events.event_id.same_content_as_stored")
+        return events, 0
+    mine = events.loc[overlap].sort_values("event_id", kind="stable")
+    theirs = read_events(paths, event_ids=np.unique(mine["event_id"].to_numpy())).drop_duplicates("event_id")
+    theirs = theirs.set_index("event_id").loc[mine["event_id"].to_numpy()].reset_index()
+    same = _same_rows(mine.reset_index(drop=True), theirs, [c.name for c in EVENTS])
+    chk.mask("events.event_id.same_content_as_stored", "events", "event_id", mine.reset_index(drop=True), ~same,
+             "event ids already stored with different contents", ["event_id", "user_id", "event_time", "event_type"])
+    return events.loc[~overlap].reset_index(drop=True), int(same.sum())
+
+
+def _upsert_users(batch: pd.DataFrame, stored: pd.DataFrame | None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Stored users with the batch's rows replacing those of the same user_id (newest wins)."""
+    contract = [c.name for c in USERS]
+    if stored is None or stored.empty:
+        merged = batch[contract]
+        return merged.sort_values("user_id", kind="stable").reset_index(drop=True), \
+            {"users_added": len(batch), "users_updated": 0, "users_unchanged": 0}
+    ids = batch["user_id"].to_numpy()
+    in_store = np.isin(ids, stored["user_id"].to_numpy())
+    before = stored.set_index("user_id").loc[ids[in_store]].reset_index()
+    after = batch.loc[in_store].reset_index(drop=True)
+    unchanged = _same_rows(after, before, contract)
+    keep = stored.loc[~np.isin(stored["user_id"].to_numpy(), ids)]
+    merged = pd.concat([_as_object_categories(keep), _as_object_categories(batch[contract])], ignore_index=True)
+    merged = merged.sort_values("user_id", kind="stable").reset_index(drop=True)
+    counts = {"users_added": int((~in_store).sum()), "users_updated": int((~unchanged).sum()),
+              "users_unchanged": int(unchanged.sum())}
+    return merged, counts
+
+
+def _as_object_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals as text, so tables with different category sets concatenate."""
+    return frame.astype({c: "object" for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)})
+
+
+def _new_values(report: ValidationReport, paths: DataPaths, stored: Manifest, stored_users: pd.DataFrame | None) -> None:
+    """Open-vocabulary values of this batch that the stored data did not have."""
+    before: dict[str, set[str]] = {}
+    if stored_users is not None:
+        for col in ("country", "marketing_source"):
+            if col in stored_users.columns:
+                before[col] = {str(v) for v in stored_users[col].dropna().unique()}
+    if stored.parts and "course_id" in report.vocabularies:
+        courses = read_events(paths, columns=["course_id"])["course_id"]
+        before["course_id"] = {str(v) for v in courses.dropna().unique()}
+    for col, values in report.vocabularies.items():
+        report.new_values[col] = sorted(set(values) - before.get(col, set()))
+
+
+def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = None,
+               events_path: str | None = None, fmt: str | None = None,
+               expectations: Expectations | None = None) -> IngestResult:
+    """Ingest one batch (see the module doc); never half-writes, never raises on bad data."""
+    if not users_path and not events_path:
+        raise ValueError("ingest needs --users PATH, --events PATH or both")
+    t0 = time.perf_counter()
+    exp = expectations or Expectations.from_settings(settings)
+    report = ValidationReport()
+    chk = Checker(report)
+    users = _load(users_path, "users", settings, fmt, report) if users_path else None
+    events = _load(events_path, "events", settings, fmt, report) if events_path else None
+    for part in (users, events):
+        for v in part.violations if part else ():
+            chk.add(v)
+    if users is not None:
+        report.extra_columns["users"] = users.extra_columns
+    if events is not None:
+        report.extra_columns["events"] = events.extra_columns
+    counts: dict[str, Any] = {"users_read": len(users.frame) if users else 0,
+                              "events_read": len(events.frame) if events else 0}
+    with BatchWriter(paths, "ingest") as writer:
+        stored = writer.base
+        stored_users = read_users(paths) if stored.users else None
+        user_frame = event_frame = None
+        known = stored_users if stored_users is not None else pd.DataFrame({"user_id": np.empty(0, np.int64)})
+        if users is not None:
+            user_frame = users.frame
+            if "user_id" in user_frame.columns and "user_id" not in users.unusable:
+                repeats = _repeats_in_file(user_frame, "user_id")
+                counts["users_repeated"] = int(repeats.sum())
+                user_frame = user_frame.loc[~repeats].reset_index(drop=True)
+        if events is not None:
+            event_frame = events.frame
+            if "event_id" in event_frame.columns and "event_id" not in events.unusable:
+                repeats = _repeats_in_file(event_frame, "event_id")
+                counts["events_repeated"] = int(repeats.sum())
+                event_frame = event_frame.loc[~repeats].reset_index(drop=True)
+        merged = None
+        usable_users = (user_frame is not None and not users.unusable
+                        and {c.name for c in USERS if c.required} <= set(user_frame.columns))
+        if usable_users:
+            merged, user_counts = _upsert_users(user_frame, stored_users)
+            counts.update(user_counts)
+            known = merged
+        validate_frames(user_frame, event_frame, exp, known_users=known, report=report,
+                        skip={"users": users.unusable if users else set(), "events": events.unusable if events else set()})
+        if event_frame is not None and not events.unusable and {c.name for c in EVENTS} <= set(event_frame.columns):
+            event_frame, counts["events_already_stored"] = _against_stored_events(event_frame, paths, stored, chk)
+        _new_values(report, paths, stored, stored_users)
+        report.ok = not report.violations
+        counts["events_added"] = len(event_frame) if (report.ok and event_frame is not None) else 0
+        batch = None
+        users_changed = merged is not None and (counts.get("users_added", 0) + counts.get("users_updated", 0)) > 0
+        if report.ok and (counts["events_added"] or users_changed):
+            if event_frame is not None and len(event_frame):
+                writer.add_events(event_frame)
+            if users_changed:
+                writer.set_users(merged)
+            batch = writer.commit({"files": report.files, "counts": counts}).batch
+    report.seconds = round(time.perf_counter() - t0, 3)
+    path = report_path(paths)
+    result = IngestResult(report.ok, report, str(path), batch, counts, report.seconds)
+    atomic_write_json(path, {"ok": report.ok, "batch": batch, "counts": counts, "report": report.to_dict()})
+    (log.info if report.ok else log.error)("%s", result.summary())
+    return result
+
+
+__all__ = ["IngestResult", "run_ingest", "report_path"]
