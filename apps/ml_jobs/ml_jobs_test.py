@@ -230,3 +230,33 @@ def test_merge_refuses_missing_or_mismatched_shards_and_writes_nothing(cli):
     result = cli("merge-shards", "3")
     assert result.returncode == 1 and "shard 2/3" in result.stderr and "'other'" in result.stderr, result.stderr
     assert _snapshot(folder) == before
+
+
+def test_schema_prints_the_contract_as_tables_and_as_a_data_package(tmp_path):
+    cli = Cli(tmp_path / "root")
+    text = cli.ok("schema").stdout
+    assert "| `event_id` | integer | required |" in text and "| `country` | string | optional |" in text
+    package = json.loads(cli.ok("schema", "--json").stdout)
+    assert package["profile"] == "tabular-data-package"
+    events = next(r for r in package["resources"] if r["name"] == "events")
+    assert events["schema"]["primaryKey"] == ["event_id"]
+    assert [f["name"] for f in events["schema"]["fields"]][:3] == ["event_id", "user_id", "event_time"]
+
+
+def test_ingest_errors_are_one_clear_line_and_change_nothing(tmp_path):
+    cli = Cli(tmp_path / "root")
+    missing = cli("validate")
+    assert missing.returncode == 1 and "ml_jobs ingest" in missing.stderr and "ml_jobs generate" in missing.stderr
+    bad = tmp_path / "events.csv"
+    bad.write_text("event_id;user_id;event_time;event_type\n1;1;2025-01-01T00:00:00;login\n")
+    result = cli("ingest", "--events", str(bad))
+    assert result.returncode == 1 and str(bad) in result.stderr and "delimited" in result.stderr
+    assert "Traceback" not in result.stderr
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,signup_date,plan,is_paid\n1,2025-01-01,free,0\n2,someday,paid,1\n")
+    result = cli("ingest", "--users", str(users))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "users.signup_date.parses_as_date" in result.stdout and "someday" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert not (cli.root / "raw" / "manifest.json").exists()
+    assert json.loads((cli.root / "raw" / "ingest_report.json").read_text())["ok"] is False
