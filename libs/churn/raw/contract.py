@@ -50,7 +50,7 @@ class Column:
 USERS: tuple[Column, ...] = (
     Column("user_id", "integer", True, "the user's id, unique in the table (64-bit, 1 .. 2^63-1)",
            minimum=1, maximum=ID_MAX),
-    Column("signup_date", "date", True, f"when the user signed up ({TIME_RULE}); not in the future"),
+    Column("signup_date", "date", True, "when the user signed up (see Times); not in the future"),
     Column("plan", "string", True, "subscription plan (case and spaces are normalised)", allowed=PLANS),
     Column("is_paid", "integer", True, "1 for the paid plan, 0 for free (true/false accepted); must agree with plan",
            minimum=0, maximum=1),
@@ -65,10 +65,10 @@ EVENTS: tuple[Column, ...] = (
            "content is a duplicate and dropped, with other content an error", minimum=1, maximum=ID_MAX),
     Column("user_id", "integer", True, "the user the event belongs to: must be in users (this batch or stored)",
            minimum=1, maximum=ID_MAX),
-    Column("event_time", "datetime", True, f"when it happened ({TIME_RULE}); not in the future, "
-           "not before the user's signup date"),
+    Column("event_time", "datetime", True, "when it happened (see Times); not in the future, "
+           "not before the user's signup date; its UTC day is the event's partition"),
     Column("event_type", "string", True, "what happened; other types are counted and ignored "
-           "(validation.unknown_event_types: ignore | reject)", allowed=EVENT_TYPES),
+           "(`validation.unknown_event_types: reject` makes them errors)", allowed=EVENT_TYPES),
     Column("course_id", "string", False, "the course of enroll, video and quiz events", open_vocabulary=True,
            nullable=True),
     Column("watch_minutes", "number", False, "minutes watched (video_watch); finite, >= 0", minimum=0,
@@ -128,12 +128,15 @@ def markdown() -> str:
             lines.append(f"| `{c.name}` | {c.kind} | {'required' if c.required else 'optional'} | "
                          f"{c.description} | {allowed} |")
         lines.append("")
-    lines.append(f"Times: {TIME_RULE}. Extra columns are ignored and listed in the report.")
+    lines.append(f"Times: {TIME_RULE}. Stored times are UTC without a zone. "
+                 "Extra columns are ignored and listed in the report.")
     return "\n".join(lines) + "\n"
 
 
 def _range(c: Column) -> str:
     if c.minimum is None and c.maximum is None:
         return "-"
-    hi = "2^63-1" if c.maximum == ID_MAX else (f"{c.maximum:g}" if c.maximum is not None else "")
-    return f"{c.minimum:g} .. {hi}" if c.minimum is not None else f".. {hi}"
+    if c.maximum is None:
+        return f">= {c.minimum:g}"
+    hi = "2^63-1" if c.maximum == ID_MAX else f"{c.maximum:g}"
+    return f"{c.minimum:g} .. {hi}" if c.minimum is not None else f"<= {hi}"
