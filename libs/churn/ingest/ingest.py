@@ -89,6 +89,18 @@ def _repeats_in_file(frame: pd.DataFrame, key: str) -> np.ndarray:
     return out
 
 
+def _without_repeats(part: Normalized | None, key: str, counter: str, counts: dict[str, Any]) -> pd.DataFrame | None:
+    """The table of `part` without the rows that repeat an earlier one exactly (counted)."""
+    if part is None:
+        return None
+    frame = part.frame
+    if key not in frame.columns or key in part.unusable:
+        return frame
+    repeats = _repeats_in_file(frame, key)
+    counts[counter] = int(repeats.sum())
+    return frame.loc[~repeats].reset_index(drop=True)
+
+
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Row-wise equality of two frames aligned by position (missing equals missing)."""
     same = np.ones(len(a), dtype=bool)
@@ -159,71 +171,76 @@ def _new_values(report: ValidationReport, paths: DataPaths, stored: Manifest, st
         report.new_values[col] = sorted(set(values) - before.get(col, set()))
 
 
+def _read_inputs(settings: Settings, users_path: str | None, events_path: str | None, fmt: str | None,
+                 chk: Checker) -> tuple[Normalized | None, Normalized | None]:
+    """Both files read and converted; their parse violations and extra columns go to the report."""
+    parts = {}
+    for table, path in (("users", users_path), ("events", events_path)):
+        part = _load(path, table, settings, fmt, chk.report) if path else None
+        if part is not None:
+            for v in part.violations:
+                chk.add(v)
+            chk.report.extra_columns[table] = part.extra_columns
+        parts[table] = part
+    return parts["users"], parts["events"]
+
+
+def _check_and_write(writer: BatchWriter, paths: DataPaths, users: Normalized | None, events: Normalized | None,
+                     exp: Expectations, chk: Checker, counts: dict[str, Any]) -> int | None:
+    """Steps 2-4 of the module doc under the store's lock; the batch number, or None if nothing was written."""
+    stored = writer.base
+    stored_users = read_users(paths) if stored.users else None
+    known = stored_users if stored_users is not None else pd.DataFrame({"user_id": np.empty(0, np.int64)})
+    user_frame = _without_repeats(users, "user_id", "users_repeated", counts)
+    event_frame = _without_repeats(events, "event_id", "events_repeated", counts)
+    merged = None
+    if (users is not None and user_frame is not None and not users.unusable
+            and {c.name for c in USERS if c.required} <= set(user_frame.columns)):
+        merged, user_counts = _upsert_users(user_frame, stored_users)
+        counts.update(user_counts)
+        known = merged
+    validate_frames(user_frame, event_frame, exp, known_users=known, report=chk.report,
+                    skip={"users": users.unusable if users else set(), "events": events.unusable if events else set()})
+    if events is not None and event_frame is not None and not events.unusable \
+            and {c.name for c in EVENTS} <= set(event_frame.columns):
+        event_frame, counts["events_already_stored"] = _against_stored_events(event_frame, paths, stored, chk)
+    _new_values(chk.report, paths, stored, stored_users)
+    chk.report.ok = not chk.report.violations
+    counts["events_added"] = len(event_frame) if (chk.report.ok and event_frame is not None) else 0
+    users_changed = merged is not None and (counts.get("users_added", 0) + counts.get("users_updated", 0)) > 0
+    if not chk.report.ok or not (counts["events_added"] or users_changed):
+        return None
+    if event_frame is not None and len(event_frame):
+        writer.add_events(event_frame)
+    if users_changed:
+        writer.set_users(merged)
+    return writer.commit({"files": chk.report.files, "counts": counts}).batch
+
+
 def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = None,
                events_path: str | None = None, fmt: str | None = None,
                expectations: Expectations | None = None) -> IngestResult:
-    """Ingest one batch (see the module doc); never half-writes, never raises on bad data."""
+    """Ingest one batch (see the module doc); never half-writes, never raises on bad data.
+
+    Unreadable files are DataErrors naming the file (before anything is locked or written).
+    """
     if not users_path and not events_path:
         raise ValueError("ingest needs --users PATH, --events PATH or both")
     t0 = time.perf_counter()
-    exp = expectations or Expectations.from_settings(settings)
-    report = ValidationReport()
-    chk = Checker(report)
-    users = _load(users_path, "users", settings, fmt, report) if users_path else None
-    events = _load(events_path, "events", settings, fmt, report) if events_path else None
-    for part in (users, events):
-        for v in part.violations if part else ():
-            chk.add(v)
-    if users is not None:
-        report.extra_columns["users"] = users.extra_columns
-    if events is not None:
-        report.extra_columns["events"] = events.extra_columns
+    chk = Checker(ValidationReport())
+    users, events = _read_inputs(settings, users_path, events_path, fmt, chk)
+    log.info("ingest: files read and converted in %.1fs", time.perf_counter() - t0)
     counts: dict[str, Any] = {"users_read": len(users.frame) if users else 0,
                               "events_read": len(events.frame) if events else 0}
     with BatchWriter(paths, "ingest") as writer:
-        stored = writer.base
-        stored_users = read_users(paths) if stored.users else None
-        user_frame = event_frame = None
-        known = stored_users if stored_users is not None else pd.DataFrame({"user_id": np.empty(0, np.int64)})
-        if users is not None:
-            user_frame = users.frame
-            if "user_id" in user_frame.columns and "user_id" not in users.unusable:
-                repeats = _repeats_in_file(user_frame, "user_id")
-                counts["users_repeated"] = int(repeats.sum())
-                user_frame = user_frame.loc[~repeats].reset_index(drop=True)
-        if events is not None:
-            event_frame = events.frame
-            if "event_id" in event_frame.columns and "event_id" not in events.unusable:
-                repeats = _repeats_in_file(event_frame, "event_id")
-                counts["events_repeated"] = int(repeats.sum())
-                event_frame = event_frame.loc[~repeats].reset_index(drop=True)
-        merged = None
-        usable_users = (user_frame is not None and not users.unusable
-                        and {c.name for c in USERS if c.required} <= set(user_frame.columns))
-        if usable_users:
-            merged, user_counts = _upsert_users(user_frame, stored_users)
-            counts.update(user_counts)
-            known = merged
-        validate_frames(user_frame, event_frame, exp, known_users=known, report=report,
-                        skip={"users": users.unusable if users else set(), "events": events.unusable if events else set()})
-        if event_frame is not None and not events.unusable and {c.name for c in EVENTS} <= set(event_frame.columns):
-            event_frame, counts["events_already_stored"] = _against_stored_events(event_frame, paths, stored, chk)
-        _new_values(report, paths, stored, stored_users)
-        report.ok = not report.violations
-        counts["events_added"] = len(event_frame) if (report.ok and event_frame is not None) else 0
-        batch = None
-        users_changed = merged is not None and (counts.get("users_added", 0) + counts.get("users_updated", 0)) > 0
-        if report.ok and (counts["events_added"] or users_changed):
-            if event_frame is not None and len(event_frame):
-                writer.add_events(event_frame)
-            if users_changed:
-                writer.set_users(merged)
-            batch = writer.commit({"files": report.files, "counts": counts}).batch
+        batch = _check_and_write(writer, paths, users, events, expectations or Expectations.from_settings(settings),
+                                 chk, counts)
+    report = chk.report
     report.seconds = round(time.perf_counter() - t0, 3)
     path = report_path(paths)
     result = IngestResult(report.ok, report, str(path), batch, counts, report.seconds)
     atomic_write_json(path, {"ok": report.ok, "batch": batch, "counts": counts, "report": report.to_dict()})
-    (log.info if report.ok else log.error)("%s", result.summary())
+    (log.info if report.ok else log.error)("%s (%.1fs)", result.summary(), report.seconds)
     return result
 
 

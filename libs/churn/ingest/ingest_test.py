@@ -25,8 +25,10 @@ from churn.ingest.ingest import run_ingest
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.raw.store import raw_digest, read_events, read_manifest, read_users
+from churn.scoring.batch import model_scorer, model_specs, score_frame
 from churn.storage.files import DataError
 from churn.storage.paths import DataPaths
+from churn.training.dataset import frame_matrix
 
 USERS, DAYS = 300, 90
 
@@ -52,17 +54,33 @@ def _pipeline(settings: Settings) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """Scores of the same data brought in by `generate` (the way the seed does it)."""
+def reference_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd.DataFrame]:
+    """The same data brought in by `generate` (the way the seed does it), and its scores."""
     settings = _settings(tmp_path_factory.mktemp("reference"))
     assert steps.step_generate(settings).exit_code == 0
     assert steps.step_validate(settings).exit_code == 0
-    return _pipeline(settings)
+    return settings, _pipeline(settings)
+
+
+@pytest.fixture(scope="module")
+def reference(reference_root: tuple[Settings, pd.DataFrame]) -> pd.DataFrame:
+    return reference_root[1]
 
 
 def _ingest(settings: Settings, users: Path | None, events: Path | None, fmt: str | None = None):
     result = steps.step_ingest(settings, str(users) if users else None, str(events) if events else None, fmt)
     return result
+
+
+def _ingest_csv(tmp_path: Path, users: pd.DataFrame, events: pd.DataFrame, settings: Settings | None = None):
+    """Write both tables as CSV, ingest them into <tmp>/root; (settings, step result, report dict)."""
+    users.to_csv(tmp_path / "users.csv", index=False)
+    events.to_csv(tmp_path / "events.csv", index=False)
+    settings = settings or _settings(tmp_path / "root")
+    result = _ingest(settings, tmp_path / "users.csv", tmp_path / "events.csv")
+    assert result.exit_code == 0, result.message
+    report = json.loads((Path(settings.paths.root) / "raw" / "ingest_report.json").read_text())["report"]
+    return settings, result, report
 
 
 def _same_scores(got: pd.DataFrame, reference: pd.DataFrame, id_offset: int = 0) -> None:
@@ -88,12 +106,7 @@ def test_csv_with_iso_strings_offsets_and_an_extra_column(tmp_path, frames, refe
     users = users.assign(signup_date=users["signup_date"].dt.strftime("%Y-%m-%d"), email="x@example.org")
     local = events["event_time"] + pd.Timedelta(hours=2)  # the same instants, written in UTC+02:00
     events = events.assign(event_time=local.dt.strftime("%Y-%m-%dT%H:%M:%S+02:00"), session="s1")
-    users.to_csv(tmp_path / "users.csv", index=False)
-    events.to_csv(tmp_path / "events.csv", index=False)
-    settings = _settings(tmp_path / "root")
-    result = _ingest(settings, tmp_path / "users.csv", tmp_path / "events.csv")
-    assert result.exit_code == 0, result.message
-    report = json.loads((tmp_path / "root" / "raw" / "ingest_report.json").read_text())["report"]
+    settings, result, report = _ingest_csv(tmp_path, users, events)
     assert report["extra_columns"] == {"users": ["email"], "events": ["session"]}
     assert "extra events columns ignored: ['session']" in result.message
     _same_scores(_pipeline(settings), reference)
@@ -148,10 +161,7 @@ def test_ids_above_2_to_the_31_come_out_of_batch_score_unchanged(tmp_path, frame
     users, events = _plain_users(frames[0]), _plain_events(frames[1])
     users = users.assign(user_id=users["user_id"] + offset)
     events = events.assign(user_id=events["user_id"] + offset, event_id=events["event_id"] + 5_000_000_000)
-    users.to_csv(tmp_path / "users.csv", index=False)
-    events.to_csv(tmp_path / "events.csv", index=False)
-    settings = _settings(tmp_path / "root")
-    assert _ingest(settings, tmp_path / "users.csv", tmp_path / "events.csv").exit_code == 0
+    settings, _, _ = _ingest_csv(tmp_path, users, events)
     scores = _pipeline(settings)
     assert scores["user_id"].min() > 2**31 and scores["user_id"].dtype == np.int64
     _same_scores(scores, reference, id_offset=offset)
@@ -167,12 +177,7 @@ def test_another_year_a_new_country_a_new_course_and_an_unknown_event_type(tmp_p
                            course_id=events["course_id"].replace({"terraform": "rust-101"}))
     extra = events.head(100).assign(event_id=np.arange(10**9, 10**9 + 100), event_type="page_view")
     events = pd.concat([events, extra], ignore_index=True)
-    users.to_csv(tmp_path / "users.csv", index=False)
-    events.to_csv(tmp_path / "events.csv", index=False)
-    settings = _settings(tmp_path / "root")
-    result = _ingest(settings, tmp_path / "users.csv", tmp_path / "events.csv")
-    assert result.exit_code == 0, result.message
-    report = json.loads((tmp_path / "root" / "raw" / "ingest_report.json").read_text())["report"]
+    settings, result, report = _ingest_csv(tmp_path, users, events)
     assert report["unknown_event_types"] == {"page_view": 100}
     assert "DE" in report["vocabularies"]["country"] and "rust-101" in report["vocabularies"]["course_id"]
     scores = _pipeline(settings)
@@ -185,6 +190,29 @@ def test_another_year_a_new_country_a_new_course_and_an_unknown_event_type(tmp_p
                                     validation=dataclasses.replace(settings.validation, unknown_event_types="reject"))
     rejected = _ingest(rejecting, tmp_path / "users.csv", tmp_path / "events.csv")
     assert rejected.exit_code == 1 and "events.event_type.known" in rejected.message and "page_view" in rejected.message
+
+
+def test_both_models_score_countries_and_sources_they_never_saw(reference_root):
+    """Open vocabularies reach the model: unseen values are its unknown category, on the
+    compiled path too (not a fall-back), and equal sklearn's predict_proba."""
+    settings, _ = reference_root
+    paths = DataPaths.from_root(settings.paths.root)
+    features = pd.read_parquet(paths.features_file)
+    features = features[features["as_of_date"] == features["as_of_date"].max()].reset_index(drop=True)
+    unseen = features.assign(country="DE", marketing_source="tiktok")
+    registry = steps.registry_for(paths)
+    run = json.loads(steps.training_run_path(paths).read_text())
+    kinds = set()
+    for version in run["versions"]:
+        loaded = registry.load(version)
+        scorer = model_scorer(loaded)
+        assert scorer.kind in ("linear", "trees"), scorer.kind
+        kinds.add(scorer.kind)
+        risk = score_frame(loaded, unseen, scorer)["risk"].to_numpy()
+        expected = loaded.model.predict_proba(frame_matrix(unseen, model_specs(loaded)))[:, 1]
+        assert np.isfinite(risk).all()
+        np.testing.assert_allclose(risk, expected, rtol=1e-9, atol=1e-12)
+    assert kinds == {"linear", "trees"}
 
 
 # ------------------------------------------------------------------ idempotence, upserts, one table alone
