@@ -25,10 +25,12 @@ from churn.ingest.ingest import run_ingest
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.raw.store import raw_digest, read_events, read_manifest, read_users
+from churn.compiled.check_rows import edge_rows, valid_rows
+from churn.compiled.scorer import compile_scorer
 from churn.scoring.batch import model_scorer, model_specs, score_frame
 from churn.storage.files import DataError
 from churn.storage.paths import DataPaths
-from churn.training.dataset import frame_matrix
+from churn.features.matrix import frame_matrix
 
 USERS, DAYS = 300, 90
 
@@ -205,13 +207,15 @@ def test_both_models_score_countries_and_sources_they_never_saw(reference_root):
     kinds = set()
     for version in run["versions"]:
         loaded = registry.load(version)
-        scorer = model_scorer(loaded)
-        assert scorer.kind in ("linear", "trees"), scorer.kind
-        kinds.add(scorer.kind)
-        risk = score_frame(loaded, unseen, scorer)["risk"].to_numpy()
-        expected = loaded.model.predict_proba(frame_matrix(unseen, model_specs(loaded)))[:, 1]
-        assert np.isfinite(risk).all()
-        np.testing.assert_allclose(risk, expected, rtol=1e-9, atol=1e-12)
+        specs = model_specs(loaded)
+        expected = loaded.model.predict_proba(frame_matrix(unseen, specs))[:, 1]
+        compiled = compile_scorer(loaded.model, np.vstack([valid_rows(specs), edge_rows(specs)]))  # the API's
+        assert compiled.kind in ("linear", "trees"), compiled.kind
+        kinds.add(compiled.kind)
+        for scorer in (compiled, model_scorer(loaded)):  # and batch-score's (sklearn for trees)
+            risk = score_frame(loaded, unseen, scorer)["risk"].to_numpy()
+            assert np.isfinite(risk).all()
+            np.testing.assert_allclose(risk, expected, rtol=1e-9, atol=1e-12)
     assert kinds == {"linear", "trees"}
 
 
