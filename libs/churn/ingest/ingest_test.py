@@ -182,6 +182,7 @@ def test_another_year_a_new_country_a_new_course_and_an_unknown_event_type(tmp_p
     settings, result, report = _ingest_csv(tmp_path, users, events)
     assert report["unknown_event_types"] == {"page_view": 100}
     assert "DE" in report["vocabularies"]["country"] and "rust-101" in report["vocabularies"]["course_id"]
+    assert "" not in report["vocabularies"]["course_id"]  # an empty CSV field is missing, not a course
     scores = _pipeline(settings)
     prepared = json.loads((tmp_path / "root" / "processed" / "prepare_report.json").read_text())
     assert prepared["data_start"].startswith("2023-") and prepared["dropped"]["events_unknown_type"] == 100

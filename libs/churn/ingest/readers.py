@@ -79,12 +79,16 @@ def _read_csv(path: Path, delimiter: str, integer_columns: Sequence[str]) -> pa.
                         "(set ingest.delimiter in the config)")
     wanted = {c: pa.int64() for c in integer_columns if c in header}
     try:
-        return pacsv.read_csv(path, parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=wanted))
+        return pacsv.read_csv(path, parse_options=parse, convert_options=_convert_options(wanted))
     except pa.ArrowInvalid as exc:
         if "conversion error" not in str(exc) or not wanted:
             raise
-    text = {c: pa.string() for c in wanted}
-    return pacsv.read_csv(path, parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=text))
+    return pacsv.read_csv(path, parse_options=parse, convert_options=_convert_options({c: pa.string() for c in wanted}))
+
+
+def _convert_options(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+    """An empty field is a missing value in every column (text too), as the contract says."""
+    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
 
 
 def _header(path: Path, parse: pacsv.ParseOptions) -> list[str]:

@@ -56,6 +56,9 @@ EVENTS_SCHEMA = pa.schema([
     ("amount", pa.float32()),
 ])
 EVENT_COLUMNS: tuple[str, ...] = tuple(EVENTS_SCHEMA.names)
+# Why only these: trying a dictionary for ids, times and floats (pyarrow's default) costs
+# write time on columns whose values barely repeat.
+_DICT_COLUMNS = [f.name for f in EVENTS_SCHEMA if pa.types.is_dictionary(f.type)]
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,7 @@ class BatchWriter:
             day = str(sorted_days[lo])
             rel = f"events/date={day}/part-{self.batch:06d}-{self._seq:04d}.parquet"
             with atomic_path(self.paths.raw / rel) as tmp:
-                pq.write_table(table.take(pa.array(order[lo:hi])), tmp, compression="zstd")
+                pq.write_table(table.take(pa.array(order[lo:hi])), tmp, compression="zstd", use_dictionary=_DICT_COLUMNS)
             self._parts.append(Part(rel, day, int(hi - lo), self.batch))
         self._seq += 1
         return table.num_rows
