@@ -11,18 +11,16 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from churn.config.settings import ConfigError, Settings, load_config
 from churn.invocation.workdir import enter_invocation_directory
-from churn.monitoring.drift import DriftConfigError
 from churn.ingest.readers import FORMATS
+from churn.monitoring.drift import DriftConfigError
 from churn.pipeline import steps
-from churn.raw import contract
 from churn.pipeline.steps import EXIT_ERROR, EXIT_OK, StepResult
+from churn.raw import contract
 from churn.registry.registry import RegistryError
 from churn.scoring.batch import parse_shard
 from churn.storage.filelock import LockTimeout
@@ -106,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
     commands: dict[str, Callable[[], StepResult | list[StepResult]]] = {
-        "ingest": lambda: steps.step_ingest(settings, _caller_path(args.users), _caller_path(args.events), args.format),
+        "ingest": lambda: steps.step_ingest(settings, args.users, args.events, args.format),
         "generate": lambda: steps.step_generate(settings, args.simulate_shift),
         "validate": lambda: steps.step_validate(settings),
         "prepare": lambda: steps.step_prepare(settings),
@@ -134,13 +132,6 @@ def _print_results(results: list[StepResult]) -> None:
     if len(results) > 1:
         print(steps.format_table([{"step": r.name, "rows": r.rows, "seconds": round(r.seconds, 2),
                                    "exit": r.exit_code} for r in results]))
-
-
-def _caller_path(arg: str | None) -> str | None:
-    """A relative input path as the caller meant it: from where `bazel run` was started."""
-    if arg is None:
-        return None
-    return str(Path(os.environ.get("BUILD_WORKING_DIRECTORY", "."), arg))
 
 
 def _schema(as_json: bool) -> None:
