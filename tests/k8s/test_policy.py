@@ -22,7 +22,7 @@ def test_rules_see_every_pod_and_container(full_docs: list[dict]) -> None:
         "CronJob/churn-batch-score", "CronJob/churn-drift-check", "CronJob/churn-retrain",
     }
     assert {w for w, _, _ in policy.containers(full_docs)} == {
-        "Deployment/churn-api[api]", "Job/churn-bootstrap[init-data-root]", "Job/churn-bootstrap[bootstrap]",
+        "Deployment/churn-api[api]", "Job/churn-bootstrap[bootstrap]",
         "Job/churn-batch-score-indexed[batch-score]", "CronJob/churn-batch-score[batch-score]",
         "CronJob/churn-batch-score[score-distribution]", "CronJob/churn-drift-check[drift-check]",
         "CronJob/churn-retrain[retrain]",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -57,6 +59,13 @@ def test_env_config_path_and_data_root_override(tmp_path: Path) -> None:
     "text, fragment",
     [
         ("generator:\n  n_users: abc\n", "generator.n_users: expected int, got 'abc'"),
+        ("generator:\n  n_users: '5'\n", "generator.n_users: expected int, got '5'"),
+        ("generator:\n  n_users: 5.5\n", "generator.n_users: expected int, got 5.5"),
+        ("generator:\n  n_users: 0\n", "generator.n_users: expected > 0, got 0"),
+        ("generator:\n  start_date: '2025-13-01'\n", "generator.start_date: expected an ISO date"),
+        ("generator:\n  start_date: 2025-13-01\n", "invalid YAML (month must be in 1..12"),
+        ("generator:\n  sessions_min: 3\n  sessions_max: 2\n", "generator.sessions_max: expected >= sessions_min (3)"),
+        ("api:\n  port: 80\n  host: [a]\n", "api.host: expected str, got ['a']"),
         ("generator:\n  n_userz: 5\n", "generator.n_userz: unknown key"),
         ("nope: 1\n", "nope: unknown key"),
         ("monitoring:\n  psi_warn: yes\n", "monitoring.psi_warn: expected float, got True"),
@@ -87,6 +96,18 @@ def test_missing_and_invalid_files_name_the_path(tmp_path: Path) -> None:
         load_config(str(tmp_path / "missing.yaml"), env={})
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(_write(tmp_path, "a: [\n"), env={})
+
+
+def test_every_bad_key_is_named_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, "generator:\n  n_users: x\n  days: y\n"), env={})
+    assert "generator.n_users: expected int" in str(info.value) and "generator.days: expected int" in str(info.value)
+
+
+def test_variants_are_validated_too() -> None:
+    s = Settings()
+    with pytest.raises(pydantic.ValidationError, match="expected a probability"):
+        dataclasses.replace(s.training, threshold=2.0)
 
 
 def test_settings_are_frozen() -> None:

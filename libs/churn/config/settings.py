@@ -1,56 +1,99 @@
-"""Typed, frozen settings for every pipeline step, loaded from one YAML file.
+"""Typed, frozen settings for every pipeline step, loaded from one YAML file (pydantic).
 
 Why one typed place: the reference project re-read an untyped YAML dict everywhere (and on
-every API request); a typo in a key silently fell back to a default. Here an unknown or
-ill-typed key is a `ConfigError` that names the dotted key, and the defaults live in the
-dataclasses below (the embedded laptop defaults), so there is exactly one source of truth.
+every API request); a typo in a key silently fell back to a default. Here every section is a
+frozen pydantic dataclass: an unknown or ill-typed key is a `ConfigError` that names the
+dotted key (`generator.n_users: expected int, got 'abc'`), and the defaults below are the one
+source of truth (config/example.yaml is generated from them and tested against them).
 
 Resolution order: `load_config(path)` argument, else env `CHURN_MLOPS_CONFIG`, else the
-embedded defaults. Env `CHURN_DATA_ROOT` then overrides `paths.root` (the cluster mounts
-its PVC there without editing the ConfigMap).
+embedded defaults. Env `CHURN_DATA_ROOT` then overrides `paths.root`: the images set it to
+the directory where every workload mounts the data volume, so the cluster's ConfigMap does
+not name the data root at all.
 
-Extending a section: add a field with a default to its dataclass. Supported field types:
-int, float, str, bool, `tuple[int, ...]` / `tuple[float, ...]` / `tuple[str, ...]`
-(YAML lists), `dict[str, str]` (YAML mappings), `X | None`, and nested frozen dataclasses. A section may define
-`problems(self) -> list[tuple[str, str]]` returning (field, message) for value checks.
+Adding a key: give its section a field with a type from the aliases below (`Int`, `Float`,
+`Str`, `Bool`, `Positive`, `Probability`, `tuple[Int, ...]`, ...) and a default; a rule that
+involves two fields goes into the section's `__post_init__` as `_require(ok, field, message)`.
+Then regenerate config/example.yaml (`./bazelw run //libs/churn/config:example_yaml >
+config/example.yaml`); config_test fails until it matches. Values are strict: YAML `"5"` is
+not an int, `yes` is not a float.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import field
+from typing import Annotated, Any, Callable, Mapping
 
+import pydantic
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, TypeAdapter
+
+from churn.errors import ConfigError
 
 ENV_CONFIG = "CHURN_MLOPS_CONFIG"
 ENV_DATA_ROOT = "CHURN_DATA_ROOT"
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message starts with the dotted key (or the file path)."""
+class _Problem(ValueError):
+    """A rule on `key` of a section failed (raised in validators, reported as `<section>.<key>: ...`)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-def _prob(obj: Any, *names: str) -> list[tuple[str, str]]:
-    return [(n, f"expected a probability in [0, 1], got {getattr(obj, n)!r}")
-            for n in names if not 0.0 <= getattr(obj, n) <= 1.0]
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise _Problem(key, message)
 
 
-def _positive(obj: Any, *names: str) -> list[tuple[str, str]]:
-    return [(n, f"expected > 0, got {getattr(obj, n)!r}") for n in names if not getattr(obj, n) > 0]
+def _rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"expected {expected}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
 
 
-@dataclass(frozen=True)
+def _iso_date(value: Any) -> Any:
+    """YAML reads 2025-01-01 as a date; the setting keeps the ISO text."""
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # ints are accepted (as floats), booleans are not
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+Positive = Annotated[int, Strict(), _rule(lambda v: v > 0, "> 0")]
+PositiveFloat = Annotated[float, Strict(), _rule(lambda v: v > 0, "> 0")]
+NonNegativeFloat = Annotated[float, Strict(), _rule(lambda v: v >= 0, ">= 0")]
+Probability = Annotated[float, Strict(), _rule(lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")]
+Names = Annotated[tuple[Str, ...], _rule(len, "a non-empty list")]
+IsoDate = Annotated[Str, _rule(_is_iso_date, "an ISO date YYYY-MM-DD"), BeforeValidator(_iso_date)]
+
+section = pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+
+
+@section
 class PathsSettings:
     """Where all data lives; `churn.storage.paths.DataPaths` derives the layout from it."""
 
-    root: str = "./var"
+    root: Str = "./var"
 
 
-@dataclass(frozen=True)
+@section
 class ShiftSettings:
     """The `--simulate-shift` knobs: degrade behaviour in the last `last_days` days.
 
@@ -59,132 +102,100 @@ class ShiftSettings:
     probability and to the mean watch minutes.
     """
 
-    enabled: bool = False
-    last_days: int = 30
-    engagement_multiplier: float = 0.6
-    active_multiplier: float = 0.6
-    watch_multiplier: float = 0.5
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = _positive(self, "last_days")
-        out += [(n, f"expected >= 0, got {getattr(self, n)!r}")
-                for n in ("engagement_multiplier", "active_multiplier", "watch_multiplier")
-                if getattr(self, n) < 0]
-        return out
+    enabled: Bool = False
+    last_days: Positive = 30
+    engagement_multiplier: NonNegativeFloat = 0.6
+    active_multiplier: NonNegativeFloat = 0.6
+    watch_multiplier: NonNegativeFloat = 0.5
 
 
-@dataclass(frozen=True)
+@section
 class GeneratorSettings:
-    """Every knob of the synthetic generator (DOMAIN.md); defaults reproduce the reference.
+    """Every knob of the synthetic generator (docs/domain.md); defaults reproduce the reference.
 
     Additions to the reference (all off by default, so the reference counts hold):
     `late_signup_share` lets some users sign up during the data period.
     """
 
-    n_users: int = 2000
-    days: int = 120
-    seed: int = 42
-    start_date: str = "2025-01-01"
-    chunk_users: int = 50_000
+    n_users: Positive = 2000
+    days: Positive = 120
+    seed: Int = 42
+    start_date: IsoDate = "2025-01-01"
+    chunk_users: Positive = 50_000
     # users
-    paid_share: float = 0.35
-    engagement_alpha: float = 2.0
-    engagement_beta: float = 2.5
-    signup_spread_days: int = 40
-    late_signup_share: float = 0.0
-    countries: tuple[str, ...] = ("IN", "US", "UK", "CA", "AU", "SG")
-    marketing_sources: tuple[str, ...] = ("organic", "referral", "ads", "youtube", "community")
-    courses: tuple[str, ...] = (
+    paid_share: Probability = 0.35
+    engagement_alpha: Float = 2.0
+    engagement_beta: Float = 2.5
+    signup_spread_days: Positive = 40
+    late_signup_share: Probability = 0.0
+    countries: Names = ("IN", "US", "UK", "CA", "AU", "SG")
+    marketing_sources: Names = ("organic", "referral", "ads", "youtube", "community")
+    courses: Names = (
         "k8s-mastery", "devops-warrior", "mlops-foundation", "argo-cd",
         "terraform", "linux-pro", "observability",
     )
     # churn: p = min(churn_max, base * (offset + scale * (1 - e) ** power)), base x paid multiplier
-    churn_base: float = 0.35
-    paid_churn_multiplier: float = 0.75
-    churn_max: float = 0.95
-    churn_offset: float = 0.4
-    churn_scale: float = 1.4
-    churn_power: float = 1.6
-    churn_start_fraction: float = 0.25
+    churn_base: Probability = 0.35
+    paid_churn_multiplier: Float = 0.75
+    churn_max: Probability = 0.95
+    churn_offset: Float = 0.4
+    churn_scale: Float = 1.4
+    churn_power: Float = 1.6
+    churn_start_fraction: Probability = 0.25
     # daily activity
-    active_base: float = 0.15
-    active_engagement: float = 0.8
-    sessions_min: int = 1
-    sessions_max: int = 3
+    active_base: Probability = 0.15
+    active_engagement: Float = 0.8
+    sessions_min: Positive = 1
+    sessions_max: Int = 3
     # per session
-    video_base: float = 0.5
-    video_engagement: float = 0.4
-    watch_mean_base: float = 20.0
-    watch_mean_engagement: float = 40.0
-    watch_sd: float = 10.0
-    watch_min: float = 2.0
-    watch_max: float = 180.0
-    quiz_base: float = 0.25
-    quiz_engagement: float = 0.35
-    quiz_mean_base: float = 50.0
-    quiz_mean_engagement: float = 40.0
-    quiz_sd: float = 15.0
-    enroll_p: float = 0.05
+    video_base: Probability = 0.5
+    video_engagement: Float = 0.4
+    watch_mean_base: Float = 20.0
+    watch_mean_engagement: Float = 40.0
+    watch_sd: Float = 10.0
+    watch_min: Float = 2.0
+    watch_max: Float = 180.0
+    quiz_base: Probability = 0.25
+    quiz_engagement: Float = 0.35
+    quiz_mean_base: Float = 50.0
+    quiz_mean_engagement: Float = 40.0
+    quiz_sd: Float = 15.0
+    enroll_p: Probability = 0.05
     # per active day
-    payment_days_of_month: int = 3
-    payment_success_p: float = 0.93
-    amount_mean: float = 499.0
-    amount_sd: float = 80.0
-    amount_min: float = 199.0
-    amount_max: float = 999.0
-    ticket_p: float = 0.005
+    payment_days_of_month: Annotated[int, Strict(), _rule(lambda v: 0 <= v <= 31, "0..31")] = 3
+    payment_success_p: Probability = 0.93
+    amount_mean: Float = 499.0
+    amount_sd: Float = 80.0
+    amount_min: Float = 199.0
+    amount_max: Float = 999.0
+    ticket_p: Probability = 0.005
     shift: ShiftSettings = field(default_factory=ShiftSettings)
 
-    def problems(self) -> list[tuple[str, str]]:
-        out = _positive(self, "n_users", "days", "chunk_users", "signup_spread_days", "sessions_min")
-        out += _prob(self, "paid_share", "late_signup_share", "churn_base", "churn_max",
-                     "churn_start_fraction", "active_base", "video_base", "quiz_base", "enroll_p",
-                     "payment_success_p", "ticket_p")
-        if self.sessions_max < self.sessions_min:
-            out.append(("sessions_max", f"expected >= sessions_min ({self.sessions_min}), got {self.sessions_max}"))
-        if not 0 <= self.payment_days_of_month <= 31:
-            out.append(("payment_days_of_month", f"expected 0..31, got {self.payment_days_of_month}"))
-        for name in ("countries", "marketing_sources", "courses"):
-            if not getattr(self, name):
-                out.append((name, "expected a non-empty list"))
-        try:
-            _parse_date(self.start_date)
-        except ValueError:
-            out.append(("start_date", f"expected an ISO date YYYY-MM-DD, got {self.start_date!r}"))
-        return out
+    def __post_init__(self) -> None:
+        _require(self.sessions_max >= self.sessions_min, "sessions_max",
+                 f"expected >= sessions_min ({self.sessions_min}), got {self.sessions_max}")
 
 
-def _parse_date(text: str) -> Any:
-    import datetime as _dt
-
-    return _dt.date.fromisoformat(text)
-
-
-@dataclass(frozen=True)
+@section
 class FeaturesSettings:
     """Rolling windows (days); must match the schema the model was trained with."""
 
-    windows_days: tuple[int, ...] = (7, 14, 30)
+    windows_days: tuple[Positive, ...] = (7, 14, 30)
 
-    def problems(self) -> list[tuple[str, str]]:
-        if not self.windows_days or any(w <= 0 for w in self.windows_days):
-            return [("windows_days", f"expected a non-empty list of positive ints, got {list(self.windows_days)}")]
-        if len(set(self.windows_days)) != len(self.windows_days):
-            return [("windows_days", f"duplicate windows in {list(self.windows_days)}")]
-        return []
+    def __post_init__(self) -> None:
+        _require(bool(self.windows_days), "windows_days", "expected a non-empty list of positive ints, got []")
+        _require(len(set(self.windows_days)) == len(self.windows_days), "windows_days",
+                 f"duplicate windows in {list(self.windows_days)}")
 
 
-@dataclass(frozen=True)
+@section
 class ChurnSettings:
     """Label definition: churned at t = no active day in (t, t + window_days]."""
 
-    window_days: int = 30
-
-    def problems(self) -> list[tuple[str, str]]:
-        return _positive(self, "window_days")
+    window_days: Positive = 30
 
 
-@dataclass(frozen=True)
+@section
 class SplitSettings:
     """Honest time split: train as-of dates, then `gap_days` unused, then `test_days`.
 
@@ -192,77 +203,66 @@ class SplitSettings:
     last training labels would see the test period (a leak of the reference project).
     """
 
-    gap_days: int = 30
-    test_days: int = 14
-    min_train_days: int = 7
-
-    def problems(self) -> list[tuple[str, str]]:
-        return _positive(self, "test_days", "min_train_days")
+    gap_days: Int = 30
+    test_days: Positive = 14
+    min_train_days: Positive = 7
 
 
-@dataclass(frozen=True)
+@section
 class TrainingSettings:
     """Model fitting knobs (owned by `churn.training`; extend freely)."""
 
-    threshold: float = 0.5
-    random_state: int = 42
+    # the operating point of every model: card metrics, the promotion gate, the score
+    # distribution's share of users at or above it (read from the production card)
+    threshold: Probability = 0.5
+    random_state: Int = 42
     # deterministic subsample of users beyond this many training rows: bounds fit time and
     # memory at 100k+ users (the bootstrap's largest step there)
-    max_train_rows: int = 500_000
+    max_train_rows: Positive = 500_000
     # the stored holdout (card metrics and the promotion gate) keeps at most this many rows
-    max_holdout_rows: int = 300_000
+    max_holdout_rows: Positive = 300_000
     # OpenMP/BLAS threads while fitting (0 = library default = all cores). 1 by default:
     # with more threads than free cores (shared nodes, CPU limits) OpenMP spin-waits and
     # gradient boosting ran 17x slower in a measurement here.
-    threads: int = 1
-
-    def problems(self) -> list[tuple[str, str]]:
-        return _prob(self, "threshold") + _positive(self, "max_train_rows", "max_holdout_rows")
+    threads: Int = 1
 
 
-@dataclass(frozen=True)
+@section
 class RegistrySettings:
     """Promotion gate: a candidate must beat production on `metric` by `min_improvement`."""
 
-    metric: str = "pr_auc"
-    min_improvement: float = 0.0
+    metric: Str = "pr_auc"
+    min_improvement: Float = 0.0
 
 
-@dataclass(frozen=True)
+@section
 class ScoringSettings:
     """Batch scoring output knobs (owned by `churn.scoring`; extend freely)."""
 
-    top_k: int = 100
+    top_k: Positive = 100
     # OpenMP threads for sklearn predict_proba (0 = all cores); see training.threads
-    threads: int = 1
-
-    def problems(self) -> list[tuple[str, str]]:
-        return _positive(self, "top_k")
+    threads: Int = 1
 
 
-@dataclass(frozen=True)
+@section
 class MonitoringSettings:
     """Drift thresholds; `min_sample_size` keeps PSI from crying wolf on small samples."""
 
-    psi_warn: float = 0.10
-    psi_fail: float = 0.25
-    bins: int = 10
-    ks_alpha: float = 0.01
-    min_sample_size: int = 500
-    recent_days: int = 14
-    score_threshold: float = 0.5
+    psi_warn: Float = 0.10
+    psi_fail: Float = 0.25
+    bins: Positive = 10
+    ks_alpha: Probability = 0.01
+    min_sample_size: Positive = 500
+    recent_days: Positive = 14
     # features to check (empty = every schema feature); an unknown name is an error
-    features: tuple[str, ...] = ()
+    features: tuple[Str, ...] = ()
 
-    def problems(self) -> list[tuple[str, str]]:
-        out = _positive(self, "bins", "min_sample_size", "recent_days")
-        out += _prob(self, "ks_alpha", "score_threshold")
-        if self.psi_fail < self.psi_warn:
-            out.append(("psi_fail", f"expected >= psi_warn ({self.psi_warn}), got {self.psi_fail}"))
-        return out
+    def __post_init__(self) -> None:
+        _require(self.psi_fail >= self.psi_warn, "psi_fail",
+                 f"expected >= psi_warn ({self.psi_warn}), got {self.psi_fail}")
 
 
-@dataclass(frozen=True)
+@section
 class ApiSettings:
     """Online API knobs (owned by apps/api): read once at startup, never per request.
 
@@ -272,33 +272,27 @@ class ApiSettings:
     (503), error list length (422 with `error_count`), and batch work off the event loop.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_body_bytes: int = 1_048_576  # /predict/batch body (413 above)
-    max_predict_body_bytes: int = 16_384  # /predict body: one row is ~1.5 KB (413 above)
-    max_batch_size: int = 1000
-    max_header_bytes: int = 16_384  # request line + headers (431 above)
-    max_headers: int = 64  # header lines per request (431 above)
-    header_timeout_seconds: float = 5.0  # from connection (or first byte of a request) to end of headers (408)
-    body_timeout_seconds: float = 10.0  # from end of headers to end of body (408)
-    keepalive_timeout_seconds: float = 5.0  # idle time between requests before the server closes
-    max_connections: int = 512  # open connections; one more is answered 503 and closed
-    max_errors: int = 20  # a 422 lists the first N problems and counts them all
-    max_feature_value: float = 1e9  # cap of numeric features whose schema has no maximum (counts, days)
-    batch_chunk_rows: int = 100  # a batch is validated and scored this many rows at a time, off the loop
-    batch_workers: int = 2  # threads that validate and score batches (the rest queue)
-    protocol_error_log_interval_seconds: float = 10.0  # at most one log line per interval for malformed HTTP
-    reload_interval_seconds: float = 2.0
-    log_level: str = "INFO"
-
-    def problems(self) -> list[tuple[str, str]]:
-        return _positive(self, "port", "max_body_bytes", "max_predict_body_bytes", "max_batch_size",
-                         "max_header_bytes", "max_headers", "header_timeout_seconds", "body_timeout_seconds",
-                         "keepalive_timeout_seconds", "max_connections", "max_errors", "max_feature_value", "batch_chunk_rows",
-                         "batch_workers", "protocol_error_log_interval_seconds", "reload_interval_seconds")
+    host: Str = "127.0.0.1"
+    port: Positive = 8000
+    max_body_bytes: Positive = 1_048_576  # /predict/batch body (413 above)
+    max_predict_body_bytes: Positive = 16_384  # /predict body: one row is ~1.5 KB (413 above)
+    max_batch_size: Positive = 1000
+    max_header_bytes: Positive = 16_384  # request line + headers (431 above)
+    max_headers: Positive = 64  # header lines per request (431 above)
+    header_timeout_seconds: PositiveFloat = 5.0  # from connection (or first byte of a request) to end of headers (408)
+    body_timeout_seconds: PositiveFloat = 10.0  # from end of headers to end of body (408)
+    keepalive_timeout_seconds: PositiveFloat = 5.0  # idle time between requests before the server closes
+    max_connections: Positive = 512  # open connections; one more is answered 503 and closed
+    max_errors: Positive = 20  # a 422 lists the first N problems and counts them all
+    max_feature_value: PositiveFloat = 1e9  # cap of numeric features whose schema has no maximum (counts, days)
+    batch_chunk_rows: Positive = 100  # a batch is validated and scored this many rows at a time, off the loop
+    batch_workers: Positive = 2  # threads that validate and score batches (the rest queue)
+    protocol_error_log_interval_seconds: PositiveFloat = 10.0  # at most one log line per interval for malformed HTTP
+    reload_interval_seconds: PositiveFloat = 2.0
+    log_level: Str = "INFO"
 
 
-@dataclass(frozen=True)
+@section
 class ValidationSettings:
     """Raw-data rules that are a choice (the rest is the contract, churn.raw.contract).
 
@@ -306,38 +300,29 @@ class ValidationSettings:
     report and keeps them out of every feature; `reject` makes them a violation.
     """
 
-    unknown_event_types: str = "ignore"
-
-    def problems(self) -> list[tuple[str, str]]:
-        if self.unknown_event_types not in ("ignore", "reject"):
-            return [("unknown_event_types", f"expected ignore or reject, got {self.unknown_event_types!r}")]
-        return []
+    unknown_event_types: Annotated[Str, _rule(lambda v: v in ("ignore", "reject"), "ignore or reject")] = "ignore"
 
 
-@dataclass(frozen=True)
+@section
 class IngestColumns:
     """Per table, {contract column: column name in your files} for sources named otherwise."""
 
-    users: dict[str, str] = field(default_factory=dict)
-    events: dict[str, str] = field(default_factory=dict)
+    users: dict[Str, Str] = field(default_factory=dict)
+    events: dict[Str, Str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@section
 class IngestSettings:
     """How `ml_jobs ingest` reads exports: CSV delimiter and the column mapping."""
 
-    delimiter: str = ","
+    delimiter: Annotated[Str, _rule(lambda v: len(v) == 1, "one character")] = ","
     columns: IngestColumns = field(default_factory=IngestColumns)
 
-    def problems(self) -> list[tuple[str, str]]:
-        if len(self.delimiter) != 1:
-            return [("delimiter", f"expected one character, got {self.delimiter!r}")]
-        return []
 
-
-@dataclass(frozen=True)
+@section
 class Settings:
-    """All settings. Build with `load_config`; derive variants with `dataclasses.replace`."""
+    """All settings. Build with `load_config`; derive variants with `dataclasses.replace`
+    (which validates again)."""
 
     paths: PathsSettings = field(default_factory=PathsSettings)
     generator: GeneratorSettings = field(default_factory=GeneratorSettings)
@@ -352,101 +337,53 @@ class Settings:
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
 
-    def problems(self) -> list[tuple[str, str]]:
-        if self.split.gap_days < self.churn.window_days:
-            return [("split.gap_days",
-                     f"expected >= churn.window_days ({self.churn.window_days}), got {self.split.gap_days}")]
-        return []
+    def __post_init__(self) -> None:
+        _require(self.split.gap_days >= self.churn.window_days, "split.gap_days",
+                 f"expected >= churn.window_days ({self.churn.window_days}), got {self.split.gap_days}")
 
 
 # ---------------------------------------------------------------- loading
 
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """YAML value -> value of type `tp`, or ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {_convert(k, key_tp, key): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        item_tp = typing.get_args(tp)[0]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if hasattr(value, "isoformat"):  # YAML parses 2025-01-01 as a date
-            return value.isoformat()
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+_ADAPTER = TypeAdapter(Settings)
+_EXPECTED = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
+             "tuple_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping", "dataclass_args_type": "a mapping"}
 
 
-def _build(cls: Any, data: Any, prefix: str) -> Any:
-    """Mapping -> dataclass `cls`; unknown keys and bad types raise ConfigError."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{where}: unknown key (allowed: {', '.join(sorted(names))})")
-    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    obj = cls(**kwargs)
-    _check(obj, prefix)
-    return obj
+def _section_at(loc: tuple[Any, ...]) -> Any:
+    """The section class at a location (for listing the keys it allows)."""
+    cls: Any = Settings
+    for key in loc:
+        cls = cls.__dataclass_fields__[key].default_factory
+    return cls
 
 
-def _check(obj: Any, prefix: str) -> None:
-    checker = getattr(obj, "problems", None)
-    if checker is None:
-        return
-    for name, message in checker():
-        where = f"{prefix}.{name}" if prefix else name
-        raise ConfigError(f"{where}: {message}")
+def _describe(error: Mapping[str, Any]) -> str:
+    """One pydantic error as `dotted.key: what was expected, got what`."""
+    loc = tuple(error["loc"])
+    key = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".") or "config"
+    kind, value = error["type"], error.get("input")
+    if kind == "unexpected_keyword_argument":
+        allowed = ", ".join(_section_at(loc[:-1]).__dataclass_fields__)
+        return f"{key}: unknown key (allowed: {allowed})"
+    if kind in _EXPECTED:
+        return f"{key}: expected {_EXPECTED[kind]}, got {value!r}"
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _Problem):
+        return f"{key + '.' if loc else ''}{cause.key}: {cause}"
+    return f"{key}: {cause if cause is not None else error['msg']}"
 
 
 def settings_from_dict(data: Mapping[str, Any] | None) -> Settings:
-    """Validate a plain mapping (e.g. parsed YAML) into `Settings`."""
-    return _build(Settings, data, "")
+    """Validate a plain mapping (e.g. parsed YAML) into `Settings`; ConfigError names the key."""
+    try:
+        return _ADAPTER.validate_python({} if data is None else data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:
     """Plain dict (lists, not tuples) for YAML/JSON: model cards record their settings."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return plain(dataclasses.asdict(settings))
+    return _ADAPTER.dump_python(settings, mode="json")
 
 
 def _read_yaml(path: str) -> Any:
@@ -455,7 +392,7 @@ def _read_yaml(path: str) -> Any:
             return yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. an impossible date 2025-13-01
         raise ConfigError(f"{path}: invalid YAML ({exc})") from exc
 
 
@@ -470,9 +407,7 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
     try:
         settings = settings_from_dict(data)
     except ConfigError as exc:
-        if source:
-            raise ConfigError(f"{exc} (in {source})") from None
-        raise
+        raise (ConfigError(f"{exc} (in {source})") if source else exc) from None
     root = env.get(ENV_DATA_ROOT)
     if root:
         settings = dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, root=root))
@@ -484,7 +419,7 @@ EXAMPLE_HEADER = """\
 # Use: CHURN_MLOPS_CONFIG=config/example.yaml (or `--config`). Unknown keys are errors.
 # CHURN_DATA_ROOT, when set, overrides paths.root. The defaults live in
 # libs/churn/config/settings.py; a test checks that this file loads and equals them.
-# Regenerate after adding a field: python -m churn.config.settings > config/example.yaml
+# Regenerate after adding a field: ./bazelw run //libs/churn/config:example_yaml > config/example.yaml
 """
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from churn.registry.registry import ModelRegistry, RegistryError
+from churn.registry.registry import ModelRegistry
 from churn.scoring.batch import read_scores
-from churn.storage.files import atomic_write_json
+from churn.storage.files import DataError, atomic_write_json
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -40,23 +40,25 @@ def risk_distribution(risk: np.ndarray, threshold: float, bins: int = 20) -> dic
     }
 
 
-def _reference(registry: ModelRegistry, version: str) -> dict[str, Any]:
-    try:
-        metrics = registry.card(version).get("metrics", {})
-    except RegistryError as exc:
-        return {"error": str(exc)}
-    return {"holdout_positive_rate": metrics.get("positive_rate"),
-            "holdout_flagged_share": metrics.get("flagged_share")}
+def score_distribution(paths: DataPaths, registry: ModelRegistry,
+                       as_of: dt.date | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write monitoring/score_distribution/<as_of>.json for the scores of `as_of` (default latest).
 
-
-def score_distribution(paths: DataPaths, registry: ModelRegistry, threshold: float,
-                as_of: dt.date | None = None) -> tuple[Path, dict[str, Any]]:
-    """Write monitoring/score_distribution/<as_of>.json for the scores of `as_of` (default latest)."""
+    The threshold is the scoring model's own (its card's `threshold`, where its holdout
+    metrics were measured), so the share above it compares with `holdout_flagged_share`.
+    """
     day, scores = read_scores(paths, as_of)
     versions = sorted(set(scores["model_version"].astype(str)))
+    if len(versions) != 1:
+        raise DataError(f"{paths.predictions / day.isoformat()}: scores of several model versions {versions} "
+                        "(re-run `ml_jobs batch-score`)")
+    card = registry.card(versions[0])
+    threshold = float(card["threshold"])
+    metrics = card.get("metrics", {})
     report = {"as_of": day.isoformat(), "model_versions": versions,
               **risk_distribution(scores["risk"].to_numpy(), threshold),
-              "reference": _reference(registry, versions[0]) if len(versions) == 1 else {}}
+              "reference": {"holdout_positive_rate": metrics.get("positive_rate"),
+                            "holdout_flagged_share": metrics.get("flagged_share")}}
     path = atomic_write_json(paths.monitoring / "score_distribution" / f"{day.isoformat()}.json", report)
     log.info("score distribution %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
              report["mean"] or float("nan"), 100 * (report["share_above_threshold"] or 0.0), threshold, path)

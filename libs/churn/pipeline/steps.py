@@ -334,7 +334,7 @@ def step_score_distribution(settings: Settings, as_of: dt.date | None = None) ->
 
     def body() -> StepResult:
         try:
-            path, report = score_distribution(paths, registry_for(paths), settings.monitoring.score_threshold, as_of)
+            path, report = score_distribution(paths, registry_for(paths), as_of)
         except FileNotFoundError as exc:
             raise DataError(str(exc)) from None
         share = report["share_above_threshold"]
@@ -404,6 +404,7 @@ def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResu
 def bootstrap(settings: Settings, force: bool = False) -> list[StepResult]:
     """Every step in order into an empty data root; stops at the first failing step."""
     root = Path(settings.paths.root)
+    data_paths(settings).ensure()  # the layout, and a clear stop if the root is not writable
     if not force and not _is_empty(root):
         raise DataError(f"{root}: data root is not empty (use --force to bootstrap over it)")
     results = []

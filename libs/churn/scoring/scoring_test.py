@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -13,11 +14,12 @@ from churn.compiled.check_rows import edge_rows
 from churn.features.matrix import frame_matrix
 from churn.features.rows import eligible_mask, feature_dates, read_features
 from churn.features.schema import encode_records, feature_names, feature_specs
+from churn.monitoring.scores import score_distribution
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
 from churn.sampling.users import shard_of
-from churn.scoring.batch import batch_score, load_production, model_scorer, parse_shard, rank_scores, score_frame
+from churn.scoring.batch import batch_score, load_production, model_scorer, parse_shard, rank_scores, read_scores, score_frame
 from churn.scoring.merge import Shard, check_run
 from churn.storage.files import DataError
 from churn.storage.paths import DataPaths
@@ -30,6 +32,8 @@ SPECS = feature_specs()
 @pytest.fixture(scope="module")
 def bootstrapped(tmp_path_factory):
     settings = tiny_settings(tmp_path_factory.mktemp("data"))
+    # not the default 0.5: the score distribution must use the model's own threshold
+    settings = dataclasses.replace(settings, training=dataclasses.replace(settings.training, threshold=0.35))
     results = steps.bootstrap(settings)
     assert [r.exit_code for r in results] == [0] * len(results)
     paths = DataPaths.from_root(settings.paths.root)
@@ -155,3 +159,13 @@ def test_merge_checks_name_the_shard_that_does_not_belong_to_the_run():
             check_run([good[0], second], day)
     with pytest.raises(DataError, match=r"shard 0/2 .*as_of '2025-01-01'"):
         check_run(good, dt.date(2025, 1, 2))
+
+
+def test_score_distribution_uses_the_scoring_models_threshold(bootstrapped):
+    _, paths, registry, loaded = bootstrapped
+    assert loaded.card["threshold"] == 0.35
+    _, report = score_distribution(paths, registry)
+    _, scores = read_scores(paths)
+    assert report["threshold"] == 0.35
+    assert report["share_above_threshold"] == pytest.approx(float((scores["risk"] >= 0.35).mean()))
+    assert report["reference"]["holdout_flagged_share"] == loaded.card["metrics"]["flagged_share"]

@@ -18,11 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
+from churn.errors import DataError
+
 _CHUNK = 1 << 20
-
-
-class DataError(RuntimeError):
-    """A data file is missing, unreadable or malformed; the message names the path."""
 
 
 def require_file(path: Path, producer: str) -> Path:

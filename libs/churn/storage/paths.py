@@ -6,8 +6,12 @@ cluster manifests now agree on one layout under `paths.root` (a PVC in the clust
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from churn.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,17 @@ class DataPaths:
                 self.predictions, self.monitoring, self.locks)
 
     def ensure(self) -> "DataPaths":
-        """Create every directory (idempotent); returns self for chaining."""
-        for d in self.all_dirs():
-            d.mkdir(parents=True, exist_ok=True)
+        """Create every directory (idempotent) and prove the root writable; returns self.
+
+        Why the write check: a volume the app user cannot write (e.g. an NFS export that
+        ignores fsGroup) must stop the first step at once, naming the root and the uid.
+        """
+        try:
+            for d in self.all_dirs():
+                d.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".tmp-write-check-"):
+                pass
+        except OSError as exc:
+            raise DataError(f"{self.root}: data root is not writable by uid {os.getuid()} "
+                            f"({exc.strerror}: {exc.filename})") from exc
         return self
