@@ -24,13 +24,14 @@ import numpy as np
 from apps.api.samples import sample_rows
 from churn.compiled.check_rows import valid_rows
 from churn.compiled.scorer import Scorer, compile_scorer
+from churn.errors import RegistryError
 from churn.features.schema import FeatureSpec, encode_records, schema_from_json
 
 
 CARD_SCHEMA_KEY = "feature_schema"  # written by churn.training (schema_to_json of its specs)
 
 
-class ServingError(Exception):
+class ServingError(RegistryError):
     """Why a version is not served: `str()` for the log, `public` for callers (no paths)."""
 
     def __init__(self, message: str, public: str | None = None) -> None:

@@ -1,8 +1,10 @@
 """`ml_jobs <command>`: the batch side of churn-mlops (one binary, one subcommand per step).
 
 Thin by design: argument parsing and printing only; the steps live in `churn.pipeline.steps`
-so Jobs, tests and `bootstrap` run the same code. Exit codes: 0 ok, 1 error (bad input, missing
-file, failed validation), 2 drift FAIL (drift-check), argparse's 2 for a bad command line.
+so Jobs, tests and `bootstrap` run the same code. Exit codes (churn.errors): 0 ok, 1 an
+expected failure (a churn.errors.ChurnError: bad input, missing file, failed validation, an
+unknown config key; one line naming the file, key or rule), 2 drift FAIL (drift-check) or a
+bad command line (argparse), 70 a bug (any other exception: its traceback is printed).
 """
 
 from __future__ import annotations
@@ -14,23 +16,16 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from churn.config.settings import ConfigError, Settings, load_config
+from churn.config.settings import Settings, load_config
+from churn.errors import EXIT_BUG, EXIT_OK, ChurnError
 from churn.invocation.workdir import enter_invocation_directory
 from churn.ingest.readers import FORMATS
-from churn.monitoring.drift import DriftConfigError
 from churn.pipeline import steps
-from churn.pipeline.steps import EXIT_ERROR, EXIT_OK, StepResult
+from churn.pipeline.steps import StepResult
 from churn.raw import contract
-from churn.registry.registry import RegistryError
 from churn.scoring.batch import parse_shard
-from churn.storage.filelock import LockTimeout
-from churn.storage.files import DataError
-from churn.training.split import SplitError
 
 log = logging.getLogger("ml_jobs")
-
-EXPECTED_ERRORS = (ConfigError, DataError, RegistryError, SplitError, DriftConfigError, LockTimeout,
-                   FileNotFoundError, ValueError)
 
 
 def _date(text: str) -> dt.date:
@@ -59,7 +54,10 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ml_jobs", description=__doc__.splitlines()[0])
     parser.add_argument("--config", metavar="PATH", help="YAML config (default: $CHURN_MLOPS_CONFIG, else built-in)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    verbosity.add_argument("-v", "--verbose", action="store_true",
+                           help="debug logging, and the traceback of expected errors too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -144,14 +142,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":  # no config, no data root: the contract is code
         _schema(args.json)
         return EXIT_OK
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_config(args.config)
         results = _dispatch(args, settings)
-    except EXPECTED_ERRORS as exc:
+    except ChurnError as exc:
+        if args.verbose:
+            log.exception("%s failed", args.command)
         print(f"ml_jobs {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exc.exit_code
+    except Exception:  # a bug, not the user's input: keep everything needed to fix it
+        log.exception("%s: unexpected error (a bug; please report it with this traceback)", args.command)
+        return EXIT_BUG
     _print_results(results)
     return next((r.exit_code for r in results if r.exit_code != EXIT_OK), EXIT_OK)
 

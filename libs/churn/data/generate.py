@@ -1,4 +1,4 @@
-"""Seeded, vectorised synthetic users and events (the behaviour of DOMAIN.md, every knob in config).
+"""Seeded, vectorised synthetic users and events (docs/domain.md#data, every knob in config).
 
 Why vectorised: the reference looped in Python over every user-day and session; here each
 chunk of users is drawn as arrays (user x day activity matrix, then sessions, then events),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from churn.errors import DataError
 from churn.features.schema import (
     COUNTRIES,
     MARKETING_SOURCES,
@@ -82,7 +83,7 @@ class _Grid:
 def _as_grid(user_days: pd.DataFrame) -> _Grid:
     missing = [c for c in REQUIRED_GRID_COLUMNS if c not in user_days.columns]
     if missing:
-        raise ValueError(f"user_days: missing columns {missing} (produce it with churn.data.prepare)")
+        raise DataError(f"user_days: missing columns {missing} (produce it with `ml_jobs prepare`)")
     uid = user_days["user_id"].to_numpy()
     day = user_days["day_index"].to_numpy().astype(np.int64)
     if len(uid) > 1 and not _sorted(uid, day):
@@ -93,7 +94,7 @@ def _as_grid(user_days: pd.DataFrame) -> _Grid:
     new_user = np.ones(n, dtype=bool)
     new_user[1:] = uid[1:] != uid[:-1]
     if n > 1 and np.any((np.diff(day) != 1) & ~new_user[1:]):
-        raise ValueError("user_days: days of a user are not contiguous (the grid must be dense)")
+        raise DataError("user_days: days of a user are not contiguous (the grid must be dense)")
     group_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
     return _Grid(user_days, day, group_start)
 

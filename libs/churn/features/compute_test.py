@@ -19,9 +19,10 @@ from churn.features.compute import (
     latest_date,
     run_features,
 )
+from churn.errors import DataError
 from churn.features.schema import feature_names, feature_specs
-from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
+from churn.storage.tables import read_parquet
 
 SETTINGS = Settings(generator=GeneratorSettings(n_users=300, days=90, seed=5, late_signup_share=0.2))
 START = pd.Timestamp("2025-01-01")
@@ -132,9 +133,9 @@ def test_as_of_dates_filter_and_unsorted_input(grid: pd.DataFrame, features: pd.
 
 
 def test_rejects_a_sparse_grid(grid: pd.DataFrame) -> None:
-    with pytest.raises(ValueError, match="not contiguous"):
+    with pytest.raises(DataError, match="not contiguous"):
         compute_features(grid[grid["day_index"] != 40], (7,))
-    with pytest.raises(ValueError, match="missing columns"):
+    with pytest.raises(DataError, match="missing columns"):
         compute_features(grid.drop(columns=["active"]), (7,))
 
 

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from churn.errors import DataError
 from churn.features.schema import FeatureSpec
 
 
@@ -23,7 +24,7 @@ def frame_matrix(frame: pd.DataFrame, specs: Sequence[FeatureSpec]) -> np.ndarra
     """
     missing = [s.name for s in specs if s.name not in frame.columns]
     if missing:
-        raise ValueError(f"feature columns missing from the frame: {missing}")
+        raise DataError(f"feature columns missing from the frame: {missing}")
     out = np.empty((len(frame), len(specs)), dtype=np.float64)
     for j, spec in enumerate(specs):
         column = frame[spec.name]

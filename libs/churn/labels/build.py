@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from churn.config.settings import Settings
+from churn.errors import DataError
 from churn.features.compute import KEY_COLUMNS
-from churn.storage.tables import atomic_write_parquet, read_parquet
 from churn.storage.paths import DataPaths
+from churn.storage.tables import atomic_write_parquet, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +94,16 @@ def build_training_set(features: pd.DataFrame, labels: pd.DataFrame) -> pd.DataF
     for name, df in (("features", features), ("labels", labels)):
         missing = [c for c in KEY_COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"{name}: missing key columns {missing}")
+            raise DataError(f"{name}: missing key columns {missing}")
     if LABEL not in labels.columns:
-        raise ValueError(f"labels: missing column {LABEL!r}")
+        raise DataError(f"labels: missing column {LABEL!r}")
     f_key = _key(features)
     l_key = _key(labels)
     order = np.argsort(l_key, kind="stable")
     sorted_l = l_key[order]
     for name, keys in (("labels", sorted_l), ("features", np.sort(f_key))):
         if len(keys) > 1 and bool(np.any(keys[1:] == keys[:-1])):
-            raise ValueError(f"training set: (user_id, as_of_date) keys must be unique in {name}")
+            raise DataError(f"training set: (user_id, as_of_date) keys must be unique in {name}")
     pos = np.clip(np.searchsorted(sorted_l, f_key), 0, max(len(l_key) - 1, 0))
     found = (sorted_l[pos] == f_key) if len(l_key) else np.zeros(len(f_key), dtype=bool)
     out = features.iloc[np.flatnonzero(found)].reset_index(drop=True)

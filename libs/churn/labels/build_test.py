@@ -11,6 +11,7 @@ import pytest
 from churn.config.settings import GeneratorSettings, Settings
 from churn.data.generate import generate, write_raw
 from churn.data.prepare import prepare_frames, run_prepare
+from churn.errors import DataError
 from churn.features.compute import compute_features, run_features
 from churn.labels.build import LABEL, build_labels, build_training_set, run_labels, run_training_set
 from churn.storage.paths import DataPaths
@@ -101,9 +102,9 @@ def test_generated_labels_and_training_set() -> None:
 def test_training_set_rejects_duplicate_keys() -> None:
     f = pd.DataFrame({"user_id": [1, 1], "as_of_date": [START, START], "x": [1, 2]})
     lab = pd.DataFrame({"user_id": [1], "as_of_date": [START], LABEL: [1]})
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(DataError, match="unique"):
         build_training_set(f, lab)
-    with pytest.raises(ValueError, match="labels: missing column 'churn_label'"):
+    with pytest.raises(DataError, match="labels: missing column 'churn_label'"):
         build_training_set(f.iloc[:1], lab.drop(columns=[LABEL]))
 
 

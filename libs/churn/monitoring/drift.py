@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from churn.config.settings import MonitoringSettings
+from churn.errors import ConfigError, DataError
 from churn.features.matrix import frame_matrix
 from churn.features.rows import eligible_mask, feature_dates, read_features
 from churn.features.schema import FeatureSpec, schema_from_json
@@ -51,7 +52,7 @@ REPORT_SCHEMA_VERSION = 2
 METHOD_DOC = "docs/drift.md"
 
 
-class DriftConfigError(ValueError):
+class DriftConfigError(ConfigError):
     """The drift check is misconfigured (e.g. names a feature the production model lacks)."""
 
 
@@ -283,9 +284,9 @@ def windows(all_dates: Sequence[dt.date], train_as_of: Sequence[str], recent_day
     train = [d for d in all_dates if start <= d <= end]
     recent = [d for d in all_dates if d > end][-recent_days:]
     if not train:
-        raise ValueError(f"no feature rows in the training window {start}..{end} (re-run `ml_jobs features`)")
+        raise DataError(f"no feature rows in the training window {start}..{end} (re-run `ml_jobs features`)")
     if not recent:
-        raise ValueError(f"no feature dates after the training window (ends {end}, "
+        raise DataError(f"no feature dates after the training window (ends {end}, "
                          f"data ends {all_dates[-1] if all_dates else 'n/a'}): nothing recent to compare")
     return train, recent
 
@@ -293,7 +294,7 @@ def windows(all_dates: Sequence[dt.date], train_as_of: Sequence[str], recent_day
 def training_window(card: dict[str, Any]) -> list[str]:
     train_as_of = card.get("training_data", {}).get("train_as_of")
     if not train_as_of:
-        raise ValueError(f"model card {card.get('version')} has no training_data.train_as_of")
+        raise DataError(f"model card {card.get('version')} has no training_data.train_as_of")
     return list(train_as_of)
 
 

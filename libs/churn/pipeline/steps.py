@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from churn.config.settings import Settings
+from churn.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UsageError
 from churn.raw.store import raw_digest, read_manifest, require_raw
 from churn.registry.registry import ModelRegistry
 from churn.storage.files import DataError, atomic_write_json, read_json, require_file
@@ -27,7 +28,6 @@ from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 1, 2
 
 
 @dataclass
@@ -256,7 +256,7 @@ def step_promote(settings: Settings, version: str | None = None, force: bool = F
 
     def body() -> StepResult:
         if force and not (reason and reason.strip()):
-            raise ValueError("--force needs --reason (forced promotions must say why)")
+            raise UsageError("--force needs --reason (forced promotions must say why)")
         registry = registry_for(paths)
         target = version or _best_of_last_run(paths)
         gate = None if force else holdout_gate(settings.registry.metric, settings.registry.min_improvement)
@@ -333,10 +333,7 @@ def step_score_distribution(settings: Settings, as_of: dt.date | None = None) ->
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        try:
-            path, report = score_distribution(paths, registry_for(paths), as_of)
-        except FileNotFoundError as exc:
-            raise DataError(str(exc)) from None
+        path, report = score_distribution(paths, registry_for(paths), as_of)
         share = report["share_above_threshold"]
         return StepResult("score-distribution", report["rows"], 0.0, [str(path)],
                           message=f"as of {report['as_of']}: mean risk {report['mean']:.4f}, "

@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping
 
 import joblib
 
+from churn.errors import RegistryError
 from churn.storage.filelock import FileLock
 from churn.storage.files import atomic_write_bytes, atomic_write_json
 
@@ -46,10 +47,6 @@ PRODUCTION = "production"
 MODEL_FILE = "model.joblib"
 CARD_FILE = "card.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class RegistryError(RuntimeError):
-    """A registry problem (missing/corrupt version, bad alias, ...); the message names the path."""
 
 
 @dataclass(frozen=True)

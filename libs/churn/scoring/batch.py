@@ -25,6 +25,7 @@ import pandas as pd
 
 from churn.compiled.check_rows import edge_rows, valid_rows
 from churn.compiled.scorer import Scorer, compile_scorer
+from churn.errors import DataError
 from churn.features.matrix import frame_matrix
 from churn.features.rows import eligible_mask, feature_dates, read_features
 from churn.features.schema import feature_specs, schema_from_json
@@ -127,11 +128,11 @@ def resolve_as_of(paths: DataPaths, as_of: dt.date | None) -> dt.date:
     """`as_of` if it has feature rows, else the latest feature date when not given."""
     dates = feature_dates(paths.features_file)
     if not dates:
-        raise ValueError(f"{paths.features_file}: no feature rows")
+        raise DataError(f"{paths.features_file}: no feature rows")
     if as_of is None:
         return dates[-1]
     if as_of not in dates:
-        raise ValueError(f"--as-of {as_of}: no feature rows for that date "
+        raise DataError(f"--as-of {as_of}: no feature rows for that date "
                          f"(available {dates[0]}..{dates[-1]})")
     return as_of
 
@@ -197,13 +198,13 @@ def read_scores(paths: DataPaths, as_of: dt.date | None = None) -> tuple[dt.date
     root = paths.predictions
     days = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not days:
-        raise FileNotFoundError(f"{root}: no predictions (run `ml_jobs batch-score`)")
+        raise DataError(f"{root}: no predictions (run `ml_jobs batch-score`)")
     name = as_of.isoformat() if as_of else days[-1]
     folder = root / name
     files = [folder / "scores.parquet"] if (folder / "scores.parquet").is_file() \
         else sorted(folder.glob("scores.shard-*.parquet"))
     if not files:
-        raise FileNotFoundError(f"{folder}: no scores files (run `ml_jobs batch-score`)")
+        raise DataError(f"{folder}: no scores files (run `ml_jobs batch-score`)")
     frame = pd.concat([read_parquet(f) for f in files], ignore_index=True)
     return dt.date.fromisoformat(name), frame
 

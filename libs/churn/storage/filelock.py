@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-
-class LockTimeout(TimeoutError):
-    """The lock was not acquired in time; the message names the lock file and the wait."""
+from churn.errors import LockTimeout
 
 
 class FileLock:

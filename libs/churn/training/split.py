@@ -13,10 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from churn.errors import DataError
+
 FORBIDDEN_COLUMNS = ("engagement_score",)
 
 
-class SplitError(ValueError):
+class SplitError(DataError):
     """The data cannot be split honestly with the configured knobs (message names them)."""
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from churn.config.settings import Settings
+from churn.errors import ConfigError, DataError
 from churn.features.matrix import frame_matrix
 from churn.features.schema import FeatureSpec, feature_names, feature_specs, schema_to_json
 from churn.registry.registry import GateDecision, LoadedModel, ModelRegistry
@@ -89,7 +90,7 @@ def split_training_set(training_set: pd.DataFrame, settings: Settings) -> Traini
     assert_no_forbidden_columns(list(training_set.columns))
     missing = [c for c in ("user_id", "as_of_date", LABEL) if c not in training_set.columns]
     if missing:
-        raise ValueError(f"training set lacks columns {missing}")
+        raise DataError(f"training set lacks columns {missing}")
     specs = feature_specs(settings.features.windows_days)
     split = time_split(training_set["as_of_date"].to_numpy(), test_days=settings.split.test_days,
                        gap_days=settings.split.gap_days, min_train_days=settings.split.min_train_days,
@@ -103,7 +104,7 @@ def split_training_set(training_set: pd.DataFrame, settings: Settings) -> Traini
     train, test = _arrays(train_frame, specs), _arrays(test_frame, specs)
     for name, side in (("train", train), ("test", test)):
         if len(np.unique(side.y)) < 2:
-            raise ValueError(f"{name} split has a single class ({side.rows} rows): need more data")
+            raise DataError(f"{name} split has a single class ({side.rows} rows): need more data")
     data = {"train_rows": train.rows, "test_rows": test.rows,
             "train_users": int(len(np.unique(train.user_ids))),
             "test_users": int(len(np.unique(test.user_ids))),
@@ -189,7 +190,7 @@ def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0):
     own holdout exceeds the production model's on THE SAME rows by more than `min_improvement`.
     """
     if metric not in GATE_METRICS:
-        raise ValueError(f"registry.metric {metric!r} not supported (use one of {GATE_METRICS})")
+        raise ConfigError(f"registry.metric: {metric!r} not supported (use one of {GATE_METRICS})")
 
     def gate(candidate: LoadedModel, production: LoadedModel | None) -> GateDecision:
         if candidate.path is None:

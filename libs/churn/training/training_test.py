@@ -201,9 +201,16 @@ def test_gate_accepts_first_and_better_refuses_worse_on_same_holdout(trained, tm
     # an impossible bar refuses even the better candidate; a zero bar decides by the figures
     strict = registry.promote(candidate, reason="strict", gate=holdout_gate("pr_auc", 1.0))
     assert not strict.promoted
-    result = registry.promote(candidate, reason="fair", gate=gate)
-    cand_ap, prod_ap = result.decision.metrics["candidate"], result.decision.metrics["production"]
-    assert result.promoted == (cand_ap > prod_ap)
+    # with the weak model in production, the baseline's lead over it on the same rows decides:
+    # a bar just above the lead refuses it, a bar just below promotes it
+    assert registry.promote(weak, reason="weak in production", gate=None).promoted
+    lead = figures["production"] - figures["candidate"]
+    assert lead > 0
+    above = registry.promote(baseline, reason="bar above", gate=holdout_gate("pr_auc", lead + 1e-6))
+    assert not above.promoted and registry.get_alias() == weak
+    below = registry.promote(baseline, reason="bar below", gate=holdout_gate("pr_auc", lead - 1e-6))
+    assert below.promoted and registry.get_alias() == baseline
+    assert below.decision.metrics["candidate"] - below.decision.metrics["production"] == pytest.approx(lead)
     history = registry.history()
     assert [h["action"] for h in history][:3] == ["promote", "refused", "refused"]
     assert history[1]["metrics"]["candidate"] == figures["candidate"]
