@@ -29,6 +29,7 @@ import pandas as pd
 
 from churn.config.settings import Settings
 from churn.data.validate import Checker, Expectations, ValidationReport, validate_frames
+from churn.errors import UsageError
 from churn.ingest.normalize import Normalized, normalize, rename
 from churn.ingest.readers import read_table
 from churn.raw.contract import EVENTS, TABLES, USERS
@@ -225,7 +226,7 @@ def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = No
     Unreadable files are DataErrors naming the file (before anything is locked or written).
     """
     if not users_path and not events_path:
-        raise ValueError("ingest needs --users PATH, --events PATH or both")
+        raise UsageError("ingest needs --users PATH, --events PATH or both")
     t0 = time.perf_counter()
     chk = Checker(ValidationReport())
     users, events = _read_inputs(settings, users_path, events_path, fmt, chk)
