@@ -17,6 +17,7 @@ from apps.api.app import create_app
 from apps.api.logs import configure_logging, log_event
 from apps.api.server import server_config
 from apps.api.settings import serving_config
+from churn.observability.collector import BatchCollector
 from churn.config.settings import load_config
 from churn.invocation.workdir import enter_invocation_directory
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.host or config.api.host
     port = args.port if args.port is not None else config.api.port
     log_event("api_config", host=host, port=port, data_root=str(config.data_root))
-    app = create_app(config)
+    app = create_app(config, collectors=[BatchCollector(config.data_root)])  # the batch Jobs' reports
     freeze_startup_objects()
     uvicorn.Server(server_config(app, config.api, app.state.metrics, host, port)).run()
     return 0
