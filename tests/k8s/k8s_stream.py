@@ -15,7 +15,7 @@ K8S = HERE.parents[1] / "k8s"
 FAKE_API_DIGEST = HERE / "testdata" / "api.digest"
 FAKE_ML_DIGEST = HERE / "testdata" / "ml.digest"
 REGISTRY = "registry.test:5000/churn"
-ALL_COMPONENTS = ("indexed-batch-score", "rwo-single-node")
+ALL_COMPONENTS = ("prometheus-operator", "indexed-batch-score", "rwo-single-node")
 
 
 def run_tool(tool: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,3 +37,10 @@ def load(stream: str) -> list[dict]:
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def churn_config(docs: list[dict]) -> dict:
+    """The churn config ConfigMap (name hashed by kustomize; other ConfigMaps, e.g. a dashboard, aside)."""
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"
+                     and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "config"]
+    return config_map

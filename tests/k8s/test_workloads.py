@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from tests.k8s import k8s_policy as policy
-from tests.k8s.k8s_stream import by_kind
+from tests.k8s.k8s_stream import by_kind, churn_config
 
 API_LABELS = {"app.kubernetes.io/name": "churn-mlops", "app.kubernetes.io/component": "api"}
 
@@ -57,7 +57,7 @@ def test_api_mounts_data_read_only_and_jobs_read_write(docs: list[dict]) -> None
 
 
 def test_every_main_container_reads_the_config_map(docs: list[dict]) -> None:
-    (config_map,) = by_kind(docs, "ConfigMap").values()
+    config_map = churn_config(docs)
     config = yaml.safe_load(config_map["data"]["config.yaml"])
     # the data root is the images' CHURN_DATA_ROOT (tests/images checks it), where every
     # workload mounts the volume (test above): a paths.root here would be overridden, i.e. dead
@@ -150,7 +150,7 @@ def test_cluster_config_loads_with_the_project_settings(docs: list[dict], tmp_pa
     except ImportError:   # outside Bazel: the library of this same tree
         sys.path.insert(0, str(Path(__file__).absolute().parents[2] / "libs"))
         from churn.config.settings import load_config
-    (config_map,) = by_kind(docs, "ConfigMap").values()
+    config_map = churn_config(docs)
     path = tmp_path / "config.yaml"
     path.write_text(config_map["data"]["config.yaml"])
     assert load_config(str(path), env={"CHURN_DATA_ROOT": "/var/lib/churn"}).paths.root == "/var/lib/churn"
