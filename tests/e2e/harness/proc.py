@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from typing import Mapping, Sequence
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a server child (preexec_fn): get SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def stop_server(proc: "subprocess.Popen[bytes]", what: str, grace_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`; logs the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    log(f"{what} pid {proc.pid} stopped (exit {proc.returncode})")
 
 
 class CommandFailed(Exception):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 from harness.net import free_port, http, wait_until
-from harness.proc import log
-
-PR_SET_PDEATHSIG = 1
+from harness.proc import die_with_parent, log, stop_server
 
 CONFIG = """\
 version: 0.1
@@ -25,14 +21,6 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 """
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class LocalRegistry:
@@ -58,7 +46,7 @@ class LocalRegistry:
         self.log_path = self.workdir / "registry.log"
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen([exe, "serve", str(config)], stdout=logf, stderr=subprocess.STDOUT,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
         log(f"docker-registry pid {self.proc.pid} on {self.host}")
 
         def up() -> bool:
@@ -84,14 +72,7 @@ class LocalRegistry:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        log(f"docker-registry pid {self.proc.pid} stopped (exit {self.proc.returncode})")
+        stop_server(self.proc, "docker-registry")
         self.proc = None
 
     def running(self) -> bool:
