@@ -17,9 +17,9 @@ from apps.api.app import create_app
 from apps.api.logs import configure_logging, log_event
 from apps.api.server import server_config
 from apps.api.settings import serving_config
-from churn.observability.collector import BatchCollector
 from churn.config.settings import load_config
 from churn.invocation.workdir import enter_invocation_directory
+from churn.observability.collector import BatchCollector
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
