@@ -70,7 +70,8 @@ def _world(seed: int, shifted: bool, n_users: int) -> list[dict]:
     """Drift results of one world of `n_users` users at every size up to it."""
     settings = _settings(seed, n_users)
     users, events = generate(settings.generator, simulate_shift=shifted)
-    grid, _ = prepare_frames(users, events, settings)
+    start = dt.date.fromisoformat(str(settings.generator.start_date))
+    grid, _ = prepare_frames(users, events, (start, start + dt.timedelta(days=settings.generator.days - 1)))
     del users, events
     card = _card(settings, grid)
     all_dates = sorted({d.astype(object) for d in np.unique(grid["as_of_date"].to_numpy().astype("datetime64[D]"))})
