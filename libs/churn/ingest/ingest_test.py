@@ -189,6 +189,13 @@ def test_another_year_a_new_country_a_new_course_and_an_unknown_event_type(tmp_p
     assert set(scores["user_id"]) == set(reference["user_id"])  # same activity, same eligible users
     de = set(users.loc[new_country, "user_id"])
     assert de & set(scores["user_id"]) and scores["risk"].between(0, 1).all()
+    # The monitoring and retraining steps run unchanged on the ingested data too.
+    assert steps.step_score_distribution(settings).exit_code == 0
+    drift = steps.step_drift_check(settings)
+    assert drift.exit_code == 0 and drift.detail["status"] != "FAIL", drift.message  # one unshifted world
+    assert "2023-" in drift.message
+    for result in steps.step_retrain(settings):
+        assert result.exit_code == 0, (result.name, result.message)
     rejecting = dataclasses.replace(settings, paths=dataclasses.replace(settings.paths, root=str(tmp_path / "r2")),
                                     validation=dataclasses.replace(settings.validation, unknown_event_types="reject"))
     rejected = _ingest(rejecting, tmp_path / "users.csv", tmp_path / "events.csv")
