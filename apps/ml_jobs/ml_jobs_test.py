@@ -77,8 +77,46 @@ def test_bootstrap_produces_every_artifact_and_refuses_a_non_empty_root(bootstra
     assert len(scores) > 100 and scores["risk"].notna().all() and scores["user_id"].is_unique
     assert (set(scores["model_version"]) == {version})
     assert list((root / "monitoring" / "drift").glob("*.html"))
-    again = bootstrapped("bootstrap")
+    again = bootstrapped("bootstrap")  # the bootstrap Job retried after it had finished: nothing to do
+    assert again.returncode == 0 and "already bootstrapped" in again.stdout, again.stdout + again.stderr
+
+
+def test_bootstrap_refuses_a_root_holding_other_data(tmp_path):
+    cli = Cli(tmp_path / "root")
+    cli.ok("generate")
+    again = cli("bootstrap")
     assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_a_bootstrap_killed_midway_is_finished_by_the_next_one(tmp_path):
+    """The bootstrap Job's retry after a SIGKILL (an evicted pod) resumes instead of refusing."""
+    import signal
+    import time
+
+    cli = Cli(tmp_path / "root")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, str(MAIN), "--config", str(cli.config), "bootstrap"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    record = cli.root / "bootstrap.json"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            # killed inside the step after `prepare` (features), with a temp file open or not
+            if record.is_file() and "prepare" in json.loads(record.read_text() or "{}").get("done", []):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "bootstrap finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert json.loads(record.read_text())["status"] == "running"
+    resumed = cli.ok("bootstrap")
+    assert "generate: done before the interruption, skipped" in resumed.stdout, resumed.stdout
+    assert json.loads(record.read_text())["status"] == "complete"
+    assert (cli.root / "registry" / "aliases" / "production.json").is_file()
+    assert not [p for p in cli.root.rglob(".tmp-*")], "a temp file of the killed run survived"
 
 
 def test_drift_check_is_ok_on_the_seeded_data(cli):

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from churn.registry.registry import CARD_FILE, PRODUCTION, ModelRegistry, RegistryError
+from churn.registry.registry import ABORTED, CARD_FILE, PENDING, PRODUCTION, ModelRegistry, RegistryError
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -308,13 +308,17 @@ class BatchCollector(Collector):
         return [family]
 
     def _history_counts(self, path: Path, stamp: _Stamp) -> dict[str, int]:
-        """Decisions per action, recounted only when the history file changed."""
+        """Decisions per action, recounted only when the history file changed.
+
+        A journal line still pending (or aborted: it never took effect) is not counted, so the
+        counter only grows: a pending change counts once it is committed (docs/consistency.md).
+        """
         cached = self._history_cache
         if cached is not None and cached[0] == stamp:
             return cached[1]
         counts: dict[str, int] = {}
         for entry in self.registry.history():
-            if entry.get("alias", PRODUCTION) == PRODUCTION:
+            if entry.get("alias", PRODUCTION) == PRODUCTION and entry.get("state") not in (PENDING, ABORTED):
                 counts[str(entry.get("action"))] = counts.get(str(entry.get("action")), 0) + 1
         self._history_cache = (stamp, counts)
         return counts

@@ -133,3 +133,17 @@ def test_a_minimal_drift_report_still_exports_status_and_psi(tmp_path: Path) -> 
     assert samples[("churn_drift_feature_drifted", (("feature", "logins_7d"),))] == 1.0
     assert "churn_drift_psi_threshold" not in names(samples)
     assert samples[("churn_batch_report_read_errors_total", (("report", "drift"),))] == 0.0
+
+
+def test_a_journal_line_that_did_not_take_effect_is_not_counted(seeded: Path, tmp_path: Path) -> None:
+    """A promotion interrupted between its journal line and the alias (docs/consistency.md)."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(seeded, root)
+    history = root / "registry" / "history.jsonl"
+    line = {"action": "promote", "alias": "production", "from": None, "to": "x", "txn": "t1"}
+    with history.open("a") as fh:
+        fh.write(json.dumps({**line, "state": "pending"}) + "\n")
+        fh.write(json.dumps({**line, "txn": "t2", "state": "aborted"}) + "\n")
+    assert scrape(root)[("churn_registry_alias_changes_total", (("action", "promote"),))] == 1.0

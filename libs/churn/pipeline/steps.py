@@ -23,7 +23,7 @@ from churn.config.settings import Settings
 from churn.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UsageError
 from churn.raw.store import raw_digest, read_manifest, require_raw
 from churn.registry.registry import ModelRegistry
-from churn.storage.files import DataError, atomic_write_json, read_json, require_file
+from churn.storage.files import DataError, atomic_write_json, read_json, require_file, sweep_dead_temps
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,16 @@ def registry_for(paths: DataPaths) -> ModelRegistry:
     return ModelRegistry(paths.root)
 
 
-def _timed(name: str, body: Callable[[], StepResult]) -> StepResult:
+def _timed(name: str, body: Callable[[], StepResult], root: str | Path | None = None) -> StepResult:
+    """Run one step's body with its start/end log lines and timing.
+
+    With `root`, the temp files of runs that died (a killed Job) are removed first, so a
+    crash leaves no litter behind the next step (`files.sweep_dead_temps`).
+    """
     log.info("%s: start", name)
+    if root is not None and Path(root).is_dir():
+        for path in sweep_dead_temps(root):
+            log.info("%s: removed %s (left by a run that died)", name, path)
     start = time.perf_counter()
     result = body()
     result.seconds = round(time.perf_counter() - start, 3)
@@ -77,7 +85,7 @@ def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResul
         return StepResult("generate", res.events, 0.0, [res.users_path, res.events_path],
                           detail={"users": res.users, "events": res.events, "simulate_shift": simulate_shift})
 
-    return _timed("generate", body)
+    return _timed("generate", body, paths.root)
 
 
 def step_ingest(settings: Settings, users: str | None = None, events: str | None = None,
@@ -105,7 +113,7 @@ def step_ingest(settings: Settings, users: str | None = None, events: str | None
         return StepResult("ingest", added, 0.0, outputs, EXIT_OK if res.ok else EXIT_ERROR, res.summary(),
                           {"batch": res.batch, **res.counts, "violations": len(res.report.violations)})
 
-    return _timed("ingest", body)
+    return _timed("ingest", body, paths.root)
 
 
 def _stamp_is_current(paths: DataPaths) -> bool:
@@ -134,7 +142,7 @@ def step_validate(settings: Settings) -> StepResult:
                           EXIT_OK if report.ok else EXIT_ERROR, report.summary(),
                           {"violations": len(report.violations)})
 
-    return _timed("validate", body)
+    return _timed("validate", body, paths.root)
 
 
 def require_validated(paths: DataPaths) -> None:
@@ -161,7 +169,7 @@ def step_prepare(settings: Settings) -> StepResult:
         return StepResult("prepare", report.grid_rows, 0.0, [str(paths.user_days), str(paths.prepare_report)],
                           detail={"users": report.users_out, "events": report.events_out})
 
-    return _timed("prepare", body)
+    return _timed("prepare", body, paths.root)
 
 
 def step_features(settings: Settings) -> StepResult:
@@ -174,7 +182,7 @@ def step_features(settings: Settings) -> StepResult:
         features = run_features(settings, paths)
         return StepResult("features", len(features), 0.0, [str(paths.features_file)])
 
-    return _timed("features", body)
+    return _timed("features", body, paths.root)
 
 
 def step_labels(settings: Settings) -> StepResult:
@@ -191,7 +199,7 @@ def step_labels(settings: Settings) -> StepResult:
         return StepResult("labels", len(training_set), 0.0, [str(paths.labels_file), str(paths.training_set)],
                           detail={"labels": len(labels), "training_rows": len(training_set)})
 
-    return _timed("labels", body)
+    return _timed("labels", body, paths.root)
 
 
 # ------------------------------------------------------------------ models
@@ -202,7 +210,12 @@ def training_run_path(paths: DataPaths) -> Path:
 
 
 def step_train(settings: Settings) -> StepResult:
-    """Train baseline + candidate on the training set and register both."""
+    """Train baseline + candidate on the training set and register both.
+
+    The run record (last_training_run.json, what a plain `promote` uses) is first replaced by
+    a "running" record: a train killed after registering its models leaves a record that
+    says so, never one pointing at the previous run's models (docs/consistency.md).
+    """
     from churn.storage.files import file_digest
     from churn.storage.tables import read_parquet
     from churn.training.train import register_run, train_models
@@ -212,20 +225,23 @@ def step_train(settings: Settings) -> StepResult:
     def body() -> StepResult:
         require_file(paths.training_set, "labels")
         training_set = read_parquet(paths.training_set)
+        started = dt.datetime.now(dt.timezone.utc).isoformat()
+        atomic_write_json(training_run_path(paths), {"status": "running", "started_at": started})
         run = train_models(training_set, settings)
         registry = registry_for(paths)
         versions = register_run(run, registry, settings, file_digest(paths.training_set))
         table = [{"version": v, "model_kind": m.kind, **{k: m.metrics[k] for k in METRIC_COLUMNS}}
                  for v, m in zip(versions, run.models)]
         best = max(table, key=lambda r: r["pr_auc"] if r["pr_auc"] is not None else -1.0)["version"]
-        record = {"versions": versions, "best": best, "metrics": table, "split": run.split.describe(),
+        record = {"status": "complete", "versions": versions, "best": best, "metrics": table,
+                  "split": run.split.describe(), "started_at": started,
                   "trained_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         atomic_write_json(training_run_path(paths), record)
         return StepResult("train", run.train.rows, 0.0,
                           [str(registry.version_dir(v)) for v in versions] + [str(training_run_path(paths))],
                           message=format_table(table), detail=record)
 
-    return _timed("train", body)
+    return _timed("train", body, paths.root)
 
 
 METRIC_COLUMNS = ("pr_auc", "roc_auc", "brier", "precision_at_threshold", "recall_at_threshold",
@@ -268,13 +284,17 @@ def step_promote(settings: Settings, version: str | None = None, force: bool = F
                           message=message, detail={"promoted": result.promoted, "from": result.from_version,
                                                    "to": target, "metrics": d.metrics})
 
-    return _timed("promote", body)
+    return _timed("promote", body, paths.root)
 
 
 def _best_of_last_run(paths: DataPaths) -> str:
     path = training_run_path(paths)
     require_file(path, "train")
-    return str(read_json(path)["best"])
+    record = read_json(path)
+    if record.get("status", "complete") != "complete":
+        raise DataError(f"{path}: the last training run (started {record.get('started_at')}) did not finish "
+                        "(rerun `ml_jobs train`, or `ml_jobs promote --version VERSION`)")
+    return str(record["best"])
 
 
 def step_rollback(settings: Settings, to_version: str | None = None, reason: str = "rollback") -> StepResult:
@@ -287,7 +307,7 @@ def step_rollback(settings: Settings, to_version: str | None = None, reason: str
                           message=f"production: {result.from_version} -> {result.to_version}",
                           detail={"from": result.from_version, "to": result.to_version})
 
-    return _timed("rollback", body)
+    return _timed("rollback", body, paths.root)
 
 
 # ------------------------------------------------------------------ scoring and monitoring
@@ -308,7 +328,7 @@ def step_batch_score(settings: Settings, as_of: dt.date | None = None, top_k: in
                           message=f"as of {res.as_of}: {res.rows} users scored with {res.model_version} "
                                   f"({res.scorer} path)", detail=res.to_dict())
 
-    return _timed("batch-score", body)
+    return _timed("batch-score", body, paths.root)
 
 
 def step_merge_shards(settings: Settings, shards: int, as_of: dt.date | None = None,
@@ -324,7 +344,7 @@ def step_merge_shards(settings: Settings, shards: int, as_of: dt.date | None = N
                           message=f"as of {res.as_of}: {shards} shards merged, {res.rows} users ranked "
                                   f"(scored with {res.model_version})", detail=res.to_dict())
 
-    return _timed("merge-shards", body)
+    return _timed("merge-shards", body, paths.root)
 
 
 def step_score_distribution(settings: Settings, as_of: dt.date | None = None) -> StepResult:
@@ -339,7 +359,7 @@ def step_score_distribution(settings: Settings, as_of: dt.date | None = None) ->
                           message=f"as of {report['as_of']}: mean risk {report['mean']:.4f}, "
                                   f"{100 * (share or 0):.1f}% >= {report['threshold']}", detail=report)
 
-    return _timed("score-distribution", body)
+    return _timed("score-distribution", body, paths.root)
 
 
 def step_drift_check(settings: Settings) -> StepResult:
@@ -363,7 +383,7 @@ def step_drift_check(settings: Settings) -> StepResult:
                           EXIT_DRIFT if report.status == FAIL else EXIT_OK, message,
                           {"status": report.status})
 
-    return _timed("drift-check", body)
+    return _timed("drift-check", body, paths.root)
 
 
 # ------------------------------------------------------------------ compositions
@@ -378,8 +398,17 @@ def step_retrain(settings: Settings) -> list[StepResult]:
 
 
 def _is_empty(root: Path) -> bool:
-    """No file under the root: empty directories (e.g. made by a Job's init step) are not data."""
-    return not root.exists() or not any(p.is_file() for p in root.rglob("*"))
+    """No file under the root: empty directories (e.g. made by a Job's init step) are not data,
+    and neither are the temp files of a run that died (they are removed first)."""
+    if not root.exists():
+        return True
+    sweep_dead_temps(root)
+    return not any(p.is_file() for p in root.rglob("*"))
+
+
+def bootstrap_record_path(root: Path) -> Path:
+    """`bootstrap.json`: which steps of a bootstrap are done; written before the first step."""
+    return Path(root) / "bootstrap.json"
 
 
 def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResult]]]:
@@ -399,16 +428,47 @@ def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResu
 
 
 def bootstrap(settings: Settings, force: bool = False) -> list[StepResult]:
-    """Every step in order into an empty data root; stops at the first failing step."""
+    """Every step in order into an empty data root; stops at the first failing step.
+
+    Resumable: `bootstrap.json` records the steps done, so a bootstrap killed anywhere (a pod
+    evicted, a full disk) is finished by the next `bootstrap` (the bootstrap Job's retries): it
+    skips the steps done, reruns the interrupted one (each step's outputs are replaced
+    atomically, so a rerun starts from a consistent state) and goes on. A completed bootstrap
+    makes `bootstrap` a no-op that succeeds; a root holding other data is refused
+    (`--force` bootstraps over it and starts again).
+    """
     root = Path(settings.paths.root)
-    data_paths(settings).ensure()  # the layout, and a clear stop if the root is not writable
-    if not force and not _is_empty(root):
+    record_path = bootstrap_record_path(root)
+    record = read_json(record_path) if record_path.is_file() else None
+    if record is not None and record.get("status") == "complete" and not force:
+        return [StepResult("bootstrap", 0, 0.0, message=f"{root}: already bootstrapped (completed "
+                                                        f"{record.get('completed_at')}); nothing to do "
+                                                        "(--force starts again)")]
+    if record is None and not force and not _is_empty(root):
         raise DataError(f"{root}: data root is not empty (use --force to bootstrap over it)")
+    data_paths(settings).ensure()  # the layout, and a clear stop if the root is not writable
+    resuming = record is not None and not force
+    done: list[str] = [str(n) for n in record.get("done", [])] if resuming and record else []
+    started = str((record or {}).get("started_at") or "") if resuming else ""
+    started = started or dt.datetime.now(dt.timezone.utc).isoformat()
+
+    def save(status: str, **extra: Any) -> None:
+        atomic_write_json(record_path, {"status": status, "done": done, "started_at": started, **extra})
+
+    if resuming:
+        log.info("bootstrap: resuming an interrupted bootstrap (done: %s)", ", ".join(done) or "none")
+    save("running")
     results = []
-    for _, run in bootstrap_steps(settings):
+    for name, run in bootstrap_steps(settings):
+        if name in done:
+            results.append(StepResult(name, 0, 0.0, message=f"{name}: done before the interruption, skipped"))
+            continue
         results.append(run())
         if results[-1].exit_code != EXIT_OK:
-            break
+            return results
+        done.append(name)
+        save("running")
+    save("complete", completed_at=dt.datetime.now(dt.timezone.utc).isoformat())
     return results
 
 

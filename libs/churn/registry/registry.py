@@ -5,9 +5,15 @@ Layout under `<root>/registry/`:
     models/<version>/model.joblib   the fitted model (sklearn Pipeline)
     models/<version>/card.json      what the model is: schema, data, metrics, digest, ...
     models/<version>/<extra files>  e.g. holdout.npz (the gate's evaluation set), plots
-    aliases/<alias>.json            {"version", "updated_at", "reason"}
+    aliases/<alias>.json            {"version", "updated_at", "reason", "txn"}
     history.jsonl                   one line per alias decision (promote, refused, rollback)
     registry.lock                   serialises alias changes between processes
+
+The history is a journal: an alias change is first recorded as `"state": "pending"` with a
+transaction id, then the alias is written carrying that id, then the line becomes
+`committed`. A crash in between leaves a pending line that the next operation under the
+lock reconciles (`committed` if the alias carries its id, else `aborted`), so production
+never changes without a record and a rollback always finds the previous version.
 
 Why this shape: the reference project copied "the newest file" onto the production alias,
 in place and without comparing models, and its alias metadata could describe other weights
@@ -22,6 +28,7 @@ only), so the API loads models without pandas.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -29,7 +36,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +44,22 @@ from typing import Any, Callable, Mapping
 import joblib
 
 from churn.errors import RegistryError
+from churn.storage import faults
+from churn.storage.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    locked_temp,
+    naming_disk_full,
+    remove_path,
+    sweep_dead_temps,
+)
 from churn.storage.filelock import FileLock
-from churn.storage.files import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
+PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
+ALIAS_ACTIONS = ("promote", "rollback")
 MODEL_FILE = "model.joblib"
 CARD_FILE = "card.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -130,8 +146,8 @@ class ModelRegistry:
         digest = hashlib.sha256(data).hexdigest()
         now = _utcnow()
         self.models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.models_dir / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        sweep_dead_temps(self.models_dir)
+        tmp, fd = locked_temp(self.models_dir, "version", directory=True)
         try:
             base = f"{now:%Y%m%dT%H%M%SZ}-{digest[:8]}"
             full_card = dict(card)
@@ -140,10 +156,13 @@ class ModelRegistry:
             atomic_write_bytes(tmp / MODEL_FILE, data)
             for name, content in (files or {}).items():
                 atomic_write_bytes(tmp / _check_name("file", name), content)
-            version = self._rename_into_place(tmp, base, full_card)
+            with naming_disk_full(self.models_dir):
+                version = self._rename_into_place(tmp, base, full_card)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_path(tmp)
             raise
+        finally:
+            os.close(fd)
         log.info("registered model version %s (%s, sha256 %s)", version,
                  full_card.get("model_kind", "?"), digest[:12])
         return version
@@ -157,6 +176,7 @@ class ModelRegistry:
                 continue
             atomic_write_json(tmp / CARD_FILE, {**card, "version": version})
             try:
+                faults.point("rename", target)
                 os.rename(tmp, target)
             except OSError:
                 if target.exists():
@@ -230,11 +250,11 @@ class ModelRegistry:
     def _lock(self) -> FileLock:
         return FileLock(self.lock_path, timeout=self.lock_timeout)
 
-    def _set_alias(self, name: str, version: str, reason: str) -> None:
-        record = {"version": version, "updated_at": _utcnow().isoformat(), "reason": reason}
+    def _set_alias(self, name: str, version: str, reason: str, txn: str) -> None:
+        record = {"version": version, "updated_at": _utcnow().isoformat(), "reason": reason, "txn": txn}
         atomic_write_json(self._alias_path(name), record)
 
-    # ------------------------------------------------------------------ history
+    # ------------------------------------------------------------------ history (the journal)
 
     def history(self) -> list[dict[str, Any]]:
         """Every alias decision, oldest first."""
@@ -252,14 +272,77 @@ class ModelRegistry:
                 raise RegistryError(f"{self.history_path}:{n}: corrupt history line ({exc})") from exc
         return out
 
+    def _write_history(self, entries: list[dict[str, Any]]) -> None:
+        """Replace the journal atomically (caller holds the lock): it is small, and a whole-file
+        rename can never leave a torn last line."""
+        text = "".join(json.dumps(e, sort_keys=True, default=str) + "\n" for e in entries)
+        atomic_write_bytes(self.history_path, text.encode("utf-8"))
+
     def _append_history(self, entry: dict[str, Any]) -> None:
-        """Rewrite the log atomically with one more line (caller holds the lock)."""
+        self._write_history(self.history() + [{"time": _utcnow().isoformat(), **entry}])
+
+    def _set_state(self, txn: str, state: str) -> None:
+        entries = self.history()
+        for e in entries:
+            if e.get("txn") == txn:
+                e["state"] = state
+        self._write_history(entries)
+
+    def reconcile(self) -> list[dict[str, Any]]:
+        """Resolve pending journal lines left by a crash (caller holds the lock); returns them.
+
+        A pending change took effect exactly when its alias carries its transaction id.
+        """
+        entries = self.history()
+        resolved = []
+        for e in entries:
+            if e.get("state") != PENDING:
+                continue
+            record = self.alias_record(str(e.get("alias", PRODUCTION)))
+            took_effect = record is not None and record.get("txn") == e.get("txn")
+            e["state"] = COMMITTED if took_effect else ABORTED
+            e["reconciled_at"] = _utcnow().isoformat()
+            resolved.append(e)
+            log.warning("registry journal: %s %s -> %s (txn %s) was interrupted; it %s", e.get("action"),
+                        e.get("from"), e.get("to"), e.get("txn"),
+                        "had taken effect: committed" if took_effect else "had not taken effect: aborted")
+        if resolved:
+            self._write_history(entries)
+        return resolved
+
+    def _change_alias(self, alias: str, version: str, reason: str, entry: dict[str, Any]) -> None:
+        """Journal first, then the alias, then the journal's verdict (caller holds the lock)."""
+        txn = uuid.uuid4().hex
+        self._append_history({**entry, "alias": alias, "to": version, "reason": reason,
+                              "txn": txn, "state": PENDING})
         try:
-            old = self.history_path.read_bytes()
-        except FileNotFoundError:
-            old = b""
-        line = json.dumps({"time": _utcnow().isoformat(), **entry}, sort_keys=True, default=str)
-        atomic_write_bytes(self.history_path, old + line.encode("utf-8") + b"\n")
+            self._set_alias(alias, version, reason, txn)
+        except Exception:
+            with contextlib.suppress(Exception):  # else the next start reconciles it
+                self._set_state(txn, ABORTED)
+            raise
+        self._set_state(txn, COMMITTED)
+
+    def effective_changes(self, alias: str = PRODUCTION) -> list[dict[str, Any]]:
+        """The changes of `alias` that took effect, oldest first (a pending one as the alias says)."""
+        record = self.alias_record(alias)
+        txn = None if record is None else record.get("txn")
+        return [e for e in self.history()
+                if e.get("alias") == alias and e.get("action") in ALIAS_ACTIONS
+                and (e.get("state") in (None, COMMITTED) or (e.get("state") == PENDING and e.get("txn") == txn))]
+
+    def explain_alias(self, alias: str = PRODUCTION) -> dict[str, Any] | None:
+        """The journal line that set the alias to what it is now; RegistryError if none does."""
+        record = self.alias_record(alias)
+        if record is None:
+            return None
+        changes = self.effective_changes(alias)
+        last = changes[-1] if changes else None
+        if last is None or last.get("to") != record["version"] \
+                or ("txn" in record and last.get("txn") != record["txn"]):
+            raise RegistryError(f"{self._alias_path(alias)}: points at {record['version']}, but "
+                                f"{self.history_path} does not record that change")
+        return last
 
     # ------------------------------------------------------------------ promotion
 
@@ -275,6 +358,7 @@ class ModelRegistry:
         if not reason or not reason.strip():
             raise RegistryError("promotion needs a reason")
         with self._lock():
+            self.reconcile()
             current = self.get_alias(alias)
             candidate = self.load(version)
             if current == version:
@@ -285,11 +369,12 @@ class ModelRegistry:
             production = self.load(current) if current is not None and gate is not None else None
             decision = self._decide(candidate, production, gate)
             action = "promote" if decision.accepted else "refused"
+            entry = {"action": action, "from": current, "decision": decision.reason,
+                     "metrics": decision.metrics}
             if decision.accepted:
-                self._set_alias(alias, version, reason)
-            self._append_history({"action": action, "alias": alias, "from": current,
-                                  "to": version, "reason": reason, "decision": decision.reason,
-                                  "metrics": decision.metrics})
+                self._change_alias(alias, version, reason, entry)
+            else:
+                self._append_history({**entry, "alias": alias, "to": version, "reason": reason})
         log.info("%s %s -> %s: %s %s", action, current, version, decision.reason,
                  json.dumps(decision.metrics, sort_keys=True, default=str))
         return PromotionResult(decision.accepted, alias, current, version, decision)
@@ -307,9 +392,8 @@ class ModelRegistry:
     def previous_version(self, alias: str = PRODUCTION) -> str | None:
         """The version `alias` pointed at before its last change (the default rollback target)."""
         current = self.get_alias(alias)
-        for entry in reversed(self.history()):
-            if entry.get("alias") == alias and entry.get("action") in ("promote", "rollback") \
-                    and entry.get("to") == current:
+        for entry in reversed(self.effective_changes(alias)):
+            if entry.get("to") == current:
                 return entry.get("from")
         return None
 
@@ -320,15 +404,14 @@ class ModelRegistry:
         No gate (an operator decision), but the target must load and verify.
         """
         with self._lock():
+            self.reconcile()
             current = self.get_alias(alias)
             target = to_version if to_version is not None else self.previous_version(alias)
             if target is None:
                 raise RegistryError(f"{self.history_path}: no previous {alias} version to roll back to")
             self.load(target)
             decision = GateDecision(True, f"rollback to {target}")
-            self._set_alias(alias, target, reason)
-            self._append_history({"action": "rollback", "alias": alias, "from": current,
-                                  "to": target, "reason": reason, "decision": decision.reason,
-                                  "metrics": {}})
+            self._change_alias(alias, target, reason, {"action": "rollback", "from": current,
+                                                       "decision": decision.reason, "metrics": {}})
         log.info("rollback %s: %s -> %s", alias, current, target)
         return PromotionResult(True, alias, current, target, decision)

@@ -180,7 +180,7 @@ def test_concurrent_promotions_in_two_processes_are_serialised(registry, tmp_pat
     assert history[1]["metrics"]["seen_production"] == history[0]["to"]
     assert registry.get_alias() == history[1]["to"]
     alias = json.loads(registry._alias_path("production").read_text())
-    assert set(alias) == {"version", "updated_at", "reason"}
+    assert set(alias) == {"version", "updated_at", "reason", "txn"}
 
 
 def test_registry_module_does_not_import_pandas():
@@ -198,3 +198,58 @@ def test_forced_promotion_replaces_a_corrupt_production_model(registry):
         registry.promote(b, reason="gated", gate=_accept)  # the gate cannot compare with a corrupt model
     assert registry.promote(b, reason="production model corrupt", gate=None).promoted
     assert registry.get_alias() == b
+
+
+def _crash_at(op_name: str, target_name: str):
+    """An injector that 'kills' the process at the first `op_name` on a file called `target_name`."""
+    from churn.storage.faults import SimulatedCrash
+
+    state = {"dead": False}
+
+    def injector(op, path):
+        if state["dead"] or (op == op_name and path.name == target_name):
+            state["dead"] = True
+            raise SimulatedCrash(f"{op} {path}")
+    return injector
+
+
+def test_journal_before_alias_a_crash_between_is_reconciled_as_aborted(registry):
+    from churn.storage.faults import SimulatedCrash, injecting
+
+    a, b = _register(registry, "a"), _register(registry, "b")
+    registry.promote(a, reason="first", gate=None)
+    with injecting(_crash_at("rename", "production.json")), pytest.raises(SimulatedCrash):
+        registry.promote(b, reason="second", gate=None)
+    assert registry.get_alias() == a  # the alias did not change ...
+    assert registry.history()[-1]["state"] == "pending"  # ... but the journal knew of the attempt
+    assert registry.explain_alias()["to"] == a
+    with registry._lock():
+        (resolved,) = registry.reconcile()
+    assert resolved["state"] == "aborted" and resolved["to"] == b
+    registry.promote(b, reason="again", gate=None)
+    assert registry.explain_alias()["reason"] == "again"
+    assert registry.rollback().to_version == a  # the aborted attempt does not confuse rollback
+
+
+def test_a_crash_after_the_alias_switch_is_reconciled_as_committed(registry):
+    from churn.storage.faults import SimulatedCrash, injecting
+
+    a, b = _register(registry, "a"), _register(registry, "b")
+    registry.promote(a, reason="first", gate=None)
+    # the history is written twice for a change: the pending line, then the verdict; die at the 2nd
+    seen = {"n": 0, "dead": False}
+
+    def injector(op, path):
+        if op == "rename" and path.name == "history.jsonl":
+            seen["n"] += 1
+        if seen["dead"] or seen["n"] == 2:
+            seen["dead"] = True
+            raise SimulatedCrash(str(path))
+
+    with injecting(injector), pytest.raises(SimulatedCrash):
+        registry.promote(b, reason="second", gate=None)
+    assert registry.get_alias() == b
+    assert registry.explain_alias()["to"] == b  # explained even before reconciliation
+    assert registry.rollback().to_version == a  # reconciles first, then finds the previous version
+    states = [(e["to"], e.get("state")) for e in registry.history()]
+    assert states == [(a, "committed"), (b, "committed"), (a, "committed")]

@@ -1,26 +1,50 @@
-"""Atomic writes, checked Parquet reads and content digests.
+"""Atomic writes, checked reads, content digests, and the clean-up of dead runs' temp files.
 
 Why atomic: readers (the API, concurrent Jobs on a shared volume) must only ever see a
 complete old file or a complete new one; the reference project wrote in place, and one of
 its CronJobs even corrupted the feature file on purpose. Every writer here writes a temp
 file in the destination directory, fsyncs it, then `os.replace`s it over the target (atomic
 on POSIX within one filesystem); on any exception the temp file is removed and the old
-file is untouched.
+file is untouched. Several files that must change together go through
+`churn.storage.generations.publish` (docs/consistency.md).
+
+Temp files and directories are named `.tmp-*` and are flock()ed by their writer for as long
+as it lives: `sweep_dead_temps` removes exactly those whose writer died (a killed Job), so a
+crash leaves no litter behind the next run, and a live writer's temp is never touched.
+Files are created group-readable (0666 and directories 0777, less the umask), so a second
+pod or an operator in the group can read predictions and reports.
+
+A full disk is a `StorageFullError` naming the file and the free space, not an OSError
+traceback. Every mutating operation calls `faults.point` first (fault-injection tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
-import tempfile
+import shutil
+import stat
+import time
+import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from churn.errors import DataError
+from churn.storage import faults
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+TEMP_PREFIX = ".tmp-"
+# a temp symlink cannot be flock()ed: one older than this is a dead run's
+_SYMLINK_TEMP_MAX_AGE_S = 60.0
+# temp files of the writer before this design (`.<name>.<random>.tmp`, never locked)
+_LEGACY_TEMP_MAX_AGE_S = 600.0
 
 
 def require_file(path: Path, producer: str) -> Path:
@@ -30,7 +54,68 @@ def require_file(path: Path, producer: str) -> Path:
     return Path(path)
 
 
-def _fsync_dir(directory: Path) -> None:
+class StorageFullError(DataError):
+    """The filesystem of a file being written is full (ENOSPC/EDQUOT): names the file."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+def file_mode() -> int:
+    """Mode of a new file: 0666 less the umask (group-readable under the usual 002/022)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~_umask()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when a library (pyarrow, joblib) only kept the message."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(path: Path, exc: BaseException) -> StorageFullError:
+    """One line naming the file and the free space (instead of a 64-line OSError traceback)."""
+    free = "?"
+    with contextlib.suppress(OSError):
+        st = os.statvfs(path.parent if not path.is_dir() else path)
+        free = f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB"
+    return StorageFullError(f"{path}: no space left on device while writing it ({free} free there); "
+                            "nothing was replaced: free space and rerun the step")
+
+
+@contextlib.contextmanager
+def naming_disk_full(path: Path) -> Iterator[None]:
+    """Turn a full disk inside the block into a StorageFullError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path, exc) from None
+        raise
+
+
+def mkdirs(directory: Path) -> Path:
+    """mkdir -p with group-readable modes (a fault-injection point when something is created)."""
+    if not directory.is_dir():
+        with naming_disk_full(directory):
+            faults.point("mkdir", directory)
+            directory.mkdir(parents=True, exist_ok=True, mode=dir_mode())
+    return directory
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: some filesystems refuse)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -43,6 +128,105 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+
+def _temp_name(parent: Path, name: str) -> Path:
+    return parent / f"{TEMP_PREFIX}{name[:80]}-{uuid.uuid4().hex[:12]}"
+
+
+def _still_ours(path: Path, fd: int) -> bool:
+    """After flock: is `path` still the inode we created (a sweeper may have got there first)?"""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def locked_temp(parent: Path, name: str, directory: bool = False) -> tuple[Path, int]:
+    """Create `.tmp-<name>-<random>` in `parent`, flock()ed through the returned fd.
+
+    The lock says "my writer is alive" to `sweep_dead_temps`; the inode check closes the
+    window between creating the entry and locking it (if a sweeper removed it, we retry).
+    """
+    mkdirs(parent)
+    for _ in range(100):
+        tmp = _temp_name(parent, name)
+        with naming_disk_full(tmp):
+            if directory:
+                os.mkdir(tmp, dir_mode())
+                fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+            else:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _still_ours(tmp, fd):
+            return tmp, fd
+        os.close(fd)
+    raise DataError(f"{parent}: cannot create a temp entry (removed by a concurrent clean-up 100 times)")
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, symlink or directory tree (missing is fine); a fault-injection point."""
+    faults.point("remove", path)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _is_dead_temp(path: Path, now: float) -> bool:
+    """A temp entry nobody holds: its writer died (flock is released by the kernel then)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        return now - st.st_mtime > _SYMLINK_TEMP_MAX_AGE_S
+    flags = os.O_RDONLY | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    # locked by us now: a writer that created it just before we locked re-checks and retries
+    try:
+        if path.name.endswith(".tmp") and not path.name.startswith(TEMP_PREFIX):
+            return now - st.st_mtime > _LEGACY_TEMP_MAX_AGE_S
+        return True
+    finally:
+        os.close(fd)
+
+
+def _is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def sweep_dead_temps(directory: str | Path) -> list[Path]:
+    """Remove the temp files and directories of dead writers under `directory` (recursively).
+
+    Why: a killed step leaves its temp files (11 MB each at 6k users), which used to pile up
+    and made a data root count as "not empty". Returns what was removed.
+    """
+    root = Path(directory)
+    removed: list[Path] = []
+    now = time.time()
+    for current, dirs, files in os.walk(root):
+        here = Path(current)
+        for name in [*dirs, *files]:
+            if _is_temp_name(name) and _is_dead_temp(here / name, now):
+                try:
+                    remove_path(here / name)
+                except OSError as exc:  # clean-up must never fail the step that does it
+                    log.warning("%s: cannot remove a dead run's temp entry (%s)", here / name, exc)
+                    continue
+                removed.append(here / name)
+        dirs[:] = [d for d in dirs if not _is_temp_name(d)]
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on error it is deleted.
@@ -50,20 +234,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     For writers that need a file name (pyarrow, joblib) rather than a file object.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    mkdirs(target.parent)
+    with naming_disk_full(target):
+        faults.point("write", target)
+    tmp, fd = locked_temp(target.parent, target.name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(target.parent)
+        try:
+            yield tmp
+            os.fsync(fd)
+            faults.point("rename", target)
+            os.replace(tmp, target)
+        except BaseException as exc:
+            remove_path(tmp)
+            if is_disk_full(exc):
+                raise disk_full_error(target, exc) from None
+            raise
+    finally:
+        os.close(fd)
+    fsync_dir(target.parent)
 
 
 def atomic_write_with(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -101,13 +289,67 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; missing or malformed is a DataError naming the path."""
+MANIFEST_NAME = "MANIFEST"  # JSON; no .json suffix, so globs for outputs (*.json) never match it
+GENERATIONS_DIR = ".generations"  # <root>/.generations/<area>/<id>/: published generations
+
+
+def _manifest_entry(real: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(manifest path, entry) of the published generation holding `real`, if any.
+
+    Only a file below a `.generations` directory can belong to one: a file elsewhere is never
+    compared with some unrelated MANIFEST in a parent directory.
+    """
+    parts = real.parts
+    if GENERATIONS_DIR not in parts[:-1]:
+        return None
+    top = len(parts) - 1 - parts[::-1].index(GENERATIONS_DIR)  # the innermost .generations
+    for parent in real.parents:
+        if len(parent.parts) <= top + 1:
+            return None
+        manifest = parent / MANIFEST_NAME
+        if manifest.is_file():
+            try:
+                files = json.loads(manifest.read_text(encoding="utf-8")).get("files", {})
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{manifest}: cannot read the generation manifest ({exc})") from exc
+            entry = files.get(real.relative_to(parent).as_posix())
+            return None if entry is None else (manifest, entry)
+    return None
+
+
+def read_verified(path: str | Path) -> bytes:
+    """The bytes of `path`, checked against its generation's manifest when it has one.
+
+    Why: a reader must use exactly the bytes that were checked and published. The path is
+    resolved once (a pointer switched meanwhile cannot mix two generations), read once, and
+    its sha256 compared with what the publishing step recorded; callers parse these bytes,
+    never the path again. A file rewritten in place is an error naming it.
+    """
     p = Path(path)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        real = Path(os.path.realpath(p))
+        data = real.read_bytes()
     except FileNotFoundError as exc:
         raise DataError(f"{p}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"{p}: is a directory, expected a file") from exc
+    found = _manifest_entry(real)
+    if found is not None:
+        manifest, entry = found
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.get("sha256"):
+            raise DataError(f"{p}: changed since it was published (sha256 {digest[:12]}, {manifest} "
+                            f"records {str(entry.get('sha256'))[:12]}): rerun the step that writes it")
+    return data
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file (verified if published); missing or malformed is a DataError naming it."""
+    p = Path(path)
+    try:
+        return json.loads(read_verified(p).decode("utf-8"))
+    except DataError:
+        raise
     except (OSError, ValueError) as exc:
         raise DataError(f"{p}: cannot read JSON ({exc})") from exc
 

@@ -7,11 +7,11 @@ cluster manifests now agree on one layout under `paths.root` (a PVC in the clust
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from churn.errors import DataError
+from churn.storage.files import locked_temp
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,9 @@ class DataPaths:
         try:
             for d in self.all_dirs():
                 d.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".tmp-write-check-"):
-                pass
+            probe, fd = locked_temp(self.root, "write-check")  # locked: a concurrent sweep leaves it
+            os.close(fd)
+            probe.unlink()
         except OSError as exc:
             raise DataError(f"{self.root}: data root is not writable by uid {os.getuid()} "
                             f"({exc.strerror}: {exc.filename})") from exc

@@ -113,3 +113,105 @@ def test_lock_waits_for_release(tmp_path: Path) -> None:
     with FileLock(path, timeout=5):
         waited = time.monotonic() - t0
     assert 0.2 < waited < 5
+
+
+def test_lock_wait_is_logged_with_the_holder_and_release_clears_it(tmp_path: Path, caplog) -> None:
+    import json
+    import logging
+    import os
+
+    path = tmp_path / "x.lock"
+    holder = FileLock(path)
+    holder.acquire()
+    info = json.loads(path.read_text())
+    assert info["pid"] == os.getpid() and "since" in info and "host" in info
+    threading.Timer(0.3, holder.release).start()
+    with caplog.at_level(logging.WARNING, logger="churn.storage.filelock"):
+        with FileLock(path, timeout=5):
+            pass
+    assert f"held by pid {os.getpid()}" in caplog.text and "waiting for the lock" in caplog.text
+    assert path.read_text() == ""  # released: no stale holder left as "truth"
+    with FileLock(path, timeout=1):
+        with pytest.raises(LockTimeout, match=f"held by pid {os.getpid()}"):
+            FileLock(path, timeout=0.1).acquire()
+
+
+def test_outputs_are_group_readable(tmp_path: Path) -> None:
+    """Not 0600 (what a temp file is created with): the umask decides, as for any file."""
+    import os
+    import stat
+
+    for umask, file_mode, dir_bits in ((0o022, 0o644, 0o755), (0o027, 0o640, 0o750)):
+        old = os.umask(umask)
+        try:
+            target = atomic_write_text(tmp_path / f"u{umask:o}" / "f.txt", "x")
+            table = atomic_write_parquet(pd.DataFrame({"a": [1]}), tmp_path / f"u{umask:o}" / "t.parquet")
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(target.stat().st_mode) == file_mode
+        assert stat.S_IMODE(table.stat().st_mode) == file_mode
+        assert stat.S_IMODE(target.parent.stat().st_mode) == dir_bits
+
+
+def test_sweep_removes_only_dead_writers_temp_files(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from churn.storage.files import locked_temp, sweep_dead_temps
+
+    live, fd = locked_temp(tmp_path, "live.parquet")
+    dead, dead_fd = locked_temp(tmp_path, "dead.parquet")
+    os.close(dead_fd)  # its writer "died": the kernel released the flock
+    dead_dir, dir_fd = locked_temp(tmp_path, "staging", directory=True)
+    (dead_dir / "half.parquet").write_bytes(b"x" * 100)
+    os.close(dir_fd)
+    assert sorted(sweep_dead_temps(tmp_path)) == sorted([dead, dead_dir])
+    assert live.exists() and not dead.exists() and not dead_dir.exists()
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    assert sweep_dead_temps(tmp_path) == [live]
+
+
+def test_full_disk_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    from churn.storage.faults import FailAt, injecting
+    from churn.storage.files import StorageFullError
+
+    target = tmp_path / "features.parquet"
+    atomic_write_text(target, "old")
+    for at in (1, 2):  # the write, then the rename
+        with injecting(FailAt(at, "enospc")), pytest.raises(StorageFullError, match=f"{target}: no space left"):
+            atomic_write_text(target, "new")
+        assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["features.parquet"]
+
+
+def test_a_killed_writers_temp_file_is_swept_and_a_live_ones_is_not(tmp_path: Path) -> None:
+    """A real process killed with SIGKILL mid-write: the kernel frees its flock, the sweep sees it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from churn.storage.files import locked_temp, sweep_dead_temps
+
+    code = ("import sys, time\nfrom pathlib import Path\nfrom churn.storage.files import locked_temp\n"
+            "tmp, fd = locked_temp(Path(sys.argv[1]), 'features.parquet')\n"
+            "tmp.write_bytes(b'half' * 1000)\nprint(tmp, flush=True)\ntime.sleep(60)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        tmp = Path(writer.stdout.readline().strip())
+        assert tmp.is_file() and tmp.name.startswith(".tmp-features.parquet-")
+        assert sweep_dead_temps(tmp_path) == []  # its writer lives: untouched
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+        assert sweep_dead_temps(tmp_path) == [tmp] and not tmp.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_file_outside_a_generation_is_never_checked_against_a_stray_manifest(tmp_path: Path) -> None:
+    (tmp_path / "MANIFEST").write_text("not json")  # e.g. some tool's file in a parent directory
+    atomic_write_json(tmp_path / "sub" / "card.json", {"a": 1})
+    assert read_json(tmp_path / "sub" / "card.json") == {"a": 1}
+
