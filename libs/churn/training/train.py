@@ -10,7 +10,6 @@ production model on exactly the rows the candidate was evaluated on.
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from churn.errors import ConfigError, DataError
 from churn.features.matrix import frame_matrix
 from churn.features.schema import FeatureSpec, feature_names, feature_specs, schema_to_json
 from churn.registry.registry import GateDecision, LoadedModel, ModelRegistry
+from churn.revision import code_revision
 from churn.sampling.users import users_within_budget
 from churn.training.dataset import LABEL, holdout_bytes, read_holdout
 from churn.training.metrics import evaluate
@@ -150,11 +150,6 @@ def library_versions() -> dict[str, str]:
             "sklearn": sklearn.__version__, "pandas": pd.__version__, "joblib": joblib.__version__}
 
 
-def code_revision() -> str:
-    """The build's git revision, injected by the image/Job environment (CHURN_GIT_REVISION)."""
-    return os.environ.get("CHURN_GIT_REVISION") or "unknown"
-
-
 def model_card(run: TrainingRun, trained: TrainedModel, settings: Settings, data_digest: str) -> dict[str, Any]:
     """What the model is and how it was made; `version`/`model_sha256` are added by the registry."""
     return {
@@ -168,7 +163,7 @@ def model_card(run: TrainingRun, trained: TrainedModel, settings: Settings, data
         "threshold": settings.training.threshold,
         "fit_seconds": round(trained.fit_seconds, 3),
         "libraries": library_versions(),
-        "code_revision": code_revision(),
+        "code_revision": code_revision(),  # stamped by Bazel: churn.revision
         "files": {"holdout": HOLDOUT_FILE, "plot": PLOT_FILE},
     }
 

@@ -13,6 +13,7 @@ from churn.config.settings import Settings
 from churn.features.matrix import frame_matrix
 from churn.features.schema import encode_records, feature_names, feature_specs
 from churn.registry.registry import ModelRegistry
+from churn.revision import code_revision
 from churn.training.metrics import evaluate, lift_at
 from churn.training.models import build_baseline, build_candidate, predict_risk
 from churn.training.split import SplitError, assert_no_forbidden_columns, time_split
@@ -173,6 +174,7 @@ def test_training_produces_useful_models_and_complete_cards(trained):
             assert key in card, key
         assert card["training_data"]["gap_days"] >= 30
         assert card["training_data"]["digest"] == "d" * 64
+        assert card["code_revision"] == code_revision()  # the build's stamp (churn.revision)
         assert {"python", "numpy", "sklearn", "pandas"} <= set(card["libraries"])
         png = (registry.models_dir / version / "evaluation.png").read_bytes()
         assert png.startswith(b"\x89PNG")
