@@ -282,7 +282,7 @@ def prepare_root(root: Path, kind: str) -> str:
     specs = feature_specs()
     if kind == "logistic":
         return register(root, logistic_pipeline(specs), card_for(specs))
-    model = boosting_model(specs, iterations=100)
+    model = boosting_model(specs)
     return register(root, model, card_for(specs, kind="hist_gradient_boosting"))
 
 

@@ -42,7 +42,7 @@ def test_linear_fast_path_handles_a_plain_imputer_scaler_chain() -> None:
 
 @pytest.mark.parametrize("categorical", [True, False], ids=["categorical-splits", "numeric-only"])
 def test_tree_fast_path_equals_predict_proba_on_many_rows_with_missing_values(categorical: bool) -> None:
-    model = boosting_model(SPECS, iterations=60, categorical=categorical)
+    model = boosting_model(SPECS, categorical=categorical)
     compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == "trees"
     assert np.isnan(MANY_ROWS).any()
@@ -51,7 +51,7 @@ def test_tree_fast_path_equals_predict_proba_on_many_rows_with_missing_values(ca
 
 def test_tree_fast_path_treats_unknown_categories_like_sklearn() -> None:
     """Codes the API never sends (unknown, negative, NaN) still follow sklearn's rules."""
-    model = boosting_model(SPECS, iterations=60)
+    model = boosting_model(SPECS)
     compiled = compile_scorer(model, valid_rows(SPECS))
     odd = MANY_ROWS[:400].copy()
     odd[:100, 1] = 17.0
@@ -76,7 +76,7 @@ def test_single_rows_agree_too() -> None:
 @pytest.mark.parametrize("kind", ["linear", "trees"])
 def test_compiled_paths_equal_predict_proba_on_edge_rows(kind: str) -> None:
     """Batch scoring checks on edge rows too: NaN in any column, negative and unknown codes."""
-    model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS, iterations=60)
+    model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS)
     compiled = compile_scorer(model, edge_rows(SPECS))
     assert compiled.kind == kind
     odd = edge_rows(SPECS, rows=5000, seed=9)
@@ -88,7 +88,7 @@ def test_a_rows_risk_does_not_depend_on_the_batch_it_is_in(kind: str, monkeypatc
     """Bit for bit: shards must equal a full run, a request the same row in a batch; also
     across the chunks a large batch is cut into."""
     monkeypatch.setattr(scorer, "CHUNK_ROWS", 1000)
-    model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS, iterations=60)
+    model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS)
     compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == kind
     whole = compiled.risk(MANY_ROWS)

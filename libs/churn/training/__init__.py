@@ -1,1 +1,0 @@
-"""Model training: honest time split, baseline and candidate pipelines, metrics, model cards."""
