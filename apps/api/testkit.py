@@ -6,7 +6,6 @@ dropping requests"; fakes would test the fakes. A model trains in ~50 ms on rand
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -27,6 +26,8 @@ from churn.config.settings import ApiSettings
 from churn.compiled.testing import boosting_model, logistic_pipeline, training_data  # noqa: F401 (re-exported)
 from churn.features.schema import FeatureSpec, feature_specs, schema_to_json
 from churn.registry.registry import ModelRegistry
+from tools.testing.loopback import free_port  # noqa: F401 (re-exported)
+from tools.testing.metrics import metric_value  # noqa: F401 (re-exported)
 
 
 def serving_config_for(root: Path, **api: Any) -> ServingConfig:
@@ -46,12 +47,6 @@ def register(root: Path, model: Any, card: dict[str, Any], promote: bool = True)
     if promote:
         registry.promote(version, reason="test", gate=None)
     return version
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -113,11 +108,3 @@ class NaNModel:
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         return np.full((matrix.shape[0], 2), np.nan)
-
-
-def metric_value(metrics_text: str, sample: str) -> float | None:
-    """The value of the exposition line starting with `sample` (name{labels}), if any."""
-    for line in metrics_text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None

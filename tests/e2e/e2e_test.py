@@ -32,8 +32,10 @@ sys.path.insert(0, str(HERE))  # the `harness` package beside this file (runs wi
 
 from harness import kube, podman  # noqa: E402
 from harness.cleanup import Cleanup  # noqa: E402
-from harness.net import free_port, http, wait_until  # noqa: E402
-from harness.probes import PredictPoller, metric_sum, predict_body, wait_status  # noqa: E402
+from harness.net import http, wait_until  # noqa: E402
+from tools.testing.loopback import free_port  # noqa: E402
+from harness.probes import PredictPoller, predict_body, wait_status  # noqa: E402
+from tools.testing.metrics import metric_sum  # noqa: E402
 from harness.proc import log  # noqa: E402
 from harness.push import push, read_digest  # noqa: E402
 from harness.registry import LocalRegistry  # noqa: E402

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness.net import free_port  # noqa: E402
+from tools.testing.loopback import free_port  # noqa: E402
 from harness.prometheus import LocalPrometheus, _epoch, config_text  # noqa: E402
 from observability.panels_png import render as render_panels  # noqa: E402
 

@@ -6,7 +6,6 @@ Tagged no-sandbox/requires-network/exclusive: podman does not work in Bazel's sa
 """
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Iterator
 import pytest
 
 from oci_layout import image_from_env
+from tools.testing.loopback import free_port
 
 NAME = os.environ.get("NAME", "image")
 UNIQUE = f"churn-imgtest-{NAME}-{os.getpid()}"
@@ -22,12 +22,6 @@ UNIQUE = f"churn-imgtest-{NAME}-{os.getpid()}"
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], text=True, capture_output=True, check=check)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

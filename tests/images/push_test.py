@@ -7,7 +7,6 @@ Environment: IMAGE (`$(rootpaths)` of the oci_image), PUSH (`$(rootpath)` of the
 """
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,15 +16,24 @@ from typing import Iterator
 import pytest
 
 from oci_layout import RUNFILES, image_from_env
+from tools.testing.loopback import free_port
 
 TMP = Path(os.environ.get("TEST_TMPDIR", "/tmp"))
 ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def wait_for_registry(port: int, process: subprocess.Popen, log: Path, seconds: float = 20.0) -> None:
+    """Until GET /v2/ answers; a registry that exits or never answers fails the test with its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            return
+        except OSError as err:
+            if process.poll() is not None or time.monotonic() > deadline:
+                state = f"exited with {process.returncode}" if process.poll() is not None else f"no answer in {seconds:.0f} s"
+                pytest.fail(f"docker-registry on port {port}: {state} ({err}); its log:\n{log.read_text()}")
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -38,12 +46,7 @@ def registry() -> Iterator[str]:
     log = open(TMP / "registry.log", "w")
     process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_registry(port, process, TMP / "registry.log")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -11,13 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the kernel picks it; a race is possible but rare)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

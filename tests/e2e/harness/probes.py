@@ -1,13 +1,14 @@
-"""The API seen from outside: probe polling, a request built from /model, metrics, a load thread."""
+"""The API seen from outside: probe polling, a request built from /model, a load thread."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from apps.api.samples import typical_row
+from churn.features.schema import schema_from_json
 from harness.net import Response, http, wait_until
 
 
@@ -36,39 +37,12 @@ def wait_status(base: str, path: str, status: int, deadline_s: float, on_timeout
     return wait_until(f"GET {path} -> {status}", probe, deadline_s, 0.25, on_timeout)
 
 
-def typical_value(feature: dict[str, Any]) -> Any:
-    """A valid value for one feature of the card's schema (first category / middle of the range)."""
-    if feature.get("kind") == "categorical":
-        return feature["categories"][0]
-    low = feature.get("minimum")
-    high = feature.get("maximum")
-    low = 0.0 if low is None else float(low)
-    return (low + float(high)) / 2 if high is not None else low + 3.0
-
-
 def predict_body(card: dict[str, Any], user_id: int = 42) -> dict[str, Any]:
     """A POST /predict body with every feature of the serving model's schema (GET /model)."""
     features = card.get("feature_schema") or card.get("features")
     if not features or not isinstance(features, list):
         raise AssertionError(f"GET /model card has no 'feature_schema' list; keys: {sorted(card)}")
-    return {"user_id": user_id, "features": {f["name"]: typical_value(f) for f in features}}
-
-
-SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+([-+0-9.eEnaInfi]+)$')
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def metric_sum(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels` (Prometheus text format)."""
-    total = 0.0
-    for line in text.splitlines():
-        m = SAMPLE_RE.match(line.strip())
-        if not m or m.group(1) != name:
-            continue
-        have = dict(LABEL_RE.findall(m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    return {"user_id": user_id, "features": typical_row(schema_from_json(features))}
 
 
 @dataclass

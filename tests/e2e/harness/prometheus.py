@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.net import free_port, http, wait_until
+from harness.net import http, wait_until
+from tools.testing.loopback import free_port
 from harness.proc import die_with_parent, log, stop_server
 
 INTERVAL_S = 2  # scrape timeout = interval: 1 s is tight for a loaded 2-core machine

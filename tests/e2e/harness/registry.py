@@ -6,7 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness.net import free_port, http, wait_until
+from harness.net import http, wait_until
+from tools.testing.loopback import free_port
 from harness.proc import die_with_parent, log, stop_server
 
 CONFIG = """\
