@@ -203,7 +203,10 @@ def test_retrain_promotes_or_refuses_with_recorded_reasons(cli):
     assert verdict.startswith("PROMOTED " if promoted else "NOT PROMOTED "), verdict
     assert (cli.production() != production_before) == promoted
     assert entry["metrics"]["metric"] == "pr_auc"
-    assert entry["metrics"]["candidate"] is not None and entry["metrics"]["production"] is not None
+    figures = entry["metrics"]
+    assert figures["candidate"] is not None and figures["production"] is not None
+    # and the story is the gate's rule applied to the recorded figures
+    assert promoted == (figures["candidate"] > figures["production"] + figures["min_improvement"]), figures
 
 
 def test_forced_promotion_then_rollback(cli):
