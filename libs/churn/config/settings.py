@@ -246,15 +246,18 @@ class ScoringSettings:
 
 @section
 class MonitoringSettings:
-    """Drift thresholds; `min_sample_size` keeps PSI from crying wolf on small samples."""
+    """Drift thresholds (docs/drift.md): a FAIL needs the PSI bound and a significant test."""
 
     psi_warn: Float = 0.10
     psi_fail: Float = 0.25
     bins: Positive = 10
+    # family-wise alpha of all the run's tests (KS / chi-square / Fisher), Bonferroni-corrected
     ks_alpha: Probability = 0.01
+    # below this many rows in either window the report is flagged `small_sample`
     min_sample_size: Positive = 500
     recent_days: Positive = 14
-    # features to check (empty = every schema feature); an unknown name is an error
+    # a subset of the production model's features to check (empty = all of them); a name the
+    # model does not have is an error
     features: tuple[Str, ...] = ()
 
     def __post_init__(self) -> None:
