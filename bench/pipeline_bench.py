@@ -205,8 +205,9 @@ def build_steps(settings: Settings, baseline_users: int) -> list[Step]:
 
     baselines = {
         "generate": (lambda: _timed(lambda: ref_generate(sub_cfg)) * scale, note),
-        "prepare": (base_prepare, note),
-        "features": (base_features, f"ref groupby-apply rolling on {sub_cfg.n_users} users x{scale:g}"),
+        # the seed's first `update` builds the grid and the features (and the labels)
+        "update": (lambda: base_prepare() + base_features(),
+                   f"ref prepare loop + groupby-apply rolling on {sub_cfg.n_users} users x{scale:g}"),
     }
     return [Step(name, _rows_of(name, run), *baselines.get(name, (None, "")))
             for name, run in bootstrap_steps(settings)]

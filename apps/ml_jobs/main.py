@@ -69,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, help="file format (default: from the extension)")
     add("schema", "print the raw-data contract (the tables ingest accepts)").add_argument(
         "--json", action="store_true", help="as a Frictionless Tabular Data Package (JSON)")
-    add("generate", "generate synthetic raw data into raw/ (replaces the raw data)").add_argument(
-        "--simulate-shift", action="store_true", help="degrade behaviour in the last days (drift demo)")
+    p = add("generate", "generate synthetic raw data into raw/, or continue the world into the inbox")
+    p.add_argument("--simulate-shift", action="store_true", help="degrade behaviour in the last days (drift demo)")
+    p.add_argument("--next-days", type=_positive, metavar="N",
+                   help="continue the world from its last day by N days, as one batch folder in inbox/")
+    p.add_argument("--shift-from", type=_date, metavar="DATE",
+                   help="with --next-days: behaviour shift from DATE on (kept for later batches)")
+    add("ingest-inbox", "ingest every batch folder waiting in inbox/ (exit 1 on a rejected batch)")
+    add("update", "bring grid, features and labels up to the newest raw day, recomputing only what changed")
+    add("daily", "the daily cycle: ingest-inbox -> update -> batch-score (newest day) -> score-distribution")
     add("validate", "validate raw data; exit 1 with a report on any violation")
     add("prepare", "clean raw data and build the user x day grid (needs validated raw data)")
     add("features", "compute features for every user and as-of date")
@@ -103,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
     commands: dict[str, Callable[[], StepResult | list[StepResult]]] = {
         "ingest": lambda: steps.step_ingest(settings, args.users, args.events, args.format),
-        "generate": lambda: steps.step_generate(settings, args.simulate_shift),
+        "generate": lambda: (steps.step_generate_next(settings, args.next_days, args.shift_from) if args.next_days
+                             else steps.step_generate(settings, args.simulate_shift)),
+        "ingest-inbox": lambda: steps.step_ingest_inbox(settings),
+        "update": lambda: steps.step_update(settings),
+        "daily": lambda: steps.step_daily(settings),
         "validate": lambda: steps.step_validate(settings),
         "prepare": lambda: steps.step_prepare(settings),
         "features": lambda: steps.step_features(settings),

@@ -14,35 +14,7 @@ import pytest
 
 from churn.pipeline.testing import TINY_YAML
 
-MAIN = Path(__file__).with_name("main.py")
-
-
-class Cli:
-    """Runs `ml_jobs --config <tiny config for root> ...` and keeps the data root at hand."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.config = root.parent / f"{root.name}.yaml"
-        self.config.write_text(TINY_YAML.format(root=root, users=300, days=90))
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        env.pop("CHURN_DATA_ROOT", None)
-        env.pop("CHURN_MLOPS_CONFIG", None)
-        return subprocess.run([sys.executable, str(MAIN), "--config", str(self.config), *args],
-                              capture_output=True, text=True, env=env, timeout=600)
-
-    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = self(*args)
-        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-        return result
-
-    def history(self) -> list[dict]:
-        path = self.root / "registry" / "history.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def production(self) -> str:
-        return json.loads((self.root / "registry" / "aliases" / "production.json").read_text())["version"]
+from cli_testing import MAIN, Cli
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +23,7 @@ def bootstrapped(tmp_path_factory) -> Cli:
     for layout_dir in ("raw", "processed", "registry"):  # as the bootstrap Job's init container leaves it
         (cli.root / layout_dir).mkdir(parents=True)
     result = cli.ok("bootstrap")
-    for step in ("generate", "validate", "prepare", "features", "labels", "train", "promote",
+    for step in ("generate", "validate", "update", "training-set", "train", "promote",
                  "batch-score", "score-distribution", "drift-check"):
         assert f"\n{step}" in "\n" + result.stdout, step
     cli.bootstrap_stdout = result.stdout  # type: ignore[attr-defined]

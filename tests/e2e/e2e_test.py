@@ -6,8 +6,8 @@ Scenario (each stage timed; the table is printed at the end, also on failure):
  2. bootstrap Job on a fresh volume -> exit 0.
  3. API Deployment -> the probe paths read from the manifest answer; /predict serves the
     bootstrapped version (request built from GET /model); /metrics counts the request.
- 4. drift-check (CronJob template as a Job) on unshifted data -> 0; batch-score CronJob
-    template (init batch-score + score-distribution) -> 0; `generate --simulate-shift`
+ 4. drift-check (CronJob template as a Job) on unshifted data -> 0; the daily CronJob's
+    template on the bootstrapped volume -> "no new data", 0; `generate --simulate-shift`
     (+ the steps that rebuild features) as a Job; drift-check again -> 2. A real Prometheus
     (harness/prometheus.py) scrapes the API with the project's rules: drift alert quiet before
     the shift and firing after it; the scores-missing alert firing while the newest scored day
@@ -125,7 +125,7 @@ def test_end_to_end() -> None:
             api = kube.one(objs, "Deployment", "api")
             drift = kube.one(objs, "CronJob", "drift-check")
             retrain = kube.one(objs, "CronJob", "retrain")
-            batch = kube.one(objs, "CronJob", "batch-score")
+            daily = kube.one(objs, "CronJob", "daily")
             for o in objs:
                 if o["kind"] not in kube.PLAYABLE:
                     stack.note(f"{o['kind']} {o['metadata']['name']}: not played by podman"
@@ -192,13 +192,14 @@ def test_end_to_end() -> None:
             assert prom.value('max(churn_drift_status{job="churn-api", status="FAIL"})') == 0.0
             assert prom.alert_state("ChurnDriftFail") is None, prom.api("alerts")
 
-        with timings.stage("batch-score: CronJob template (score + score distribution)"):
-            job = kube.job_from_cronjob(batch, f"{batch['metadata']['name']}-1")
+        with timings.stage("daily: CronJob template, nothing new since bootstrap -> no new data, exit 0"):
+            job = kube.job_from_cronjob(daily, f"{daily['metadata']['name']}-1")
             stack.run_job_expecting(job, timeout=JOB_TIMEOUT_S)
+            assert "no new data" in stack.dump_logs(job, tail=40)
 
         with timings.stage("shift: generate --simulate-shift (+ steps) as a Job, one day more"):
             # from here on the world has one more day: the day whose scores are due
-            drift, batch, retrain = calendar.next_day_variant(objs, [drift, batch, retrain], "next-day", WORLD_DAYS)
+            drift, daily, retrain = calendar.next_day_variant(objs, [drift, daily, retrain], "next-day", WORLD_DAYS)
             job = kube.job_with_steps(drift, f"{prefix}-shift", "drift-check", SHIFT_STEPS)
             stack.run_job_expecting(job, timeout=JOB_TIMEOUT_S)
 
@@ -210,8 +211,8 @@ def test_end_to_end() -> None:
                    for r in prom.query('max by (feature) (churn_drift_feature_psi{job="churn-api"})')}
             log(f"ChurnDriftFail firing; top PSI {sorted(psi.items(), key=lambda kv: -kv[1])[:3]}")
 
-        with timings.stage("batch-score: the due day's cycle -> ChurnScoresMissing resolves"):
-            job = kube.job_from_cronjob(batch, f"{batch['metadata']['name']}-2")
+        with timings.stage("daily: the due day's cycle (update + batch-score) -> ChurnScoresMissing resolves"):
+            job = kube.job_from_cronjob(daily, f"{daily['metadata']['name']}-2")
             stack.run_job_expecting(job, timeout=JOB_TIMEOUT_S)
             prom.wait_for_alert("ChurnScoresMissing", None, ALERT_DEADLINE_S)
             newest = prom.value('max(churn_scores_newest_day_timestamp_seconds{job="churn-api"})')

@@ -15,7 +15,7 @@ K8S = HERE.parents[1] / "k8s"
 FAKE_API_DIGEST = HERE / "testdata" / "api.digest"
 FAKE_ML_DIGEST = HERE / "testdata" / "ml.digest"
 REGISTRY = "registry.test:5000/churn"
-ALL_COMPONENTS = ("prometheus-operator", "indexed-batch-score", "rwo-single-node")
+ALL_COMPONENTS = ("prometheus-operator", "indexed-batch-score", "daily-simulator", "rwo-single-node")
 
 
 def run_tool(tool: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

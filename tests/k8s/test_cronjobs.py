@@ -53,7 +53,8 @@ def collisions(schedules: dict[str, str]) -> list[str]:
 @pytest.fixture
 def cronjobs(docs: list[dict]) -> dict[str, dict]:
     jobs = by_kind(docs, "CronJob")
-    assert set(jobs) == {"churn-batch-score", "churn-drift-check", "churn-retrain"}
+    # the daily-simulator component (demos) adds churn-simulator
+    assert set(jobs) - {"churn-simulator"} == {"churn-daily", "churn-drift-check", "churn-retrain"}
     return jobs
 
 
@@ -68,7 +69,7 @@ def test_weekly_retrain_and_daily_jobs(cronjobs: dict[str, dict]) -> None:
     def days(name: str) -> tuple[set[int], set[int]]:
         _, _, dom, month, dow = parse(cronjobs[name]["spec"]["schedule"])
         return dom, dow
-    assert days("churn-batch-score") == (set(range(1, 32)), set(range(0, 8)))
+    assert days("churn-daily") == (set(range(1, 32)), set(range(0, 8)))
     assert days("churn-drift-check") == (set(range(1, 32)), set(range(0, 8)))
     dom, dow = days("churn-retrain")
     assert dom == set(range(1, 32)) and len(dow) == 1
@@ -104,14 +105,32 @@ def test_run_control_fields(cronjobs: dict[str, dict]) -> None:
 def test_commands(cronjobs: dict[str, dict]) -> None:
     def args(name: str, part: str) -> list[list[str]]:
         return [c["args"] for c in cronjobs[name]["spec"]["jobTemplate"]["spec"]["template"]["spec"].get(part, [])]
-    # batch-score must finish before score-distribution starts: it is the init container
-    assert [a[0] for a in args("churn-batch-score", "initContainers")] == ["batch-score"]
-    assert args("churn-batch-score", "containers") == [["score-distribution"]]
+    # one container runs the whole cycle (ingest -> update -> batch-score -> score-distribution), so that
+    # "no new data" can skip the rest without rewriting anything
+    assert args("churn-daily", "initContainers") == []
+    assert args("churn-daily", "containers") == [["daily"]]
     assert args("churn-drift-check", "containers") == [["drift-check"]]
     assert args("churn-retrain", "containers") == [["retrain"]]
+
+
+def test_daily_cycle_runs_before_drift_and_a_rejected_batch_fails_the_job_without_retry(
+        cronjobs: dict[str, dict]) -> None:
+    (daily,), (drift,) = (sorted(times_of_day(cronjobs[n]["spec"]["schedule"])) for n in ("churn-daily", "churn-drift-check"))
+    assert daily < drift  # drift checks the window the daily cycle has just brought up to date
+    rules = cronjobs["churn-daily"]["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "daily", "operator": "In",
+                                                  "values": [1]}} in rules
 
 
 def test_drift_exit_code_2_fails_the_job_without_retry(cronjobs: dict[str, dict]) -> None:
     rules = cronjobs["churn-drift-check"]["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "FailJob", "onExitCodes": {"containerName": "drift-check", "operator": "In",
                                                   "values": [2]}} in rules
+
+
+def test_simulator_component_feeds_the_inbox_before_the_daily_cycle(full_docs: list[dict]) -> None:
+    jobs = by_kind(full_docs, "CronJob")
+    pod = jobs["churn-simulator"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert [c["args"] for c in pod["containers"]] == [["generate", "--next-days", "1"]]
+    (sim,), (daily,) = (sorted(times_of_day(jobs[n]["spec"]["schedule"])) for n in ("churn-simulator", "churn-daily"))
+    assert sim < daily

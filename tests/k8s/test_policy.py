@@ -19,13 +19,13 @@ def test_rules_see_every_pod_and_container(full_docs: list[dict]) -> None:
     """Guards the walkers themselves: a workload they skipped would pass every rule."""
     assert {w for w, _ in policy.pods(full_docs)} == {
         "Deployment/churn-api", "Job/churn-bootstrap", "Job/churn-batch-score-indexed",
-        "CronJob/churn-batch-score", "CronJob/churn-drift-check", "CronJob/churn-retrain",
+        "CronJob/churn-daily", "CronJob/churn-drift-check", "CronJob/churn-retrain", "CronJob/churn-simulator",
     }
     assert {w for w, _, _ in policy.containers(full_docs)} == {
         "Deployment/churn-api[api]", "Job/churn-bootstrap[bootstrap]",
-        "Job/churn-batch-score-indexed[batch-score]", "CronJob/churn-batch-score[batch-score]",
-        "CronJob/churn-batch-score[score-distribution]", "CronJob/churn-drift-check[drift-check]",
-        "CronJob/churn-retrain[retrain]",
+        "Job/churn-batch-score-indexed[batch-score]", "CronJob/churn-daily[daily]",
+        "CronJob/churn-drift-check[drift-check]", "CronJob/churn-retrain[retrain]",
+        "CronJob/churn-simulator[generate]",
     }
 
 

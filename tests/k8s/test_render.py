@@ -30,12 +30,12 @@ def test_built_stream_carries_the_given_digests(built: tuple[str, Path, Path]) -
     assert {i for w, i in found.items() if w != "Deployment/churn-api[api]"} == {f"{registry}/churn-ml@{ml}"}
 
 
-@pytest.mark.parametrize("components", [[], ["indexed-batch-score", "rwo-single-node"]])
+@pytest.mark.parametrize("components", [[], ["indexed-batch-score", "daily-simulator", "rwo-single-node"]])
 def test_images_only_by_digest_in_the_text(components: list[str]) -> None:
     """Read in the text, not the parsed pods: no image line anywhere has a tag."""
     text = render_text("--registry", REGISTRY, *(f"--component={c}" for c in components))
     refs = re.findall(r"image:\s*(\S+)", text)
-    assert len(refs) >= 6   # api, bootstrap, batch-score + score-distribution, drift-check, retrain
+    assert len(refs) >= 5   # api, bootstrap, daily, drift-check, retrain
     assert all(re.fullmatch(r"[^:@]+(:\d+)?/[^:@]+@sha256:[0-9a-f]{64}", r) for r in refs), refs
 
 

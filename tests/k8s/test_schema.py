@@ -34,7 +34,7 @@ def test_the_stream_holds_the_expected_objects(docs: list[dict]) -> None:
         ("Namespace", "churn-mlops"), ("ServiceAccount", "churn-mlops"),
         ("PersistentVolumeClaim", "churn-data"), ("ConfigMap", "churn-config"),
         ("Job", "churn-bootstrap"), ("Deployment", "churn-api"), ("Service", "churn-api"),
-        ("PodDisruptionBudget", "churn-api"), ("CronJob", "churn-batch-score"),
+        ("PodDisruptionBudget", "churn-api"), ("CronJob", "churn-daily"),
         ("CronJob", "churn-drift-check"), ("CronJob", "churn-retrain"),
         ("NetworkPolicy", "default-deny-all"), ("NetworkPolicy", "churn-api-ingress"),
     } <= kinds

@@ -107,6 +107,10 @@ class ShiftSettings:
     engagement_multiplier: NonNegativeFloat = 0.6
     active_multiplier: NonNegativeFloat = 0.6
     watch_multiplier: NonNegativeFloat = 0.5
+    # A continued world (`generate --next-days --shift-from`) also changes who churns: users of
+    # `churn_source` churn `churn_multiplier` times as often, a relation the old model never saw.
+    churn_multiplier: NonNegativeFloat = 3.0
+    churn_source: Str = "ads"
 
 
 @section
@@ -169,6 +173,8 @@ class GeneratorSettings:
     amount_min: Float = 199.0
     amount_max: Float = 999.0
     ticket_p: Probability = 0.005
+    # a continued world (`generate --next-days`): new sign-ups per day as a share of n_users
+    signup_rate: Probability = 0.005
     shift: ShiftSettings = field(default_factory=ShiftSettings)
 
     def __post_init__(self) -> None:
@@ -316,10 +322,16 @@ class IngestColumns:
 
 @section
 class IngestSettings:
-    """How `ml_jobs ingest` reads exports: CSV delimiter and the column mapping."""
+    """How `ml_jobs ingest` reads exports: CSV delimiter and the column mapping.
+
+    `retention_days`: how far before the newest stored day a batch's events are still
+    ordinary late data. Older days are accepted with a warning (they make the next update
+    recompute that far back, and lie outside what drift and a retrain look at).
+    """
 
     delimiter: Annotated[Str, _rule(lambda v: len(v) == 1, "one character")] = ","
     columns: IngestColumns = field(default_factory=IngestColumns)
+    retention_days: Positive = 180
 
 
 @section

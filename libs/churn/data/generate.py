@@ -49,7 +49,7 @@ class GenerateResult:
 
 
 @dataclass(frozen=True)
-class _Population:
+class Population:
     """Per-user draws that events need but that are not user attributes."""
 
     users: pd.DataFrame
@@ -61,8 +61,16 @@ def start_date(cfg: GeneratorSettings) -> dt.date:
     return dt.date.fromisoformat(cfg.start_date)
 
 
-def _draw_population(cfg: GeneratorSettings) -> _Population:
-    """Users, signup days and churn days from `default_rng(seed)` (reference order of draws)."""
+def churn_probability(cfg: GeneratorSettings, engagement: np.ndarray, is_paid: np.ndarray) -> np.ndarray:
+    """Each user's probability of churning during the seed period (DOMAIN.md's churn process)."""
+    base = cfg.churn_base * np.where(is_paid, cfg.paid_churn_multiplier, 1.0)
+    return np.minimum(cfg.churn_max, base * (cfg.churn_offset + cfg.churn_scale * (1.0 - engagement) ** cfg.churn_power))
+
+
+def draw_population(cfg: GeneratorSettings) -> Population:
+    """Users, signup days and churn days from `default_rng(seed)` (reference order of draws).
+
+    Public because a continued world (`churn.daily.world`) starts from these users and days."""
     rng = np.random.default_rng(cfg.seed)
     n, days = cfg.n_users, cfg.days
     start = np.datetime64(cfg.start_date, "D")
@@ -77,8 +85,7 @@ def _draw_population(cfg: GeneratorSettings) -> _Population:
     first_day = np.where(late, late_day, 0).astype(np.int32)
     signup = np.where(late, start + late_day, start - before).astype("datetime64[s]")
 
-    base = cfg.churn_base * np.where(is_paid, cfg.paid_churn_multiplier, 1.0)
-    p_churn = np.minimum(cfg.churn_max, base * (cfg.churn_offset + cfg.churn_scale * (1.0 - engagement) ** cfg.churn_power))
+    p_churn = churn_probability(cfg, engagement, is_paid)
     churns = rng.random(n) < p_churn
     span = days - first_day
     low = (span * cfg.churn_start_fraction).astype(np.int64)
@@ -96,12 +103,12 @@ def _draw_population(cfg: GeneratorSettings) -> _Population:
             "engagement_score": engagement.astype(np.float64),
         }
     )
-    return _Population(users, first_day, last_day)
+    return Population(users, first_day, last_day)
 
 
 def generate_users(cfg: GeneratorSettings) -> pd.DataFrame:
     """The users table (with the hidden engagement_score)."""
-    return _draw_population(cfg).users
+    return draw_population(cfg).users
 
 
 def _shift_arrays(cfg: GeneratorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,8 +124,11 @@ def _shift_arrays(cfg: GeneratorSettings) -> tuple[np.ndarray, np.ndarray, np.nd
     return eng, act, watch
 
 
-def _chunk_events(cfg: GeneratorSettings, pop: _Population, lo: int, hi: int, chunk_no: int) -> pd.DataFrame:
-    """Events of users [lo, hi) as a DataFrame sorted by (user_id, event_time); no event_id yet."""
+def chunk_events(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chunk_no: int) -> pd.DataFrame:
+    """Events of users [lo, hi) as a DataFrame sorted by (user_id, event_time); no event_id yet.
+
+    The user_id of an event is its user's position in `pop.users` + 1; the random stream is
+    `default_rng([seed, 1, chunk_no])` (a continued world passes one chunk number per day)."""
     rng = np.random.default_rng([cfg.seed, 1, chunk_no])
     days = cfg.days
     e = pop.users["engagement_score"].to_numpy()[lo:hi]
@@ -177,7 +187,7 @@ def _column(parts: list, i: int, fill: float) -> np.ndarray:
     return np.concatenate([p[i] if p[i] is not None else np.full(p[0].size, fill) for p in parts]).astype(np.float32)
 
 
-def _assemble(cfg: GeneratorSettings, pop: _Population, lo: int, parts: list, rng: np.random.Generator) -> pd.DataFrame:
+def _assemble(cfg: GeneratorSettings, pop: Population, lo: int, parts: list, rng: np.random.Generator) -> pd.DataFrame:
     """Concatenate event parts, draw times within the day, sort by (user, time)."""
     user = np.concatenate([p[0] for p in parts])
     day = np.concatenate([p[1] for p in parts]).astype(np.int64)
@@ -199,13 +209,13 @@ def _assemble(cfg: GeneratorSettings, pop: _Population, lo: int, parts: list, rn
     )
 
 
-def iter_event_chunks(cfg: GeneratorSettings, pop: _Population | None = None) -> Iterator[pd.DataFrame]:
+def iter_event_chunks(cfg: GeneratorSettings, pop: Population | None = None) -> Iterator[pd.DataFrame]:
     """Events chunk by chunk of `cfg.chunk_users` users, with global event ids 1..N."""
-    pop = pop or _draw_population(cfg)
+    pop = pop or draw_population(cfg)
     next_id = 1
     for chunk_no, lo in enumerate(range(0, cfg.n_users, cfg.chunk_users)):
         hi = min(lo + cfg.chunk_users, cfg.n_users)
-        ev = _chunk_events(cfg, pop, lo, hi, chunk_no)
+        ev = chunk_events(cfg, pop, lo, hi, chunk_no)
         ev.insert(0, "event_id", np.arange(next_id, next_id + len(ev), dtype=np.int64))
         next_id += len(ev)
         log.debug("generated users %d..%d: %d events", lo + 1, hi, len(ev))
@@ -222,7 +232,7 @@ def with_shift(cfg: GeneratorSettings, simulate_shift: bool | None) -> Generator
 def generate(cfg: GeneratorSettings, simulate_shift: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(users, events) in memory: for tests and small data (use `write_raw` for large runs)."""
     cfg = with_shift(cfg, simulate_shift)
-    pop = _draw_population(cfg)
+    pop = draw_population(cfg)
     chunks = list(iter_event_chunks(cfg, pop))
     events = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
     return pop.users, events
@@ -236,7 +246,7 @@ def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | N
     """
     t0 = time.perf_counter()
     cfg = with_shift(cfg, simulate_shift)
-    pop = _draw_population(cfg)
+    pop = draw_population(cfg)
     n_events = 0
     with BatchWriter(paths, "generate", replace=True) as writer:
         for ev in iter_event_chunks(cfg, pop):

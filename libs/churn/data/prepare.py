@@ -28,7 +28,7 @@ from churn.data.generate import HIDDEN_USER_COLUMNS
 from churn.raw.contract import EVENT_TYPES, PLANS
 from churn.storage.files import DataError, atomic_write_json
 from churn.raw.store import read_events, read_users
-from churn.storage.tables import atomic_write_parquet
+from churn.storage.daytables import replace_days
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,9 @@ DAILY_SUMS: dict[str, tuple[str, str]] = {  # column -> (event type, value colum
 }
 GRID_COLUMNS: tuple[str, ...] = (
     ("user_id", "as_of_date", "day_index", "days_since_signup") + USER_ATTRIBUTES + ("active",)
-    + tuple(DAILY_COUNTS) + tuple(DAILY_SUMS)
+    + tuple(DAILY_COUNTS) + tuple(DAILY_SUMS) + ("last_active_day",)
 )
+NEVER_ACTIVE = -1  # last_active_day of a user without an active day so far
 
 
 @dataclass
@@ -100,9 +101,10 @@ def _open_categorical(series: pd.Series) -> pd.Categorical:
 
     Why not a fixed list: real data brings new countries; the model maps values it was not
     trained on to its unknown category (churn.features.schema.encode_value), it never fails.
+    Why always through object values: the categories come out sorted whatever order the
+    input had, so the same users give the same grid however they arrived (a generated
+    table, an ingested one, the daily update's day files against a rebuild).
     """
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        return pd.Categorical(series.cat.remove_unused_categories())
     return pd.Categorical(series.astype("object").where(series.notna(), None))
 
 
@@ -224,8 +226,28 @@ def _day_index(times: pd.Series, start: dt.date) -> np.ndarray:
     return days
 
 
-def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
-    """The dense grid from cleaned users/events (see `clean_users`, `clean_events`)."""
+def _last_active_day(active: np.ndarray, day: np.ndarray, user_first_row: np.ndarray,
+                     carry: np.ndarray | None) -> np.ndarray:
+    """Per grid row: the day index of the user's latest active day <= that row, else `carry`.
+
+    Why a column: `days_since_last_active` looks back without limit, so a grid that holds
+    only the last weeks (the incremental update) needs the state of the days before it.
+    """
+    idx = np.arange(len(active))
+    last_row = np.maximum.accumulate(np.where(active > 0, idx, -1))
+    seen = last_row >= user_first_row
+    out = np.where(seen, day[np.maximum(last_row, 0)], NEVER_ACTIVE if carry is None else carry)
+    return out.astype(np.int16)
+
+
+def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, end: dt.date,
+                    day_offset: int = 0, last_active_before: np.ndarray | None = None) -> pd.DataFrame:
+    """The dense grid from cleaned users/events (see `clean_users`, `clean_events`).
+
+    A grid of only the days [start, end] of a longer calendar (the incremental update) passes
+    `day_offset` (days from the calendar's start to `start`) and, per user, the last active day
+    before `start` (`last_active_before`, aligned with `users`); both default to a full grid.
+    """
     n_days = (end - start).days + 1
     signup_day = _day_index(users["signup_date"], start)
     first = np.clip(signup_day, 0, n_days)
@@ -238,7 +260,7 @@ def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, e
     cols: dict[str, Any] = {
         "user_id": users["user_id"].to_numpy()[urow].astype(np.int64),  # 64-bit ids end to end
         "as_of_date": (np.datetime64(start, "D") + day).astype("datetime64[us]"),
-        "day_index": day.astype(np.int16),
+        "day_index": (day + day_offset).astype(np.int16),
     }
     cols["days_since_signup"] = (day - signup_day[urow]).astype(np.int32)
     for c in USER_ATTRIBUTES:
@@ -257,6 +279,9 @@ def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, e
         sel = etype == EVENT_TYPES.index(t)
         vals = np.nan_to_num(events[value].to_numpy(np.float64)[sel])
         cols[c] = np.bincount(grid_row[sel], weights=vals, minlength=total).astype(np.float32)
+    carry = None if last_active_before is None else np.asarray(last_active_before)[urow]
+    cols["last_active_day"] = _last_active_day(cols["active"], cols["day_index"].astype(np.int64),
+                                               offsets[:-1][urow], carry)
     return pd.DataFrame(cols, columns=list(GRID_COLUMNS))
 
 
@@ -290,11 +315,11 @@ def prepare_frames(users: pd.DataFrame, events: pd.DataFrame,
 
 
 def run_prepare(settings: Settings, paths: DataPaths) -> PrepareReport:
-    """Raw users and events -> processed/user_days.parquet + processed/prepare_report.json (atomic)."""
+    """Raw users and events -> processed/user_days.parquet/ (one file per day) + processed/prepare_report.json."""
     users = read_users(paths)
     events = read_events(paths, columns=EVENT_INPUT_COLUMNS)
     grid, report = prepare_frames(users, events)
-    atomic_write_parquet(grid, paths.user_days)
+    replace_days(grid, paths.user_days)
     atomic_write_json(paths.prepare_report, report.to_dict())
     log.info("prepare: %d users, %d events -> %d user-days (%s..%s), dropped %s in %.2fs",
              report.users_out, report.events_out, report.grid_rows, report.data_start, report.data_end,

@@ -136,6 +136,13 @@ def _output_rows(grid: _Grid, windows: Sequence[int], as_of_dates: Iterable[obje
 
 
 def _days_since_last_active(grid: _Grid, rows: np.ndarray) -> np.ndarray:
+    """Days since the last active day; from the grid's `last_active_day` when it has one (it
+    carries the days before a grid slice: the incremental update computes on the last weeks)."""
+    if "last_active_day" in grid.frame.columns:
+        last_day = grid.frame["last_active_day"].to_numpy()[rows].astype(np.int64)
+        out = (grid.day[rows] - last_day).astype(np.float32)
+        out[last_day < 0] = np.nan
+        return out
     active = grid.frame["active"].to_numpy() > 0
     idx = np.arange(len(active))
     last = np.maximum.accumulate(np.where(active, idx, -1))[rows]
@@ -234,10 +241,11 @@ def latest_date(user_days: pd.DataFrame) -> dt.date:
 
 
 def run_features(settings: "Settings", paths: "DataPaths") -> pd.DataFrame:
-    """processed/user_days.parquet -> features/features.parquet (atomic); returns the features."""
-    from churn.storage.tables import atomic_write_parquet, read_parquet
+    """processed/user_days.parquet/ -> features/features.parquet/ (one file per day); returns them."""
+    from churn.storage.daytables import replace_days
+    from churn.storage.tables import read_parquet
 
     user_days = read_parquet(paths.user_days)
     features = compute_features(user_days, settings.features.windows_days)
-    atomic_write_parquet(features, paths.features_file)
+    replace_days(features, paths.features_file)
     return features

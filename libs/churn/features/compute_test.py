@@ -148,4 +148,6 @@ def test_run_features_writes_parquet(tmp_path: Path) -> None:
     back = read_parquet(paths.features_file)
     assert list(back.columns) == feature_columns(small.features.windows_days)
     assert len(back) == len(out) == 30 * (45 - 29)
-    pd.testing.assert_frame_equal(back, out)
+    # one file per as-of day: read back in day order, the same rows and values
+    pd.testing.assert_frame_equal(back, out.sort_values(["as_of_date", "user_id"], kind="stable").reset_index(drop=True))
+    assert len(list(paths.features_file.glob("*.parquet"))) == 45 - 29

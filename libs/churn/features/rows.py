@@ -21,12 +21,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from churn.storage.daytables import day_files, read_days
 from churn.storage.files import DataError, require_file
 
 
 def feature_dates(path: Path) -> list[dt.date]:
     """The distinct as-of dates of a features file, sorted (reads one column only)."""
     require_file(path, "features")
+    if Path(path).is_dir():
+        return list(day_files(path))
     column = pq.read_table(path, columns=["as_of_date"]).column("as_of_date")
     unique = pa.compute.unique(column).to_numpy(zero_copy_only=False)
     return sorted(d.astype(object) for d in np.unique(np.asarray(unique).astype("datetime64[D]")))
@@ -35,6 +38,12 @@ def feature_dates(path: Path) -> list[dt.date]:
 def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
     """Rows of the features file whose as_of_date is in `dates` (filtered while reading)."""
     require_file(path, "features")
+    if Path(path).is_dir():
+        files = day_files(path)
+        wanted_days = [d for d in dates if d in files]
+        if not wanted_days:  # the columns, no rows (as a filtered read of one file gives)
+            return read_days(path, *[next(iter(files))] * 2).iloc[:0]
+        return pd.concat([read_days(path, d, d) for d in wanted_days], ignore_index=True)
     try:
         dataset = pads.dataset(str(path), format="parquet")
         kind = dataset.schema.field("as_of_date").type

@@ -13,11 +13,16 @@ The order is what makes it safe:
    exits 1); otherwise write one batch (churn.raw.store): new events appended to their
    days, the users table replaced, visible together or not at all.
 
-Ingesting the same files again adds nothing and writes no batch.
+Ingesting the same files again adds nothing and writes no batch. A batch that leaves days
+without any event between the stored data and its own, or holds days older than
+`ingest.retention_days` before the newest stored day, is accepted with a warning naming
+those days (`calendar_warnings`): both are legitimate (a quiet day, a late correction) but
+worth a look.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,7 +38,7 @@ from churn.errors import UsageError
 from churn.ingest.normalize import Normalized, normalize, rename
 from churn.ingest.readers import read_table
 from churn.raw.contract import EVENTS, TABLES, USERS
-from churn.raw.store import BatchWriter, Manifest, read_events, read_users
+from churn.raw.store import BatchWriter, Manifest, read_events, read_manifest, read_users
 from churn.storage.files import atomic_write_json
 from churn.storage.paths import DataPaths
 
@@ -50,6 +55,8 @@ class IngestResult:
     batch: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    dates: tuple[str, ...] = ()  # the UTC event days this batch added events to
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         c = self.counts
@@ -58,7 +65,8 @@ class IngestResult:
         return (f"ingest {head}; events: {c.get('events_read', 0)} read, {c.get('events_added', 0)} new, "
                 f"{c.get('events_already_stored', 0)} already stored, {c.get('events_repeated', 0)} repeated in the file; "
                 f"users: {c.get('users_read', 0)} read, {c.get('users_added', 0)} new, {c.get('users_updated', 0)} updated, "
-                f"{c.get('users_unchanged', 0)} unchanged\n{self.report.summary()}")
+                f"{c.get('users_unchanged', 0)} unchanged\n"
+                + "".join(f"WARNING: {w}\n" for w in self.warnings) + self.report.summary())
 
 
 def report_path(paths: DataPaths) -> Path:
@@ -186,6 +194,37 @@ def _read_inputs(settings: Settings, users_path: str | None, events_path: str | 
     return parts["users"], parts["events"]
 
 
+def _day_span(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _named(days: list[dt.date]) -> str:
+    return ", ".join(d.isoformat() for d in days)
+
+
+def calendar_warnings(stored: list[dt.date], added: list[dt.date], retention_days: int) -> list[str]:
+    """Warnings for a batch adding events on `added` days to data holding `stored` days.
+
+    - a gap: days between the stored data and the batch (either side) without any event,
+      named one by one (an outage of the export, or days that will come later);
+    - days older than `retention_days` before the newest stored day.
+    """
+    if not stored or not added:
+        return []
+    have, out = set(stored) | set(added), []
+    missing = [d for d in _day_span(min(have), max(have)) if d not in have]
+    new_missing = [d for d in missing if not min(stored) <= d <= max(stored)]  # older gaps were named before
+    if new_missing:
+        out.append(f"no events at all on {len(new_missing)} day(s) between the stored data "
+                   f"({stored[0]}..{stored[-1]}) and this batch: {_named(new_missing)}")
+    cutoff = max(stored) - dt.timedelta(days=retention_days)
+    old = [d for d in added if d < cutoff]
+    if old:
+        out.append(f"{len(old)} day(s) older than the retention (ingest.retention_days = {retention_days}: "
+                   f"before {cutoff}): {_named(old)}")
+    return out
+
+
 def _check_and_write(writer: BatchWriter, paths: DataPaths, users: Normalized | None, events: Normalized | None,
                      exp: Expectations, chk: Checker, counts: dict[str, Any]) -> int | None:
     """Steps 2-4 of the module doc under the store's lock; the batch number, or None if nothing was written."""
@@ -233,16 +272,26 @@ def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = No
     log.info("ingest: files read and converted in %.1fs", time.perf_counter() - t0)
     counts: dict[str, Any] = {"users_read": len(users.frame) if users else 0,
                               "events_read": len(events.frame) if events else 0}
+    dates: tuple[str, ...] = ()
+    warnings: list[str] = []
     with BatchWriter(paths, "ingest") as writer:
+        stored_dates = writer.base.dates
         batch = _check_and_write(writer, paths, users, events, expectations or Expectations.from_settings(settings),
                                  chk, counts)
+        if batch is not None:
+            dates = read_manifest(paths).batches[-1].dates
+            warnings = calendar_warnings(stored_dates, [dt.date.fromisoformat(d) for d in dates],
+                                         settings.ingest.retention_days)
     report = chk.report
     report.seconds = round(time.perf_counter() - t0, 3)
     path = report_path(paths)
-    result = IngestResult(report.ok, report, str(path), batch, counts, report.seconds)
-    atomic_write_json(path, {"ok": report.ok, "batch": batch, "counts": counts, "report": report.to_dict()})
+    result = IngestResult(report.ok, report, str(path), batch, counts, report.seconds, dates, warnings)
+    atomic_write_json(path, {"ok": report.ok, "batch": batch, "counts": counts, "dates": list(dates),
+                             "warnings": warnings, "report": report.to_dict()})
+    for w in warnings:
+        log.warning("ingest: %s", w)
     (log.info if report.ok else log.error)("%s (%.1fs)", result.summary(), report.seconds)
     return result
 
 
-__all__ = ["IngestResult", "run_ingest", "report_path"]
+__all__ = ["IngestResult", "calendar_warnings", "run_ingest", "report_path"]

@@ -363,3 +363,20 @@ def test_missing_raw_data_names_both_ways_in(tmp_path):
     settings = _settings(tmp_path / "root")
     with pytest.raises(DataError, match="ml_jobs ingest.*ml_jobs generate"):
         steps.step_validate(settings)
+
+
+def test_calendar_warnings_name_the_missing_days_and_the_days_older_than_the_retention() -> None:
+    from churn.ingest.ingest import calendar_warnings
+
+    day = dt.date(2025, 3, 1)
+    stored = [day + dt.timedelta(days=i) for i in range(10)]  # 03-01 .. 03-10
+    assert calendar_warnings(stored, [dt.date(2025, 3, 11)], 180) == []     # the next day
+    assert calendar_warnings(stored, [dt.date(2025, 3, 5)], 180) == []      # a late event, inside
+    assert calendar_warnings([], [day], 180) == []                          # the first batch
+    [gap] = calendar_warnings(stored, [dt.date(2025, 3, 14)], 180)
+    assert "3 day(s)" in gap and "2025-03-11, 2025-03-12, 2025-03-13" in gap
+    [before] = calendar_warnings(stored, [dt.date(2025, 2, 26)], 180)       # a batch before the data
+    assert "2025-02-27, 2025-02-28" in before
+    [old] = calendar_warnings(stored, [dt.date(2025, 3, 2), dt.date(2025, 3, 9)], 3)  # before 03-07
+    assert "older than the retention" in old and old.endswith(": 2025-03-02"), old
+    assert len(calendar_warnings(stored, [dt.date(2024, 9, 1)], 180)) == 2   # old AND far before: both named

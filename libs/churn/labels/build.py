@@ -22,6 +22,7 @@ import pandas as pd
 from churn.config.settings import Settings
 from churn.errors import DataError
 from churn.features.compute import KEY_COLUMNS
+from churn.storage.daytables import replace_days
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
@@ -118,10 +119,10 @@ def _key(df: pd.DataFrame) -> np.ndarray:
 
 
 def run_labels(settings: Settings, paths: DataPaths) -> pd.DataFrame:
-    """processed/user_days.parquet -> labels/labels.parquet (atomic); returns the labels."""
+    """processed/user_days.parquet/ -> labels/labels.parquet/ (one file per day); returns the labels."""
     user_days = read_parquet(paths.user_days, columns=["user_id", "as_of_date", "day_index", "active"])
     labels = build_labels(user_days, settings.churn.window_days)
-    atomic_write_parquet(labels, paths.labels_file)
+    replace_days(labels, paths.labels_file)
     return labels
 
 

@@ -14,6 +14,7 @@ from churn.data.prepare import prepare_frames, run_prepare
 from churn.errors import DataError
 from churn.features.compute import compute_features, run_features
 from churn.labels.build import LABEL, build_labels, build_training_set, run_labels, run_training_set
+from churn.storage.daytables import day_files
 from churn.storage.paths import DataPaths
 
 START = pd.Timestamp("2025-01-01")
@@ -116,5 +117,5 @@ def test_run_labels_and_training_set(tmp_path: Path) -> None:
     run_features(settings, paths)
     labels = run_labels(settings, paths)
     ts = run_training_set(settings, paths)
-    assert paths.labels_file.is_file() and paths.training_set.is_file()
+    assert len(day_files(paths.labels_file)) == labels["as_of_date"].nunique() and paths.training_set.is_file()
     assert len(labels) > 0 and 0 < len(ts) <= len(labels)

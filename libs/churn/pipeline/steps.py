@@ -100,20 +100,29 @@ def step_ingest(settings: Settings, users: str | None = None, events: str | None
     paths = data_paths(settings).ensure()
 
     def body() -> StepResult:
-        was_valid = not read_manifest(paths).batches or _stamp_is_current(paths)
+        was_valid = _was_valid(paths)
         res = run_ingest(settings, paths, users, events, fmt)
         outputs = [res.report_path]
         if res.ok and res.batch is not None:
-            if was_valid:
-                atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": raw_digest(paths)})
-                outputs.append(str(validation_stamp(paths)))
-            else:
-                log.warning("ingest: the raw data before this batch had not passed validation; run `ml_jobs validate`")
+            outputs += _stamp_after_ingest(paths, was_valid)
         added = res.counts.get("events_added", 0) + res.counts.get("users_added", 0) + res.counts.get("users_updated", 0)
         return StepResult("ingest", added, 0.0, outputs, EXIT_OK if res.ok else EXIT_ERROR, res.summary(),
                           {"batch": res.batch, **res.counts, "violations": len(res.report.violations)})
 
     return _timed("ingest", body, paths.root)
+
+
+def _was_valid(paths: DataPaths) -> bool:
+    """Before an ingest: the raw data had passed validation (or there was none yet)."""
+    return not read_manifest(paths).batches or _stamp_is_current(paths)
+
+
+def _stamp_after_ingest(paths: DataPaths, was_valid: bool) -> list[str]:
+    """Stamp the raw data validated after a batch that passed, if it was valid before."""
+    if not was_valid:
+        log.warning("ingest: the raw data before this batch had not passed validation; run `ml_jobs validate`")
+        return []
+    return [str(stamp_validated(paths))]
 
 
 def _stamp_is_current(paths: DataPaths) -> bool:
@@ -135,14 +144,17 @@ def step_validate(settings: Settings) -> StepResult:
         report = run_validate(settings, paths)
         outputs = [str(paths.validation_report)]
         if report.ok:
-            digest = raw_digest(paths)
-            atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": digest})
-            outputs.append(str(validation_stamp(paths)))
+            outputs.append(str(stamp_validated(paths)))
         return StepResult("validate", report.users + report.events, 0.0, outputs,
                           EXIT_OK if report.ok else EXIT_ERROR, report.summary(),
                           {"violations": len(report.violations)})
 
     return _timed("validate", body, paths.root)
+
+
+def stamp_validated(paths: DataPaths) -> Path:
+    """Record that the raw data as it is now passed validation (`prepare`/`update` check it)."""
+    return atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": raw_digest(paths)})
 
 
 def require_validated(paths: DataPaths) -> None:
@@ -386,12 +398,119 @@ def step_drift_check(settings: Settings) -> StepResult:
     return _timed("drift-check", body, paths.root)
 
 
+# ------------------------------------------------------------------ the daily cycle
+
+
+def step_generate_next(settings: Settings, days: int, shift_from: dt.date | None = None) -> StepResult:
+    """Continue the synthetic world by `days` days into a batch folder of the inbox."""
+    from churn.daily.world import next_days
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        res = next_days(settings.generator, paths, days, shift_from)
+        return StepResult("generate", res.events, 0.0, [res.folder],
+                          message=f"{res.first_day}..{res.last_day}: {res.events} events, {res.new_users} new users, "
+                                  f"{res.churned} churned -> {res.folder}",
+                          detail={"first_day": res.first_day.isoformat(), "last_day": res.last_day.isoformat(),
+                                  "events": res.events, "new_users": res.new_users})
+
+    return _timed("generate", body)
+
+
+def step_ingest_inbox(settings: Settings) -> StepResult:
+    """Ingest every batch waiting in the inbox; exit 1 (raw data unchanged) on a rejected one."""
+    from churn.daily.inbox import ingest_inbox
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        was_valid = _was_valid(paths)
+        outcomes = ingest_inbox(settings, paths)
+        rejected = [o for o in outcomes if not o.ok]
+        if any(o.ok and (o.new_events or o.users) for o in outcomes):
+            _stamp_after_ingest(paths, was_valid)
+        lines = [f"{o.name}: {'ingested' if o.ok else 'REJECTED'} ({o.new_events} new events, "
+                 f"{o.duplicate_events} already stored, days {', '.join(o.days) or '-'})" for o in outcomes]
+        lines += [w for o in outcomes for w in o.warnings] + [o.report for o in rejected]
+        return StepResult("ingest", sum(o.new_events for o in outcomes), 0.0, [str(paths.raw)],
+                          EXIT_ERROR if rejected else EXIT_OK,
+                          "\n".join(lines) or f"{paths.inbox}: no new batch",
+                          {"batches": len(outcomes), "rejected": [o.name for o in rejected]})
+
+    return _timed("ingest", body)
+
+
+def step_update(settings: Settings) -> StepResult:
+    """Bring grid, features and labels up to the newest raw day (only what new data touched)."""
+    from churn.daily.update import run_update
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_validated(paths)
+        res = run_update(settings, paths)
+        message = (f"update ({res.mode}): {res.reason}; newest day {res.newest_day}" if res.mode == "none" else
+                   f"update ({res.mode}): {res.reason}; recomputed {res.first_recomputed}..{res.newest_day} "
+                   f"({res.grid_days} grid, {res.feature_days} feature, {res.label_days} label days)")
+        return StepResult("update", res.feature_rows, 0.0, [str(paths.user_days), str(paths.features_file),
+                                                             str(paths.labels_file)],
+                          message=message, detail=res.to_dict())
+
+    return _timed("update", body)
+
+
+def step_daily(settings: Settings) -> list[StepResult]:
+    """The daily cycle: ingest the inbox -> update -> batch-score as of the newest day -> score-distribution.
+
+    Stops at the first failing step (a rejected batch: exit 1, nothing else runs). With no new
+    data and the newest day already scored, it says so and rewrites nothing.
+    """
+    from churn.scoring.batch import scores_dir
+
+    results = [step_ingest_inbox(settings)]
+    if results[-1].exit_code != EXIT_OK:
+        return results
+    results.append(step_update(settings))
+    newest = dt.date.fromisoformat(results[-1].detail["newest_day"])
+    summary = scores_dir(data_paths(settings), newest) / "summary.json"
+    if results[-1].detail["mode"] == "none" and summary.is_file():
+        results.append(StepResult("daily", 0, 0.0, message=f"no new data: predictions of {newest} already "
+                                                             f"written ({summary}); nothing rewritten"))
+        return results
+    results.append(step_batch_score(settings, as_of=newest))
+    results.append(step_score_distribution(settings, as_of=newest))
+    return results
+
+
 # ------------------------------------------------------------------ compositions
 
 
+def step_training_set(settings: Settings) -> StepResult:
+    """The training set from the features and the matured labels as they are now."""
+    from churn.labels.build import run_training_set
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_file(paths.features_file, "update")
+        require_file(paths.labels_file, "update")
+        training_set = run_training_set(settings, paths)
+        days = training_set["as_of_date"]
+        return StepResult("training-set", len(training_set), 0.0, [str(paths.training_set)],
+                          message=f"training set: {len(training_set)} rows, as-of dates {days.min().date()}.."
+                                  f"{days.max().date()} (labels matured up to there)",
+                          detail={"newest_label_day": str(days.max().date())})
+
+    return _timed("training-set", body)
+
+
 def step_retrain(settings: Settings) -> list[StepResult]:
-    """Refresh features and labels, train, then promote the run's best model through the gate."""
-    results = [step_features(settings), step_labels(settings), step_train(settings)]
+    """Bring the data up to date, train on the newest matured labels, promote through the gate.
+
+    The update only does what the last daily cycle left (usually nothing).
+    """
+    results = [step_update(settings), step_training_set(settings), step_train(settings)]
     results.append(step_promote(settings, version=results[-1].detail["best"],
                                 reason="scheduled retrain"))
     return results
@@ -416,9 +535,8 @@ def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResu
     return [
         ("generate", lambda: step_generate(settings)),
         ("validate", lambda: step_validate(settings)),
-        ("prepare", lambda: step_prepare(settings)),
-        ("features", lambda: step_features(settings)),
-        ("labels", lambda: step_labels(settings)),
+        ("update", lambda: step_update(settings)),  # the first update builds grid, features, labels
+        ("training-set", lambda: step_training_set(settings)),
         ("train", lambda: step_train(settings)),
         ("promote", lambda: step_promote(settings, reason="bootstrap")),
         ("batch-score", lambda: step_batch_score(settings)),

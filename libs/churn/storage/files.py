@@ -48,8 +48,10 @@ _LEGACY_TEMP_MAX_AGE_S = 600.0
 
 
 def require_file(path: Path, producer: str) -> Path:
-    """DataError naming the missing input and the command that produces it."""
-    if not Path(path).is_file():
+    """DataError naming the missing input and the command that produces it (a file, or a
+    day-partitioned folder holding at least one day: `churn.storage.daytables`)."""
+    p = Path(path)
+    if not (p.is_file() or (p.is_dir() and any(p.glob("*.parquet")))):
         raise DataError(f"{path}: not found (produce it with `ml_jobs {producer}`)")
     return Path(path)
 

@@ -56,6 +56,16 @@ class DataPaths:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def inbox(self) -> Path:
+        """Batches waiting for the daily cycle's `ingest` (one folder per batch)."""
+        return self.root / "inbox"
+
+    @property
+    def world(self) -> Path:
+        """State of the synthetic world that `generate --next-days` continues."""
+        return self.root / "world"
+
     # well-known files (the raw tables' files are churn.raw.store's business: read through it)
     @property
     def validation_report(self) -> Path:

@@ -22,8 +22,13 @@ def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """Read a Parquet file into pandas; a missing or corrupt file is a DataError naming it."""
+    """Read a Parquet file (or a day-partitioned folder, `churn.storage.daytables`) into pandas;
+    a missing or corrupt file is a DataError naming it."""
     p = Path(path)
+    if p.is_dir():
+        from churn.storage.daytables import read_days
+
+        return read_days(p, columns=columns)
     if not p.is_file():
         raise DataError(f"{p}: file not found (run the step that produces it first)")
     try:
