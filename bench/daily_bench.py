@@ -14,8 +14,11 @@ the new day. Goal: the new day under 10% of the rebuild.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import logging
+import pstats
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--root", help="data root (default: a temporary directory, removed after)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the new day's time goes (cProfile, cumulative, top 30)")
     args = parser.parse_args()
     enter_invocation_directory()  # --root relative to where `bazel run` was typed
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -70,9 +75,15 @@ def main() -> None:
         day = batch.last_day
         print(f"new day {day}: {batch.events:,} events, {batch.new_users} new users")
 
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
         daily = _timed([("ingest-inbox", lambda: steps.step_ingest_inbox(settings)),
                         ("update (incremental)", lambda: steps.step_update(settings)),
                         ("batch-score", lambda: steps.step_batch_score(settings, as_of=day))])
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(30)
         features_new = read_parquet(day_file(paths.features_file, day))
         scores_new = read_parquet(paths.predictions / day.isoformat() / "scores.parquet")
 

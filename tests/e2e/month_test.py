@@ -15,8 +15,16 @@ serves it without a restart and the polling client saw no failed request. Printe
 per-day table (day, users scored, drift status, production version, mean risk) and the
 stage timings.
 
-Hook for more checks (e.g. a Prometheus scraping the API): `DAY_HOOKS` are called after each
-day with (day row, API base URL, data-root path of the volume).
+Prometheus (issue "Observability"): Debian's Prometheus on loopback (harness.prometheus)
+scrapes the API container's /metrics with the project's rules loaded. After every day the test
+waits for a scrape and a rule evaluation, then asserts through Prometheus's HTTP API that
+ChurnDriftFail is firing exactly on the days whose drift report is FAIL (so: not before the
+shift, and within 7 days after it). ChurnScoresMissing compares the newest scored day with
+the wall clock, so the month is placed on the calendar to end on the newest day whose scores
+are due now (`month_calendar`): before day 28's cycle runs (the cycle for the due day was
+skipped) the alert must fire, and after it the alert must be inactive. At the end the
+dashboard's panels are drawn from this Prometheus's data (observability/panels_png.py) into
+the test's undeclared outputs (`month-dashboard.png`), with the per-day table.
 """
 
 from __future__ import annotations
@@ -28,19 +36,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from harness import kube, podman  # noqa: E402
 from harness.cleanup import Cleanup  # noqa: E402
-from harness.deploy import bring_up, production_alias  # noqa: E402
+from harness.deploy import bring_up, input_path, production_alias  # noqa: E402
 from harness.net import free_port, http, wait_until  # noqa: E402
 from harness.probes import PredictPoller, predict_body, wait_status  # noqa: E402
 from harness.proc import log  # noqa: E402
+from harness.prometheus import LocalPrometheus  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 from harness.timing import Timings  # noqa: E402
+from observability.panels_png import render as render_panels  # noqa: E402
 
 DAYS = 28
 SHIFT_DAY = 10
@@ -54,13 +64,32 @@ churn: {window_days: 7}
 split: {gap_days: 7, test_days: 7, min_train_days: 7}
 monitoring: {recent_days: 7}
 """
-DAY_HOOKS: list[Callable[[dict[str, Any], str, Path], None]] = []
+SCORES_DUE_S = 2 * 86400 + 4 * 3600  # ChurnScoresMissing: newest scored day older than 2 days + 4 h
+RULES = "E2E_RULES"
 
 
-def _with_month_config(objs: list[kube.Obj]) -> None:
+def month_calendar(now: dt.datetime, days: int = DAYS, seed_days: int = 120) -> tuple[dt.date, dt.date]:
+    """(generator.start_date, first day of the month) so that the month's last day L is the
+    newest day whose scores ChurnScoresMissing expects at `now`: now - L < 2d4h <= now - (L - 1).
+    Every event is then in the past (validation rejects future times) and the alert's
+    verdict depends only on whether the last cycle ran."""
+    last = (now - dt.timedelta(seconds=SCORES_DUE_S)).date() + dt.timedelta(days=1)
+    first = last - dt.timedelta(days=days - 1)
+    return first - dt.timedelta(days=seed_days), first
+
+
+def _with_month_config(objs: list[kube.Obj], start_date: dt.date) -> None:
+    """The rendered ConfigMap's config.yaml with the month's keys merged in."""
+    import yaml
+
+    month = yaml.safe_load(MONTH_CONFIG)
+    month["generator"]["start_date"] = start_date.isoformat()
     for cm in kube.find(objs, "ConfigMap"):
         if "config.yaml" in cm.get("data", {}):
-            cm["data"]["config.yaml"] = cm["data"]["config.yaml"].rstrip() + "\n" + MONTH_CONFIG
+            config = yaml.safe_load(cm["data"]["config.yaml"]) or {}
+            for section, values in month.items():
+                config[section] = {**config.get(section, {}), **values}
+            cm["data"]["config.yaml"] = yaml.safe_dump(config, sort_keys=True)
 
 
 def _args(cronjob: kube.Obj) -> list[str]:
@@ -93,9 +122,12 @@ def test_a_month_of_operation() -> None:
     rows: list[dict[str, Any]] = []
     pulled: list[str] = []
     poller = None
+    prom: LocalPrometheus | None = None
+    start_date, start = month_calendar(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+    log(f"month calendar: seed from {start_date}, days 1..{DAYS} = {start}..{start + dt.timedelta(days=DAYS - 1)}")
     try:
         registry, objs = bring_up(timings, cleanup, workdir, prefix, pulled, components=("daily-simulator",))
-        _with_month_config(objs)
+        _with_month_config(objs, start_date)
         stack = Stack(objs, prefix, workdir, cleanup)
         seed, api = kube.one(objs, "Job", "bootstrap"), kube.one(objs, "Deployment", "api")
         simulator, daily = kube.one(objs, "CronJob", "simulator"), kube.one(objs, "CronJob", "daily")
@@ -118,10 +150,19 @@ def test_a_month_of_operation() -> None:
             started = podman.inspect(api_name)["State"]["StartedAt"]
             poller = PredictPoller(base, predict_body(http("GET", base + "/model").json())).start()
 
-        start = dt.date(2025, 1, 1) + dt.timedelta(days=120)  # generator.start_date + days
+        with timings.stage("prometheus: scrapes the API container, rules loaded"):
+            prom = LocalPrometheus(workdir / "prometheus", [input_path(RULES)])
+            prom.start({"churn-api": [f"127.0.0.1:{host_port}"]})
+            cleanup.add("stop prometheus", prom.stop)
+            prom_started = time.time()
+            prom.wait_until_up("churn-api")
+
         shift_date = start + dt.timedelta(days=SHIFT_DAY - 1)
         for day in range(1, DAYS + 1):
             date = start + dt.timedelta(days=day - 1)
+            if day == DAYS:  # the cycle of the due day has not run yet: scores are missing
+                prom.settle()
+                missing_before_last = prom.alert_state("ChurnScoresMissing")
             steps = [_args(simulator) + ["--shift-from", shift_date.isoformat()], _args(daily)]
             if day % RETRAIN_EVERY == 0:
                 steps.append(_args(retrain))
@@ -132,15 +173,24 @@ def test_a_month_of_operation() -> None:
                 assert all(v == 0 for k, v in codes.items() if "drift-check" not in k), codes
                 assert {v for k, v in codes.items() if "drift-check" in k} <= {0, 2}, codes
                 rows.append(_day_row(root, day, date))
+                prom.settle()
+                rows[-1]["drift_alert"] = prom.alert_state("ChurnDriftFail") or "-"
+                rows[-1]["scores_alert"] = prom.alert_state("ChurnScoresMissing") or "-"
                 log(f"day {day}: {rows[-1]}")
-                for hook in DAY_HOOKS:
-                    hook(rows[-1], base, root)
 
         with timings.stage("checks: drift, promotion, reload, no failed request"):
             before = [r["drift"] for r in rows[:SHIFT_DAY - 1]]
             after = [r["drift"] for r in rows[SHIFT_DAY - 1:SHIFT_DAY - 1 + 7]]
             assert "FAIL" not in before, before
             assert "FAIL" in after, after
+            # Prometheus's view agrees with the reports, day by day (the alert has no `for`)
+            alerts = [(r["day"], r["drift"], r["drift_alert"]) for r in rows]
+            assert all((d == "FAIL") == (a == "firing") for _, d, a in alerts), alerts
+            assert all(a == "-" for _, _, a in alerts[:SHIFT_DAY - 1]), alerts
+            assert "firing" in [a for _, _, a in alerts[SHIFT_DAY - 1:SHIFT_DAY - 1 + 7]], alerts
+            # the cycle of the due day skipped -> missing; run -> resolved
+            assert missing_before_last == "firing", missing_before_last
+            assert rows[-1]["scores_alert"] == "-", rows[-1]
             history = [json.loads(line) for line in (root / "registry" / "history.jsonl").read_text().splitlines()]
             gate = _first_post_shift_retrain(history, shift_date)
             assert gate, f"no retrain with a holdout after {shift_date}: {history}"
@@ -155,12 +205,21 @@ def test_a_month_of_operation() -> None:
             info = podman.inspect(api_name)
             assert info["RestartCount"] == 0 and info["State"]["StartedAt"] == started, "API was restarted"
             log(f"poller: {poller.requests} requests, versions {poller.seen()}, 0 failed")
+        with timings.stage("dashboard: panels drawn from this Prometheus"):
+            out = Path(os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR", workdir)) / "month-dashboard.png"
+            drawn = render_panels(prom.query_range, prom_started, time.time(), out, step=5.0,
+                                  title="churn-mlops dashboard: the e2e month (drawn from its Prometheus)")
+            log(f"dashboard panels {drawn} -> {out}")
+            assert drawn["Drift status"] >= 1 and drawn["PSI per feature"] >= 1, drawn
     finally:
         if poller:
             poller.stop()
         with timings.stage("teardown"):
             errors = cleanup.run()
-        print("\nper-day table:\n" + (_table(rows) if rows else "(no day completed)"), flush=True)
+        table = _table(rows) if rows else "(no day completed)"
+        print("\nper-day table:\n" + table, flush=True)
+        if rows and os.environ.get("TEST_UNDECLARED_OUTPUTS_DIR"):
+            (Path(os.environ["TEST_UNDECLARED_OUTPUTS_DIR"]) / "month-days.txt").write_text(table + "\n")
         print("\nstage timings:\n" + timings.table(), flush=True)
         if os.environ.get("E2E_KEEP_WORKDIR") != "1":
             import shutil

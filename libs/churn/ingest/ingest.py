@@ -127,8 +127,11 @@ def _against_stored_events(events: pd.DataFrame, paths: DataPaths, stored: Manif
     """
     if not stored.parts or events.empty:
         return events, 0
-    stored_ids = read_events(paths, columns=["event_id"])["event_id"].to_numpy()
-    overlap = np.isin(events["event_id"].to_numpy(), stored_ids)
+    # Only the stored ids that the batch also has, filtered while reading (a hash probe in
+    # Arrow), instead of every stored id into pandas: 24M ids cost seconds per daily batch.
+    batch_ids = events["event_id"].to_numpy()
+    stored_ids = read_events(paths, columns=["event_id"], event_ids=np.unique(batch_ids))["event_id"].to_numpy()
+    overlap = np.isin(batch_ids, stored_ids)
     if not overlap.any():
         chk.passed("events.event_id.same_content_as_stored")
         return events, 0

@@ -151,8 +151,27 @@ def raw_digest(paths: DataPaths) -> str:
     """
     h = hashlib.sha256()
     for f in raw_files(paths):
-        h.update(f.relative_to(paths.raw).as_posix().encode() + b"\0" + file_digest(f).encode() + b"\n")
+        h.update(f.relative_to(paths.raw).as_posix().encode() + b"\0" + _committed_digest(f).encode() + b"\n")
     return h.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def _committed_digest(f: Path) -> str:
+    """`file_digest`, remembered in this process per (path, inode, size, mtime).
+
+    Why: a committed raw file is never rewritten in place (a batch adds new files), and the
+    daily cycle checks the raw digest three times in one process (before an ingest, the
+    validation stamp after it, `update`'s check); with the memo only the new batch's files
+    are hashed again, not 24M events' worth of parts. A file replaced or touched has another
+    key and is hashed again.
+    """
+    st = f.stat()
+    key = (str(f), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(f)
+    return _DIGESTS[key]
 
 
 # ------------------------------------------------------------------ reading
