@@ -73,8 +73,9 @@ def test_a_bootstrap_killed_midway_is_finished_by_the_next_one(tmp_path):
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            # killed inside the step after `prepare` (features), with a temp file open or not
-            if record.is_file() and "prepare" in json.loads(record.read_text() or "{}").get("done", []):
+            # killed inside the step after `validate` (update: grid, features, labels), with a
+            # temp file open or not
+            if record.is_file() and "validate" in json.loads(record.read_text() or "{}").get("done", []):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "bootstrap finished before it could be killed"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from churn.config.settings import Settings
 from churn.errors import DataError
 from churn.ingest.ingest import IngestResult, report_path, run_ingest
 from churn.ingest.readers import detect_format
-from churn.storage.files import atomic_write_json
+from churn.storage.files import atomic_write_json, remove_path
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ def _outcome(name: str, res: IngestResult) -> BatchOutcome:
 def _move(folder: Path, to: Path) -> None:
     to.parent.mkdir(parents=True, exist_ok=True)
     if to.exists():  # the same batch name again (re-delivered): the newest copy is kept
-        shutil.rmtree(to)
+        remove_path(to)
     os.rename(folder, to)
 
 

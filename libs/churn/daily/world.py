@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +45,7 @@ from churn.data.generate import HIDDEN_USER_COLUMNS, Population, chunk_events, c
 from churn.errors import UsageError
 from churn.raw.contract import PLANS
 from churn.raw.store import read_events, require_raw
-from churn.storage.files import atomic_write_json, read_json
+from churn.storage.files import atomic_write_json, locked_temp, read_json, remove_path
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
@@ -213,15 +212,23 @@ def raw_users(users: pd.DataFrame) -> pd.DataFrame:
 
 
 def publish_batch(folder: Path, users: pd.DataFrame, events: pd.DataFrame) -> None:
-    """Write the batch into a hidden temp folder, then rename it into the inbox (all or nothing)."""
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    atomic_write_parquet(raw_users(users), tmp / USERS_FILE)
-    atomic_write_parquet(events, tmp / EVENTS_FILE)
-    if folder.exists():  # the same batch again after a crash before the state was saved
-        shutil.rmtree(folder)
-    os.rename(tmp, folder)
+    """Write the batch into a locked temp folder, then rename it into the inbox (all or nothing).
+
+    The temp folder is `.tmp-*` (skipped by the inbox, removed by `files.sweep_dead_temps`
+    once its writer is dead), as every temp file in the data root.
+    """
+    tmp, fd = locked_temp(folder.parent, folder.name, directory=True)
+    try:
+        atomic_write_parquet(raw_users(users), tmp / USERS_FILE)
+        atomic_write_parquet(events, tmp / EVENTS_FILE)
+        if folder.exists():  # the same batch again after a crash before the state was saved
+            remove_path(folder)
+        os.rename(tmp, folder)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    finally:
+        os.close(fd)
 
 
 def next_days(cfg: GeneratorSettings, paths: DataPaths, days: int, shift_from: dt.date | None = None) -> BatchResult:
