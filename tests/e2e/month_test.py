@@ -44,13 +44,14 @@ sys.path.insert(0, str(HERE))
 from harness import kube, podman  # noqa: E402
 from harness.cleanup import Cleanup  # noqa: E402
 from harness.deploy import bring_up, input_path, production_alias  # noqa: E402
-from harness.net import free_port, http, wait_until  # noqa: E402
+from harness.net import http, wait_until  # noqa: E402
 from harness.probes import PredictPoller, predict_body, wait_status  # noqa: E402
 from harness.proc import log  # noqa: E402
 from harness.prometheus import LocalPrometheus  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 from harness.timing import Timings  # noqa: E402
 from observability.panels_png import render as render_panels  # noqa: E402
+from tools.testing.loopback import free_port  # noqa: E402
 
 DAYS = 28
 SHIFT_DAY = 10
