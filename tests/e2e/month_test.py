@@ -1,5 +1,8 @@
 """A month of operation with real containers (`//tests/e2e:month_test`).
 
+STATUS: written against today's harness but NOT run to completion yet (no slot under the
+podman lock before the freeze); tagged `manual` until it has passed once.
+
 The images pushed to a local registry, the manifests rendered with the `daily-simulator`
 component, podman `kube play`, as in e2e_test.py. Then: the seed Job (120 days), the API
 Deployment with a client polling /predict throughout, and 28 days, each ONE pod whose steps
@@ -21,7 +24,7 @@ waits for a scrape and a rule evaluation, then asserts through Prometheus's HTTP
 ChurnDriftFail is firing exactly on the days whose drift report is FAIL (so: not before the
 shift, and within 7 days after it). ChurnScoresMissing compares the newest scored day with
 the wall clock, so the month is placed on the calendar to end on the newest day whose scores
-are due now (`month_calendar`): before day 28's cycle runs (the cycle for the due day was
+are due now (harness/calendar.py, as e2e_test does): before day 28's cycle runs (the cycle for the due day was
 skipped) the alert must fire, and after it the alert must be inactive. At the end the
 dashboard's panels are drawn from this Prometheus's data (observability/panels_png.py) into
 the test's undeclared outputs (`month-dashboard.png`), with the per-day table.
@@ -41,7 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import kube, podman  # noqa: E402
+from harness import calendar, kube, podman  # noqa: E402
 from harness.cleanup import Cleanup  # noqa: E402
 from harness.deploy import bring_up, input_path, production_alias  # noqa: E402
 from harness.net import http, wait_until  # noqa: E402
@@ -60,37 +63,25 @@ JOB_TIMEOUT_S = 600
 # config/month.yaml's scenario, small: 1,200 users keep a day's pod at a few seconds, and the
 # recent drift window above monitoring.min_sample_size (500)
 MONTH_CONFIG = """
-generator: {n_users: 1200, days: 120, seed: 42, signup_rate: 0.005}
+generator: {n_users: 1200, seed: 42, signup_rate: 0.005}
 churn: {window_days: 7}
 split: {gap_days: 7, test_days: 7, min_train_days: 7}
 monitoring: {recent_days: 7}
 """
-SCORES_DUE_S = 2 * 86400 + 4 * 3600  # ChurnScoresMissing: newest scored day older than 2 days + 4 h
+SEED_DAYS = 120
 RULES = "E2E_RULES"
 
 
-def month_calendar(now: dt.datetime, days: int = DAYS, seed_days: int = 120) -> tuple[dt.date, dt.date]:
-    """(generator.start_date, first day of the month) so that the month's last day L is the
-    newest day whose scores ChurnScoresMissing expects at `now`: now - L < 2d4h <= now - (L - 1).
-    Every event is then in the past (validation rejects future times) and the alert's
-    verdict depends only on whether the last cycle ran."""
-    last = (now - dt.timedelta(seconds=SCORES_DUE_S)).date() + dt.timedelta(days=1)
-    first = last - dt.timedelta(days=days - 1)
-    return first - dt.timedelta(days=seed_days), first
-
-
-def _with_month_config(objs: list[kube.Obj], start_date: dt.date) -> None:
+def _with_month_config(objs: list[kube.Obj]) -> None:
     """The rendered ConfigMap's config.yaml with the month's keys merged in."""
     import yaml
 
     month = yaml.safe_load(MONTH_CONFIG)
-    month["generator"]["start_date"] = start_date.isoformat()
-    for cm in kube.find(objs, "ConfigMap"):
-        if "config.yaml" in cm.get("data", {}):
-            config = yaml.safe_load(cm["data"]["config.yaml"]) or {}
-            for section, values in month.items():
-                config[section] = {**config.get(section, {}), **values}
-            cm["data"]["config.yaml"] = yaml.safe_dump(config, sort_keys=True)
+    cm = calendar.churn_config(objs)
+    config = yaml.safe_load(cm["data"][calendar.CONFIG_KEY]) or {}
+    for section, values in month.items():
+        config[section] = {**config.get(section, {}), **values}
+    cm["data"][calendar.CONFIG_KEY] = yaml.safe_dump(config, sort_keys=True)
 
 
 def _args(cronjob: kube.Obj) -> list[str]:
@@ -124,11 +115,15 @@ def test_a_month_of_operation() -> None:
     pulled: list[str] = []
     poller = None
     prom: LocalPrometheus | None = None
-    start_date, start = month_calendar(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
-    log(f"month calendar: seed from {start_date}, days 1..{DAYS} = {start}..{start + dt.timedelta(days=DAYS - 1)}")
+    # the month's last day is the newest day whose scores are due now (harness/calendar.py): its
+    # cycle not run yet = ChurnScoresMissing firing, run = resolved
+    due = calendar.due_day(dt.datetime.now(dt.timezone.utc), calendar.scores_deadline_s(input_path(RULES)))
+    start = due - dt.timedelta(days=DAYS - 1)
+    log(f"month calendar: seed {SEED_DAYS} days, then days 1..{DAYS} = {start}..{due}")
     try:
         registry, objs = bring_up(timings, cleanup, workdir, prefix, pulled, components=("daily-simulator",))
-        _with_month_config(objs, start_date)
+        _with_month_config(objs)
+        calendar.end_on(objs, start - dt.timedelta(days=1), SEED_DAYS)
         stack = Stack(objs, prefix, workdir, cleanup)
         seed, api = kube.one(objs, "Job", "bootstrap"), kube.one(objs, "Deployment", "api")
         simulator, daily = kube.one(objs, "CronJob", "simulator"), kube.one(objs, "CronJob", "daily")
