@@ -40,13 +40,12 @@ sys.path.insert(0, str(HERE))  # the `harness` package beside this file (runs wi
 
 from harness import calendar, kube, podman  # noqa: E402
 from harness.cleanup import Cleanup  # noqa: E402
+from harness.deploy import bring_up, input_path  # noqa: E402
 from harness.net import http, wait_until  # noqa: E402
 from harness.probes import PredictPoller, predict_body, wait_status  # noqa: E402
 from harness.prometheus import LocalPrometheus  # noqa: E402
 from harness.proc import log  # noqa: E402
-from harness.push import push, read_digest  # noqa: E402
 from harness.registry import LocalRegistry  # noqa: E402
-from harness.render import render  # noqa: E402
 from harness.stack import Stack  # noqa: E402
 from harness.timing import Timings  # noqa: E402
 from tools.testing.loopback import free_port  # noqa: E402
@@ -65,57 +64,20 @@ ALERT_DEADLINE_S = 60
 SCENARIO_BUDGET_S = 480  # was 300 before the Prometheus, next-day scoring and dashboard stages (~70 s)
 
 
-def _input(name: str) -> Path:
-    value = os.environ.get(name)
-    if not value:
-        raise RuntimeError(f"{name} is not set (run through Bazel: ./bazelw test //tests/e2e:e2e_test)")
-    paths = [Path(p) for p in value.split()]
-    # a target whose outputs are several files (e.g. an image: layout dir + .digest)
-    if len(paths) > 1 and name.endswith("_DIGEST"):
-        paths = [p for p in paths if p.name.endswith("digest")] or paths
-    path = paths[0].absolute()  # not resolved: render.py finds k8s/base beside it in runfiles
-    if not path.exists():
-        raise RuntimeError(f"{name}={value}: {path} does not exist")
-    return path
-
-
 def test_end_to_end() -> None:
     timings = Timings()
     cleanup = Cleanup()
     prefix = f"e2e{os.getpid()}x{int(time.time()) % 100000}"
     workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=os.environ.get("TEST_TMPDIR")))
     log(f"run prefix {prefix}, workdir {workdir}")
-    registry = LocalRegistry(workdir / "registry")
+    registry: LocalRegistry | None = None
     pulled: list[str] = []
     stack: Stack | None = None
     prom: LocalPrometheus | None = None
     try:
-        with timings.stage("registry: start docker-registry"):
-            registry.start()
-            cleanup.add("stop docker-registry", registry.stop)
-            cleanup.add("remove the pulled images from local storage", lambda: podman.rmi(*pulled))
-
-        with timings.stage("push: both images (:push executables)"):
-            digests = {}
-            for name, exe_var, digest_var in (("churn-api", "E2E_API_PUSH", "E2E_API_DIGEST"),
-                                              ("churn-ml", "E2E_ML_PUSH", "E2E_ML_DIGEST")):
-                pushed = push(_input(exe_var), f"{registry.host}/{name}", prefix)
-                built = read_digest(_input(digest_var))
-                served = registry.manifest_digest(name, prefix)
-                assert pushed == built == served, (name, pushed, built, served)
-                digests[name] = built
-            log(f"registry catalog: {registry.catalog()}")
-
-        with timings.stage("render: k8s/render.py against the registry"):
-            stream = render(_input("E2E_RENDER"), _input("E2E_API_DIGEST"), _input("E2E_ML_DIGEST"),
-                            registry.host, workdir / "rendered.yaml")
-            objs = kube.load_stream(stream)
-            images = {c["image"] for o in objs if o["kind"] in ("Job", "Deployment", "CronJob")
-                      for c in kube.containers(o) + kube.containers(o, init=True)}
-            assert images == {f"{registry.host}/{n}@{d}" for n, d in digests.items()}, images
-            pulled.extend(sorted(images))
-            kube.rename_all(objs, prefix)
-            deadline_s = calendar.scores_deadline_s(_input("E2E_RULES"))
+        registry, objs = bring_up(timings, cleanup, workdir, prefix, pulled)  # registry, push, render
+        with timings.stage("calendar: the data ends relative to today"):
+            deadline_s = calendar.scores_deadline_s(input_path("E2E_RULES"))
             due = calendar.due_day(dt.datetime.now(dt.timezone.utc), deadline_s)
             calendar.end_on(objs, due - dt.timedelta(days=1), WORLD_DAYS)
             log(f"data calendar: {WORLD_DAYS} days ending {due - dt.timedelta(days=1)}; scores of {due} are due now")
@@ -174,7 +136,7 @@ def test_end_to_end() -> None:
             assert http("POST", base + "/predict", {"features": {}}).status == 422  # a client error for the 4xx panel
 
         with timings.stage("prometheus: scrapes the API; bootstrapped state in the alerts"):
-            prom = LocalPrometheus(workdir / "prometheus", [_input("E2E_RULES")])
+            prom = LocalPrometheus(workdir / "prometheus", [input_path("E2E_RULES")])
             cleanup.add("stop prometheus", prom.stop)
             prom.start({"churn-api": [f"127.0.0.1:{host_port}"]})
             prom_started = time.time()
@@ -282,7 +244,7 @@ def test_end_to_end() -> None:
     assert not errors, errors
     assert not any(leftovers.values()), f"left behind: {leftovers}"
     assert not leftover_images, f"images left in local storage: {leftover_images}"
-    assert not registry.running()
+    assert registry is None or not registry.running()
     assert prom is None or not prom.running()
     # a guard against a hung stage, not a benchmark: ~4-6 min on the shared 2-core machine
     assert timings.total() < SCENARIO_BUDGET_S, f"scenario took {timings.total():.0f} s (budget {SCENARIO_BUDGET_S} s)"
