@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def freeze_startup_objects() -> None:
     """Move the ~150k objects created by imports out of the garbage collector's reach.
 
-    Why: a full collection scans every tracked object; with numpy, scipy, sklearn and
+    Why: a full collection scans every tracked object; with numpy, pydantic and
     FastAPI loaded that takes tens of milliseconds, a latency spike on whatever request
     triggers it. These objects live as long as the process anyway. Done once, before any
     model is loaded, so a replaced model is never frozen and stays collectable.

@@ -17,7 +17,7 @@ from apps.api.app import create_app
 from apps.api.samples import typical_row
 from apps.api.testkit import (
     LiveServer,
-    NaNModel,
+    nan_scorer,
     boosting_model,
     card_for,
     logistic_pipeline,
@@ -103,8 +103,8 @@ def test_corrupt_model_file_is_never_served_and_counted(root: Path, server: Live
     with httpx.Client(base_url=server.url) as client:
         assert wait_for(lambda: _served_version(client) == first)
         bad = register(root, logistic_pipeline(SPECS, seed=3), card_for(SPECS), promote=False)
-        model_file = ModelRegistry(root).version_dir(bad) / "model.joblib"
-        model_file.write_bytes(b"\x80\x04 definitely not a pickle")
+        model_file = ModelRegistry(root).version_dir(bad) / "scorer.npz"
+        model_file.write_bytes(b"PK\x03\x04 definitely not a scorer")
         _point_alias_at(root, bad)
         assert wait_for(lambda: _reloads(client, "failed") == 1.0)
         assert client.get("/ready").status_code == 200
@@ -117,7 +117,7 @@ def test_model_that_predicts_nan_is_never_served(root: Path, server: LiveServer)
     first = register(root, logistic_pipeline(SPECS), card_for(SPECS))
     with httpx.Client(base_url=server.url) as client:
         assert wait_for(lambda: _served_version(client) == first)
-        register(root, NaNModel(), card_for(SPECS))
+        register(root, logistic_pipeline(SPECS, seed=2), card_for(SPECS), scorer=nan_scorer())
         assert wait_for(lambda: _reloads(client, "failed") == 1.0)
         assert _served_version(client) == first
 
@@ -158,16 +158,16 @@ def _alias_served(client: httpx.Client) -> float | None:
 def test_a_repaired_version_is_served_without_touching_the_alias(root: Path, server: LiveServer) -> None:
     """Corrupt file -> 503 whose reason holds no path -> file repaired -> served; alias vs served exported."""
     bad = register(root, logistic_pipeline(SPECS), card_for(SPECS), promote=False)
-    model_file = ModelRegistry(root).version_dir(bad) / "model.joblib"
+    model_file = ModelRegistry(root).version_dir(bad) / "scorer.npz"
     good_bytes = model_file.read_bytes()
-    model_file.write_bytes(b"\x80\x04 definitely not a pickle")
+    model_file.write_bytes(b"PK\x03\x04 definitely not a scorer")
     with httpx.Client(base_url=server.url) as client:
         _point_alias_at(root, bad)
         assert wait_for(lambda: _reloads(client, "failed") == 1.0)
         for response in (client.get("/ready"), client.post("/predict", json=REQUEST)):
             assert response.status_code == 503
             text = response.text
-            assert str(root) not in text and "/tmp" not in text and ".joblib" not in text, text
+            assert str(root) not in text and "/tmp" not in text and ".npz" not in text, text
         assert _alias_served(client) == 0.0
         text = client.get("/metrics").text
         assert metric_value(text, f'churn_model_alias_info{{alias="production",version="{bad}"}}') == 1.0

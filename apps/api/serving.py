@@ -4,11 +4,17 @@ Why immutable: the reloader swaps models with one reference assignment; a reques
 reads that reference once and uses this object to the end, so an in-flight request always
 finishes on the model it started with, and no lock is needed on the hot path.
 
-A version is served only after three checks, each a reason to refuse it:
-1. its card's feature schema equals the code's `feature_specs` (a model trained on other
+The API serves a version's portable scorer (`churn.portable`: the model's arithmetic as
+arrays, written and checked against predict_proba at registration), never the pickled
+model: no scikit-learn, scipy, joblib or pickle in the serving process.
+
+A version is served only after four checks, each a reason to refuse it:
+1. its card names a portable scorer (`ModelRejected`: promotion refuses such versions too);
+2. its card's feature schema equals the code's `feature_specs` (a model trained on other
    windows or categories would silently get misaligned inputs: `ModelRejected`);
-2. its card has a threshold in [0, 1] (`ModelRejected`);
-3. it loads and predicts sample rows with finite risks in [0, 1] (`ModelLoadFailed`).
+3. its card has a threshold in [0, 1] (`ModelRejected`);
+4. the scorer file matches the card's sha256, loads and scores sample rows with finite risks
+   in [0, 1] (`ModelLoadFailed`).
 """
 
 from __future__ import annotations
@@ -16,19 +22,20 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from apps.api.samples import sample_rows
-from churn.compiled.check_rows import valid_rows
-from churn.compiled.scorer import Scorer, compile_scorer
 from churn.errors import RegistryError
 from churn.features.schema import FeatureSpec, encode_records, schema_from_json
+from churn.portable.scorer import PortableScorer, read_scorer
 
 
 CARD_SCHEMA_KEY = "feature_schema"  # written by churn.training (schema_to_json of its specs)
+CARD_SCORER_KEY = "scorer"  # {file, kind, sha256, ...}: written by churn.training at registration
 
 
 class ServingError(RegistryError):
@@ -52,7 +59,7 @@ class Registry(Protocol):
 
     def get_alias(self, alias: str) -> str | None: ...
 
-    def load(self, version: str) -> Any: ...
+    def card(self, version: str) -> dict[str, Any]: ...
 
     def version_dir(self, version: str) -> Any: ...
 
@@ -66,7 +73,7 @@ class ServingModel:
     card_json: bytes
     threshold: float
     specs: tuple[FeatureSpec, ...]
-    predictor: Scorer
+    predictor: PortableScorer
     loaded_at: float
 
     def risk(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
@@ -75,25 +82,27 @@ class ServingModel:
 
 
 def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpec, ...]) -> ServingModel:
-    """Load `version` from the registry and verify it; raises ModelRejected / ModelLoadFailed."""
+    """Load `version`'s card and portable scorer and verify them; raises ModelRejected / ModelLoadFailed."""
     try:
-        loaded = registry.load(version)
-    except Exception as exc:  # RegistryError, unpickling errors, missing files: all "failed"
-        raise ModelLoadFailed(f"cannot load version {version!r}: {exc}",
-                              f"its files cannot be read ({type(exc).__name__})") from exc
-    card = dict(loaded.card)
+        card = dict(registry.card(version))
+    except Exception as exc:  # RegistryError: missing or corrupt card
+        raise ModelLoadFailed(f"cannot read the card of version {version!r}: {exc}",
+                              f"its card cannot be read ({type(exc).__name__})") from exc
+    entry = card.get(CARD_SCORER_KEY)
+    if not isinstance(entry, dict) or not entry.get("file"):
+        raise ModelRejected(f"version {version!r} (model_kind {card.get('model_kind')!r}) has no portable scorer",
+                            "it has no portable scorer")
     check_card(card, specs)
     try:
-        # threads=0: no per-call thread cap on the request path (applying one costs per call)
-        predictor = compile_scorer(loaded.model, valid_rows(specs), threads=0)
+        predictor = read_scorer(Path(registry.version_dir(version)) / str(entry["file"]), entry.get("sha256"))
         check_predictions(predictor, specs)
     except ModelLoadFailed:
         raise
-    except Exception as exc:
-        raise ModelLoadFailed(f"version {version!r} fails to predict: {exc!r}",
-                              f"it fails to predict ({type(exc).__name__})") from exc
+    except Exception as exc:  # PortableFormError (unreadable, digest mismatch), arithmetic errors
+        raise ModelLoadFailed(f"version {version!r}: scorer not usable: {exc}",
+                              f"its scorer cannot be used ({type(exc).__name__})") from exc
     return ServingModel(
-        version=str(loaded.version),
+        version=version,
         card=MappingProxyType(card),
         card_json=json.dumps(card, default=str).encode(),
         threshold=float(card["threshold"]),
@@ -123,7 +132,7 @@ def _schema_difference(card_specs: Sequence[FeatureSpec], specs: Sequence[Featur
     return f"card has {len(card_specs)} features, api expects {len(specs)}"
 
 
-def check_predictions(predictor: Scorer, specs: tuple[FeatureSpec, ...]) -> None:
+def check_predictions(predictor: PortableScorer, specs: tuple[FeatureSpec, ...]) -> None:
     """ModelLoadFailed unless sample rows (typical, and all-null where allowed) score in [0, 1]."""
     risks = predictor.risk(encode_records(specs, sample_rows(specs)))
     if risks.shape != (2,) or not np.all(np.isfinite(risks)) or np.any((risks < 0.0) | (risks > 1.0)):

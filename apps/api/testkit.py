@@ -22,9 +22,11 @@ from sklearn.pipeline import Pipeline
 from apps.api.server import server_config
 from apps.api.settings import ServingConfig
 from churn.compiled.check_rows import valid_rows
-from churn.config.settings import ApiSettings
+from churn.compiled.scorer import SCORER_FILE, PortableExport, export_portable
 from churn.compiled.testing import boosting_model, logistic_pipeline, training_data  # noqa: F401 (re-exported)
-from churn.features.schema import FeatureSpec, feature_specs, schema_to_json
+from churn.config.settings import ApiSettings
+from churn.features.schema import FeatureSpec, feature_specs, schema_from_json, schema_to_json
+from churn.portable.scorer import LinearForm, scorer_bytes, sha256_hex
 from churn.registry.registry import ModelRegistry
 from tools.testing.loopback import free_port  # noqa: F401 (re-exported)
 from tools.testing.metrics import metric_value  # noqa: F401 (re-exported)
@@ -40,10 +42,18 @@ def card_for(specs: Sequence[FeatureSpec], kind: str = "logistic_regression", th
     return {"feature_schema": schema_to_json(specs), "model_kind": kind, "metrics": {"pr_auc": 0.5}, "threshold": threshold}
 
 
-def register(root: Path, model: Any, card: dict[str, Any], promote: bool = True) -> str:
-    """Register `model` and (by default) force it to production, like `ml_jobs promote --force`."""
+def register(root: Path, model: Any, card: dict[str, Any], promote: bool = True,
+             scorer: PortableExport | None = None) -> str:
+    """Register `model` with its portable scorer (as training does, checked on schema rows)
+    and (by default) force it to production, like `ml_jobs promote --force`.
+
+    `scorer` replaces the exported one (e.g. a form that predicts NaN, which no real model
+    exports)."""
+    specs = schema_from_json(card["feature_schema"])
+    export = scorer or export_portable(model, valid_rows(specs), {"feature_schema": card["feature_schema"]})
     registry = ModelRegistry(root)
-    version = registry.register(model, card)
+    version = registry.register(model, {**card, "scorer": export.card_entry},
+                                files={export.card_entry["file"]: export.data})
     if promote:
         registry.promote(version, reason="test", gate=None)
     return version
@@ -101,10 +111,7 @@ def overflowing_model(specs: Sequence[FeatureSpec]) -> Pipeline:
     return Pipeline([("impute", imputer), ("clf", model)])
 
 
-class NaNModel:
-    """A model that loads fine but predicts NaN: must never be served."""
-
-    classes_ = (0, 1)
-
-    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        return np.full((matrix.shape[0], 2), np.nan)
+def nan_scorer() -> PortableExport:
+    """A portable scorer that reads fine but predicts NaN: must never be served."""
+    data = scorer_bytes(LinearForm(float("nan")), {})
+    return PortableExport(data, {"file": SCORER_FILE, "kind": "linear", "sha256": sha256_hex(data)})

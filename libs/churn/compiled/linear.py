@@ -16,7 +16,7 @@ with the number of rows, and a user's risk must not depend on the batch it is sc
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
@@ -25,12 +25,20 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from churn.portable.scorer import LinearForm, NumericTerm, TableTerm, linear_logit
+
 LogitFunction = Callable[[np.ndarray], np.ndarray]
-Term = Callable[[np.ndarray], np.ndarray]
+Term = Union[NumericTerm, TableTerm]
 
 
 def compile_linear(model: Any) -> LogitFunction | None:
-    """The logit of a (Pipeline ending in a) binary LogisticRegression, or None if the
+    """The logit of a (Pipeline ending in a) binary LogisticRegression, or None."""
+    form = linear_form(model)
+    return linear_logit(form) if form is not None else None
+
+
+def linear_form(model: Any) -> LinearForm | None:
+    """The portable form of a (Pipeline ending in a) binary LogisticRegression, or None if the
     preprocessing is not one this module understands."""
     steps = list(model.steps) if isinstance(model, Pipeline) else [("model", model)]
     final = steps[-1][1]
@@ -45,17 +53,8 @@ def compile_linear(model: Any) -> LogitFunction | None:
         terms = _plain_chain_terms(pre, getattr(model, "n_features_in_", None), coef)
     if terms is None:
         return None
-    return _linear_logit(intercept, terms)
-
-
-def _linear_logit(intercept: float, terms: Sequence[Term]) -> LogitFunction:
-    def logit(matrix: np.ndarray) -> np.ndarray:
-        raw = np.full(matrix.shape[0], intercept)
-        for term in terms:
-            raw += term(matrix)
-        return raw
-
-    return logit
+    return LinearForm(intercept, tuple(t for t in terms if isinstance(t, NumericTerm)),
+                      tuple(t for t in terms if isinstance(t, TableTerm)))
 
 
 def _plain_chain_terms(pre: list[Any], width: int | None, coef: np.ndarray) -> list[Term] | None:
@@ -68,7 +67,7 @@ def _plain_chain_terms(pre: list[Any], width: int | None, coef: np.ndarray) -> l
     if width is None:
         return None
     term = _chain_term(flat, list(range(int(width))), coef)
-    return [term] if term is not None else None
+    return list(term) if term is not None else None
 
 
 def _column_transformer_terms(ct: ColumnTransformer, coef: np.ndarray) -> list[Term] | None:
@@ -88,7 +87,7 @@ def _column_transformer_terms(ct: ColumnTransformer, coef: np.ndarray) -> list[T
         term = _chain_term(steps, indices, coef[out])
         if term is None:
             return None
-        terms.append(term)
+        terms.extend(term)
     return terms
 
 
@@ -117,7 +116,7 @@ def _flatten(transformer: Any) -> list[Any] | None:
     return None
 
 
-def _chain_term(steps: Sequence[Any], columns: list[int], coef: np.ndarray) -> Term | None:
+def _chain_term(steps: Sequence[Any], columns: list[int], coef: np.ndarray) -> list[Term] | None:
     """The logit contribution of `columns` through imputer? -> scaler? -> one-hot? steps.
 
     Outputs before the one-hot are affine in either an imputed value or, for an imputer
@@ -153,7 +152,7 @@ def _chain_term(steps: Sequence[Any], columns: list[int], coef: np.ndarray) -> T
         return None
     weights = coef * scale
     n = len(columns)
-    return _numeric_term(columns, fill, weights[:n], flagged, weights[n:], float(np.dot(coef, shift)))
+    return [_numeric_term(columns, fill, weights[:n], flagged, weights[n:], float(np.dot(coef, shift)))]
 
 
 def _plain_imputer(imputer: SimpleImputer, width: int) -> bool:
@@ -167,22 +166,10 @@ def _plain_imputer(imputer: SimpleImputer, width: int) -> bool:
 def _numeric_term(
     columns: list[int], fill: np.ndarray, weights: np.ndarray, flagged: list[int], flag_weights: np.ndarray,
     offset: float,
-) -> Term:
-    index = np.asarray(columns)
-    flag_index = np.asarray(flagged, dtype=np.int64)
-    needs_fill = bool(np.any(~np.isnan(fill)))
-
-    def term(matrix: np.ndarray) -> np.ndarray:
-        # take(axis=1) keeps rows contiguous (matrix[:, index] is column-major): einsum then
-        # sums every row with the same kernel whatever the number of rows, one row included
-        values = matrix.take(index, axis=1)
-        filled = np.where(np.isnan(values), fill, values) if needs_fill else values
-        total = np.einsum("ij,j->i", filled, weights) + offset
-        if flag_index.size:
-            total += np.einsum("ij,j->i", np.isnan(matrix.take(flag_index, axis=1)), flag_weights)
-        return total
-
-    return term
+) -> NumericTerm:
+    return NumericTerm(np.asarray(columns, dtype=np.int64), np.asarray(fill, dtype=np.float64),
+                       np.asarray(weights, dtype=np.float64), np.asarray(flagged, dtype=np.int64),
+                       np.asarray(flag_weights, dtype=np.float64), float(offset))
 
 
 def _one_hot_term(
@@ -192,7 +179,7 @@ def _one_hot_term(
     scale: np.ndarray,
     shift: np.ndarray,
     coef: np.ndarray,
-) -> Term | None:
+) -> list[Term] | None:
     """One table per column: category code -> its coefficient (unknown codes add 0)."""
     if encoder.drop_idx_ is not None or _has_infrequent(encoder) or len(encoder.categories_) != len(columns):
         return None
@@ -217,24 +204,12 @@ def _has_infrequent(encoder: OneHotEncoder) -> bool:
     return infrequent is not None and any(i is not None for i in infrequent)
 
 
-def _table_term(tables: list[tuple[int, np.ndarray, np.ndarray, float]]) -> Term:
+def _table_term(tables: list[tuple[int, np.ndarray, np.ndarray, float]]) -> list[TableTerm]:
     """Per column: table[code - lowest] = coefficient; the last slot (unknown codes) is 0."""
-    lookups: list[tuple[int, np.ndarray, int, float]] = []
+    terms = []
     for column, codes, weights, filled in tables:
         lowest = int(codes.min())
         table = np.zeros(int(codes.max()) - lowest + 2)
         table[codes - lowest] = weights
-        lookups.append((column, table, lowest, filled))
-
-    def term(matrix: np.ndarray) -> np.ndarray:
-        total = np.zeros(matrix.shape[0])
-        for column, table, lowest, filled in lookups:
-            values = matrix[:, column]
-            if not np.isnan(filled):
-                values = np.where(np.isnan(values), filled, values)
-            slots = values - lowest
-            known = np.isfinite(slots) & (slots >= 0) & (slots < table.size - 1) & (slots == np.floor(slots))
-            total += table[np.where(known, slots, table.size - 1).astype(np.int64)]
-        return total
-
-    return term
+        terms.append(TableTerm(int(column), table, lowest, float(filled)))
+    return terms

@@ -20,7 +20,7 @@ per-tree loop wins, 2.6 vs 4 us/row on one thread, more with threads). Callers t
 batches say so (`large_batches=True`) and keep predict_proba for trees.
 
 Safety: `compile_scorer` only returns a compiled function after checking that it equals
-`predict_proba` on the caller's check rows (|diff| <= 1e-9, on all of them at once and row by
+`predict_proba` on the caller's probe rows (|diff| <= 1e-9, on the whole probe and row by
 row); anything unrecognised, failing or disagreeing falls back to `predict_proba` under
 `sklearn.config_context(assume_finite=True, skip_parameter_validation=True)`, which is always
 correct.
@@ -37,8 +37,9 @@ import sklearn
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from churn.compiled.linear import compile_linear
-from churn.compiled.trees import compile_trees
+from churn.compiled.linear import compile_linear, linear_form
+from churn.compiled.trees import compile_trees, forest_form
+from churn.portable.scorer import risk_function, scorer_bytes, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,14 @@ class Scorer:
     risk: RiskFunction
 
 
-def compile_scorer(model: Any, check_rows: np.ndarray, threads: int = 1, large_batches: bool = False) -> Scorer:
-    """The fastest risk function for `model` that agrees with predict_proba on `check_rows`.
+def compile_scorer(model: Any, probe: np.ndarray, threads: int = 1, large_batches: bool = False) -> Scorer:
+    """The fastest risk function for `model` that agrees with predict_proba on `probe`.
 
     `threads` caps OpenMP in the sklearn fall-back (0 = library default, no per-call cap);
     `large_batches`: only paths that are faster than predict_proba on large batches too.
     """
     reference = sklearn_scorer(model, threads)
-    expected = reference(check_rows)
+    expected = reference(probe)
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     if [int(c) for c in getattr(final, "classes_", [])] != [0, 1]:
         return Scorer("sklearn", reference)
@@ -83,9 +84,9 @@ def compile_scorer(model: Any, check_rows: np.ndarray, threads: int = 1, large_b
         if logit is None:
             continue
         risk = _chunked(_through_sigmoid(logit))
-        if _agrees(risk, check_rows, expected):
+        if _agrees(risk, probe, expected):
             return Scorer(kind, risk)
-        log.warning("compiled %s scorer does not reproduce predict_proba on the check rows: not used", kind)
+        log.warning("compiled %s scorer does not reproduce predict_proba on the probe rows: not used", kind)
     return Scorer("sklearn", reference)
 
 
@@ -121,11 +122,11 @@ def positive_class_column(model: Any) -> int:
     return classes.index(1)
 
 
-def _agrees(fast: RiskFunction, check_rows: np.ndarray, expected: np.ndarray) -> bool:
-    """Equal on all check rows at once AND row by row (fast paths may special-case one row)."""
+def _agrees(fast: RiskFunction, probe: np.ndarray, expected: np.ndarray) -> bool:
+    """Equal on the whole probe AND row by row (fast paths may special-case one row)."""
     try:
-        got = fast(check_rows)
-        singles = np.concatenate([fast(check_rows[i:i + 1]) for i in range(min(len(check_rows), SINGLE_ROW_CHECKS))])
+        got = fast(probe)
+        singles = np.concatenate([fast(probe[i:i + 1]) for i in range(min(len(probe), SINGLE_ROW_CHECKS))])
     except Exception:  # an unforeseen model shape: the reference path stays
         return False
     if got.shape != expected.shape:
@@ -156,3 +157,76 @@ def _chunked(risk: RiskFunction) -> RiskFunction:
         return out
 
     return chunked
+
+
+# ---------------------------------------------------------------- the portable artifact
+
+SCORER_FILE = "scorer.npz"
+SINGLE_ROW_EXPORT_CHECKS = 2_000  # holdout rows also scored one by one (the API's request path)
+PORTABLE_KINDS = ("linear", "trees")
+
+
+class NoPortableForm(ValueError):
+    """The model has no portable form (or it does not reproduce predict_proba): not servable."""
+
+
+@dataclass(frozen=True)
+class PortableExport:
+    """The scorer file's bytes and its card entry (`card["scorer"]`)."""
+
+    data: bytes
+    card_entry: dict[str, Any]
+
+
+def export_portable(model: Any, check_rows: np.ndarray, meta: dict[str, Any] | None = None) -> PortableExport:
+    """The portable scorer of `model`, checked equal to predict_proba on `check_rows` (the holdout).
+
+    Equal means |diff| <= 1e-9 on every row scored all at once, and on the first
+    SINGLE_ROW_EXPORT_CHECKS rows scored one by one (as the API scores single requests). NoPortableForm names the model type when no form reproduces it.
+    """
+    if [int(c) for c in getattr(_final_step(model), "classes_", [])] != [0, 1]:
+        raise NoPortableForm(f"{type(model).__name__}: classes must be [0, 1] for a portable scorer")
+    expected = sklearn_scorer(model)(check_rows)
+    problems = []
+    for kind, build in (("linear", linear_form), ("trees", forest_form)):
+        try:
+            form = build(model)
+        except Exception as exc:  # fitted internals of an unforeseen shape
+            problems.append(f"{kind}: {exc!r}")
+            continue
+        if form is None:
+            continue
+        risk = risk_function(form)
+        diff = _max_difference(risk, check_rows, expected)
+        if diff is None or diff > AGREEMENT_TOLERANCE:
+            problems.append(f"{kind} form differs from predict_proba by {diff} on {len(check_rows)} rows")
+            continue
+        data = scorer_bytes(form, meta or {})
+        return PortableExport(data, {"file": SCORER_FILE, "kind": kind, "sha256": sha256_hex(data),
+                                     "checked_rows": int(len(check_rows)), "max_abs_diff": float(diff)})
+    shape = " -> ".join(type(step).__name__ for step in _steps(model))
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    raise NoPortableForm(f"{shape} has no portable scorer: supported are a LogisticRegression after "
+                         f"imputation/scaling/one-hot encoding, and a binary HistGradientBoostingClassifier{detail}")
+
+
+def _steps(model: Any) -> list[Any]:
+    return [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+
+
+def _final_step(model: Any) -> Any:
+    return _steps(model)[-1]
+
+
+def _max_difference(risk: RiskFunction, rows: np.ndarray, expected: np.ndarray) -> float | None:
+    """max |risk - expected| over all rows at once and each row alone (None if it fails)."""
+    try:
+        whole = risk(rows)
+        alone = min(len(rows), SINGLE_ROW_EXPORT_CHECKS)
+        singles = np.concatenate([risk(rows[i:i + 1]) for i in range(alone)]) if alone else whole[:0]
+    except Exception:
+        return None
+    if whole.shape != expected.shape:
+        return None
+    return float(max(np.max(np.abs(whole - expected), initial=0.0),
+                     np.max(np.abs(singles - expected[:len(singles)]), initial=0.0)))

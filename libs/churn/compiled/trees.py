@@ -22,13 +22,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from churn.compiled.linear import int_columns
+from churn.portable.scorer import MISSING_SLOT, ForestForm, forest_logit
 
 LogitFunction = Callable[[np.ndarray], np.ndarray]
 
 
 def compile_trees(model: Any) -> LogitFunction | None:
-    """The logit of a binary HistGradientBoostingClassifier (alone or after passthrough
-    steps), or None for other models."""
+    """The logit of a binary HistGradientBoostingClassifier, or None for other models."""
+    form = forest_form(model)
+    return forest_logit(form) if form is not None else None
+
+
+def forest_form(model: Any) -> ForestForm | None:
+    """The portable form of a binary HistGradientBoostingClassifier (alone or after
+    passthrough steps), or None for other models."""
     steps = list(model.steps) if isinstance(model, Pipeline) else [("model", model)]
     final = steps[-1][1]
     if any(step not in (None, "passthrough") for _, step in steps[:-1]):
@@ -41,11 +48,8 @@ def compile_trees(model: Any) -> LogitFunction | None:
     if not predictors or baseline is None or inputs is None:
         return None
     known, feature_map = final._bin_mapper.make_known_categories_bitsets()
-    forest = _Forest.build([iteration[0] for iteration in predictors], inputs, known, feature_map)
-    return forest.logit_function(float(np.asarray(baseline).ravel()[0]))
-
-
-MISSING_SLOT = 256  # category codes that are NaN, negative or >= 256 follow the missing rule
+    return _forest([iteration[0] for iteration in predictors], inputs, known, feature_map,
+                   float(np.asarray(baseline).ravel()[0]))
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,6 @@ def _boosting_inputs(model: HistGradientBoostingClassifier) -> _TreeInputs | Non
     return _TreeInputs(np.asarray(categorical + numeric, dtype=np.int64), ordinal)
 
 
-def _category_slots(x: np.ndarray) -> np.ndarray:
-    """Raw category values -> column of a decision table (NaN, < 0, >= 256: MISSING_SLOT)."""
-    valid = (x >= 0) & (x < MISSING_SLOT)  # False for NaN
-    return np.where(valid, x, MISSING_SLOT).astype(np.int64)
-
-
 def _bits(bitset: np.ndarray) -> np.ndarray:
     """The 256 bits of an (8 x uint32) bitset as booleans (bit v = category v)."""
     codes = np.arange(256)
@@ -105,111 +103,39 @@ def _category_decisions(node: Any, left_bits: np.ndarray, known_bits: np.ndarray
     return np.append(decisions, missing_left)
 
 
-@dataclass(frozen=True)
-class _Forest:
+def _forest(predictors: list[Any], inputs: _TreeInputs, known: np.ndarray, feature_map: np.ndarray,
+            baseline: float) -> ForestForm:
     """Every tree's nodes in flat arrays, features as schema columns; leaves point at themselves."""
-
-    roots: np.ndarray
-    children: np.ndarray  # children[2 * node + goes_left]
-    left_child: np.ndarray
-    right_child: np.ndarray
-    feature: np.ndarray
-    spread_feature: np.ndarray  # index into [row with NaN -> -inf, row]: see one_row
-    threshold: np.ndarray
-    missing_left: np.ndarray
-    value: np.ndarray
-    depth: int
-    category_row: np.ndarray  # node -> row of category_left (-1: numeric node)
-    category_left: np.ndarray  # (categorical nodes, 257) goes-left by raw code
-    by_feature: tuple[tuple[int, np.ndarray, np.ndarray], ...]  # (schema column, nodes, (257, nodes))
-
-    @classmethod
-    def build(cls, predictors: list[Any], inputs: _TreeInputs, known: np.ndarray,
-              feature_map: np.ndarray) -> "_Forest":
-        sizes = [len(p.nodes) for p in predictors]
-        roots = np.cumsum([0] + sizes[:-1]).astype(np.int64)
-        nodes = np.concatenate([p.nodes for p in predictors])
-        is_leaf = nodes["is_leaf"].astype(bool)
-        own = np.arange(len(nodes), dtype=np.int64)
-        shift = np.repeat(roots, sizes)
-        left = np.where(is_leaf, own, nodes["left"].astype(np.int64) + shift)
-        right = np.where(is_leaf, own, nodes["right"].astype(np.int64) + shift)
-        missing_left = nodes["missing_go_to_left"].astype(bool)
-        tree_feature = np.where(is_leaf, 0, nodes["feature_idx"]).astype(np.int64)
-        feature = inputs.source[tree_feature]
-        category_row = np.full(len(nodes), -1, dtype=np.int64)
-        rows = []
-        for tree, predictor in enumerate(predictors):
-            for local in np.flatnonzero(predictor.nodes["is_categorical"] & ~predictor.nodes["is_leaf"]):
-                node = predictor.nodes[local]
-                tree_column = int(node["feature_idx"])
-                category_row[roots[tree] + local] = len(rows)
-                rows.append(_category_decisions(
-                    node, _bits(predictor.raw_left_cat_bitsets[node["bitset_idx"]]),
-                    _bits(known[feature_map[tree_column]]), inputs.ordinal[tree_column]))
-        category_left = np.array(rows, dtype=bool).reshape(len(rows), MISSING_SLOT + 1)
-        categorical = np.flatnonzero(category_row >= 0)
-        by_feature = tuple(
-            (int(column), at, category_left[category_row[at]].T.copy())
-            for column in np.unique(feature[categorical])
-            for at in [categorical[feature[categorical] == column]]
-        )
-        width = int(inputs.source.size)
-        return cls(
-            roots=roots,
-            children=np.stack([right, left], axis=1).ravel(),
-            left_child=left.astype(np.int32),
-            right_child=right.astype(np.int32),
-            feature=feature,
-            spread_feature=feature + width * (~missing_left),
-            threshold=nodes["num_threshold"].astype(np.float64),
-            missing_left=missing_left,
-            value=np.where(is_leaf, nodes["value"], 0.0).astype(np.float64),
-            depth=max(int(nodes["depth"].max()), 1),
-            category_row=category_row,
-            category_left=category_left,
-            by_feature=by_feature,
-        )
-
-    def goes_left(self, x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        """Decision at `nodes` for the values `x` of their features."""
-        left = (x <= self.threshold[nodes]) | ((x != x) & self.missing_left[nodes])
-        if self.category_left.size:
-            row = self.category_row[nodes]
-            left = np.where(row >= 0, self.category_left[row, _category_slots(x)], left)
-        return left
-
-    def logit_function(self, baseline: float) -> LogitFunction:
-        """One row: every node's decision at once (a few vector operations over all nodes),
-        giving a "next node" table; then `depth` gathers move all trees down one level each.
-        Many rows: a level-by-level walk of all trees for every row at once."""
-
-        def one_row(row: np.ndarray) -> float:
-            # A missing value must go to the node's missing side: read it as -inf where that
-            # side is left (-inf <= any threshold) and as NaN where it is right (NaN <= t is
-            # False), so one comparison decides every numeric node.
-            spread = np.concatenate((np.where(row != row, -np.inf, row), row))
-            left = spread.take(self.spread_feature) <= self.threshold
-            for column, at, decisions in self.by_feature:
-                left[at] = decisions[_category_slots(row[column:column + 1])[0]]
-            step = np.where(left, self.left_child, self.right_child)
-            current = self.roots
-            for _ in range(self.depth):
-                current = step.take(current)
-            return baseline + float(self.value.take(current).sum())
-
-        def many_rows(matrix: np.ndarray) -> np.ndarray:
-            flat = np.ascontiguousarray(matrix).ravel()
-            row_start = (np.arange(matrix.shape[0], dtype=np.int64) * matrix.shape[1])[:, None]
-            current = np.broadcast_to(self.roots, (matrix.shape[0], self.roots.size))
-            for _ in range(self.depth):
-                x = flat[row_start + self.feature[current]]
-                current = self.children[2 * current + self.goes_left(x, current)]
-            return baseline + self.value[current].sum(axis=1)
-
-        def logit(matrix: np.ndarray) -> np.ndarray:
-            if matrix.shape[0] == 1:
-                return np.array([one_row(matrix[0])])
-            return many_rows(matrix)
-
-        return logit
+    sizes = [len(p.nodes) for p in predictors]
+    roots = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+    nodes = np.concatenate([p.nodes for p in predictors])
+    is_leaf = nodes["is_leaf"].astype(bool)
+    own = np.arange(len(nodes), dtype=np.int64)
+    shift = np.repeat(roots, sizes)
+    left = np.where(is_leaf, own, nodes["left"].astype(np.int64) + shift)
+    right = np.where(is_leaf, own, nodes["right"].astype(np.int64) + shift)
+    tree_feature = np.where(is_leaf, 0, nodes["feature_idx"]).astype(np.int64)
+    category_row = np.full(len(nodes), -1, dtype=np.int64)
+    rows = []
+    for tree, predictor in enumerate(predictors):
+        for local in np.flatnonzero(predictor.nodes["is_categorical"] & ~predictor.nodes["is_leaf"]):
+            node = predictor.nodes[local]
+            tree_column = int(node["feature_idx"])
+            category_row[roots[tree] + local] = len(rows)
+            rows.append(_category_decisions(
+                node, _bits(predictor.raw_left_cat_bitsets[node["bitset_idx"]]),
+                _bits(known[feature_map[tree_column]]), inputs.ordinal[tree_column]))
+    return ForestForm(
+        baseline=baseline,
+        roots=roots,
+        left_child=left,
+        right_child=right,
+        feature=inputs.source[tree_feature].astype(np.int64),
+        threshold=nodes["num_threshold"].astype(np.float64),
+        missing_left=nodes["missing_go_to_left"].astype(bool),
+        value=np.where(is_leaf, nodes["value"], 0.0).astype(np.float64),
+        category_row=category_row,
+        category_left=np.array(rows, dtype=bool).reshape(len(rows), MISSING_SLOT + 1),
+        depth=max(int(nodes["depth"].max()), 1),
+        width=int(inputs.source.size),
+    )

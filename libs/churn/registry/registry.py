@@ -4,6 +4,7 @@ Layout under `<root>/registry/`:
 
     models/<version>/model.joblib   the fitted model (sklearn Pipeline)
     models/<version>/card.json      what the model is: schema, data, metrics, digest, ...
+    models/<version>/scorer.npz     the portable scorer the API serves (churn.portable; card "scorer")
     models/<version>/<extra files>  e.g. holdout.npz (the gate's evaluation set), plots
     aliases/<alias>.json            {"version", "updated_at", "reason", "txn"}
     history.jsonl                   one line per alias decision (promote, refused, rollback)
@@ -22,8 +23,10 @@ place (it exists complete or not at all), its card records the sha256 of its mod
 (verified on every load), and the alias is a small pointer file swapped with os.replace under
 a lock, only after a gate compared the candidate with the current production model.
 
-Imports only the stdlib, joblib and churn.storage (whose pandas import is lazy, for Parquet
-only), so the API loads models without pandas.
+Imports only the stdlib and churn.storage (whose pandas import is lazy, for Parquet only);
+joblib is imported where a model is (un)pickled, so the API (cards, aliases, scorer files)
+runs without pandas, joblib or scikit-learn. A version is promoted only if it has a portable
+scorer (`_require_portable_scorer`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import joblib
 
 from churn.errors import RegistryError
 from churn.storage import faults
@@ -62,6 +64,7 @@ PENDING, COMMITTED, ABORTED = "pending", "committed", "aborted"
 ALIAS_ACTIONS = ("promote", "rollback")
 MODEL_FILE = "model.joblib"
 CARD_FILE = "card.json"
+SCORER_KEY = "scorer"  # card entry of the portable scorer file: {file, kind, sha256, ...} (churn.portable)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -112,6 +115,8 @@ def _check_name(kind: str, name: str) -> str:
 
 def model_bytes(model: Any) -> bytes:
     """Serialise a model with joblib into bytes (so its digest is known before writing)."""
+    import joblib  # here, not at the top: the API reads cards and aliases without joblib in its image
+
     buf = io.BytesIO()
     joblib.dump(model, buf, compress=3)
     return buf.getvalue()
@@ -218,6 +223,8 @@ class ModelRegistry:
         if digest != card.get("model_sha256"):
             raise RegistryError(f"{path}: model file digest {digest[:12]} does not match the card "
                                 f"({str(card.get('model_sha256'))[:12]}): corrupt or replaced")
+        import joblib  # see model_bytes
+
         try:
             model = joblib.load(io.BytesIO(data))
         except Exception as exc:  # unpickling can raise nearly anything
@@ -361,6 +368,7 @@ class ModelRegistry:
             self.reconcile()
             current = self.get_alias(alias)
             candidate = self.load(version)
+            self._require_portable_scorer(candidate, alias, current, reason)
             if current == version:
                 decision = GateDecision(False, f"{version} is already {alias}")
                 log.info("promotion skipped: %s", decision.reason)
@@ -378,6 +386,25 @@ class ModelRegistry:
         log.info("%s %s -> %s: %s %s", action, current, version, decision.reason,
                  json.dumps(decision.metrics, sort_keys=True, default=str))
         return PromotionResult(decision.accepted, alias, current, version, decision)
+
+    def _require_portable_scorer(self, candidate: LoadedModel, alias: str, current: str | None,
+                                 reason: str) -> None:
+        """RegistryError (recorded in the history) unless the version has a portable scorer file.
+
+        Why at promotion: the API serves only the portable scorer (no scikit-learn in its
+        image), so a version without one could never be served; training registers such a
+        model all the same (card `scorer` null) for batch use and comparison.
+        """
+        entry = candidate.card.get(SCORER_KEY)
+        if isinstance(entry, dict) and (candidate.path / str(entry.get("file", ""))).is_file():
+            return
+        why = (f"{candidate.path / CARD_FILE}: version {candidate.version} (model_kind "
+               f"{candidate.card.get('model_kind', '?')!r}) has no portable scorer (card key {SCORER_KEY!r}); "
+               f"the API serves only portable scorers (a logistic pipeline or binary gradient boosting), "
+               f"so it cannot become {alias}")
+        self._append_history({"action": "refused", "alias": alias, "from": current, "to": candidate.version,
+                              "reason": reason, "decision": why, "metrics": {}})
+        raise RegistryError(why)
 
     @staticmethod
     def _decide(candidate: LoadedModel, production: LoadedModel | None,
@@ -409,7 +436,7 @@ class ModelRegistry:
             target = to_version if to_version is not None else self.previous_version(alias)
             if target is None:
                 raise RegistryError(f"{self.history_path}: no previous {alias} version to roll back to")
-            self.load(target)
+            self._require_portable_scorer(self.load(target), alias, current, reason)
             decision = GateDecision(True, f"rollback to {target}")
             self._change_alias(alias, target, reason, {"action": "rollback", "from": current,
                                                        "decision": decision.reason, "metrics": {}})

@@ -29,7 +29,23 @@ def registry(tmp_path: Path) -> ModelRegistry:
 
 
 def _register(registry: ModelRegistry, name: str) -> str:
-    return registry.register({"weights": name}, {"model_kind": name})
+    """A version with a (stand-in) portable scorer file: promotable."""
+    return registry.register({"weights": name}, {"model_kind": name, "scorer": {"file": "scorer.npz"}},
+                             files={"scorer.npz": b"arrays of " + name.encode()})
+
+
+def test_a_version_without_a_portable_scorer_is_refused_at_promotion(registry):
+    served = _register(registry, "a")
+    registry.promote(served, reason="first", gate=None)
+    bare = registry.register({"weights": "forest"}, {"model_kind": "random_forest", "scorer": None})
+    for attempt in (lambda: registry.promote(bare, reason="forced", gate=None),
+                    lambda: registry.promote(bare, reason="gated", gate=_accept),
+                    lambda: registry.rollback(bare)):
+        with pytest.raises(RegistryError, match="no portable scorer") as refused:
+            attempt()
+        assert "random_forest" in str(refused.value) and bare in str(refused.value)
+    assert registry.get_alias() == served
+    assert [e["action"] for e in registry.history()][-3:] == ["refused"] * 3
 
 
 def test_register_writes_complete_version_and_load_roundtrips(registry):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from churn.compiled.scorer import NoPortableForm, export_portable
 from churn.config.settings import Settings
 from churn.errors import ConfigError, DataError
 from churn.features.matrix import frame_matrix
@@ -175,9 +176,29 @@ def register_run(run: TrainingRun, registry: ModelRegistry, settings: Settings,
     versions = []
     for trained in run.models:
         card = model_card(run, trained, settings, data_digest)
-        versions.append(registry.register(trained.model, card,
-                                          files={HOLDOUT_FILE: holdout, PLOT_FILE: trained.png}))
+        files = {HOLDOUT_FILE: holdout, PLOT_FILE: trained.png}
+        card["scorer"] = portable_scorer(trained, run, files)
+        versions.append(registry.register(trained.model, card, files=files))
     return versions
+
+
+def portable_scorer(trained: TrainedModel, run: TrainingRun, files: dict[str, bytes]) -> dict[str, Any] | None:
+    """Add the model's portable scorer to `files` and return its card entry (None: it has none).
+
+    The scorer is what the API serves (scikit-learn is not in its image); it must equal
+    predict_proba on the holdout within 1e-9 (`export_portable`). A model without one is
+    registered all the same (batch jobs can use it) but refused at promotion.
+    """
+    try:
+        export = export_portable(trained.model, run.test.X,
+                                 {"feature_schema": schema_to_json(run.specs), "model_kind": trained.kind})
+    except NoPortableForm as exc:
+        log.warning("%s: %s; it can be registered but not promoted", trained.kind, exc)
+        return None
+    files[export.card_entry["file"]] = export.data
+    log.info("%s: portable %s scorer equals predict_proba on %d holdout rows (max |diff| %.1e)", trained.kind,
+             export.card_entry["kind"], export.card_entry["checked_rows"], export.card_entry["max_abs_diff"])
+    return export.card_entry
 
 
 def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0):
