@@ -2,14 +2,11 @@
 the model's own predict_proba; a model without a portable form is never served.
 
 (That the forms equal predict_proba on many rows is proven beside them, in
-libs/churn/fastpath/scorer_test.py and libs/churn/portable/scorer_test.py.)
+libs/churn/compiled/scorer_test.py and libs/churn/portable/scorer_test.py.)
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,25 +68,6 @@ def test_a_version_without_a_portable_scorer_is_rejected(tmp_path: Path) -> None
     version = ModelRegistry(tmp_path).register(_forest(), {**card_for(SPECS, kind="random_forest"), "scorer": None})
     with pytest.raises(ModelRejected, match="no portable scorer"):
         load_serving_model(ModelRegistry(tmp_path), version, SPECS)
-
-
-def test_serving_imports_no_scikit_learn_joblib_or_scipy(tmp_path: Path) -> None:
-    """In a fresh interpreter, loading and scoring a version imports none of the ML stack."""
-    register(tmp_path, boosting_model(SPECS), card_for(SPECS))
-    script = (
-        "import sys; from pathlib import Path\n"
-        "from apps.api.serving import load_serving_model\n"
-        "from churn.registry.registry import ModelRegistry\n"
-        "from churn.features.schema import feature_specs\n"
-        f"registry = ModelRegistry(Path({str(tmp_path)!r}))\n"
-        "model = load_serving_model(registry, registry.get_alias('production'), feature_specs())\n"
-        "from apps.api.app import create_app\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'joblib', 'threadpoolctl', 'pandas'}))\n"
-    )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_predict_over_http_returns_the_tree_paths_risk(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ with the number of rows, and a user's risk must not depend on the batch it is sc
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
@@ -25,9 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from churn.portable.scorer import LinearForm, NumericTerm, TableTerm, linear_logit
+from churn.portable.scorer import LinearForm, LogitFunction, NumericTerm, TableTerm, linear_logit
 
-LogitFunction = Callable[[np.ndarray], np.ndarray]
 Term = Union[NumericTerm, TableTerm]
 
 

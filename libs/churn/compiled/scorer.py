@@ -12,7 +12,8 @@ matrix (`churn.features.schema`), so the same arithmetic can be done with a few 
 - `trees` (trees.py): a binary HistGradientBoostingClassifier evaluated for all trees at once
   on flattened node arrays.
 
-Both compile to a LOGIT function; the sigmoid is applied here, in chunks of rows.
+Both compile to a LOGIT function; the sigmoid and the chunking are churn.portable's, the
+same code the API runs on the portable form.
 
 Batch size: the linear path beats predict_proba at every size (4x at 200k rows); the tree path
 only up to a few thousand rows (one row: ~18 us vs ~1 ms; from ~10k rows sklearn's compiled
@@ -39,12 +40,11 @@ from threadpoolctl import threadpool_limits
 
 from churn.compiled.linear import compile_linear, linear_form
 from churn.compiled.trees import compile_trees, forest_form
-from churn.portable.scorer import risk_function, scorer_bytes, sha256_hex
+from churn.portable.scorer import (LogitFunction, RiskFunction, in_chunks, risk_from_logit, risk_function,
+                                   scorer_bytes, sha256_hex)
 
 log = logging.getLogger(__name__)
 
-RiskFunction = Callable[[np.ndarray], np.ndarray]
-LogitFunction = Callable[[np.ndarray], np.ndarray]
 COMPILERS: tuple[tuple[str, Callable[[Any], LogitFunction | None]], ...] = (
     ("linear", compile_linear),
     ("trees", compile_trees),
@@ -52,7 +52,6 @@ COMPILERS: tuple[tuple[str, Callable[[Any], LogitFunction | None]], ...] = (
 LARGE_BATCH_KINDS = frozenset({"linear"})  # faster than predict_proba on large batches too
 AGREEMENT_TOLERANCE = 1e-9
 SINGLE_ROW_CHECKS = 32
-CHUNK_ROWS = 65_536  # bounds the temporaries of a large batch (trees: rows x trees per level)
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ def compile_scorer(model: Any, probe: np.ndarray, threads: int = 1, large_batche
             logit = None
         if logit is None:
             continue
-        risk = _chunked(_through_sigmoid(logit))
+        risk = risk_from_logit(logit)
         if _agrees(risk, probe, expected):
             return Scorer(kind, risk)
         log.warning("compiled %s scorer does not reproduce predict_proba on the probe rows: not used", kind)
@@ -102,7 +101,7 @@ def sklearn_scorer(model: Any, threads: int = 1) -> RiskFunction:
     def chunk(matrix: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_proba(matrix)[:, column], dtype=np.float64)
 
-    chunked = _chunked(chunk)
+    chunked = in_chunks(chunk)
 
     def risk(matrix: np.ndarray) -> np.ndarray:
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
@@ -133,30 +132,6 @@ def _agrees(fast: RiskFunction, probe: np.ndarray, expected: np.ndarray) -> bool
         return False
     return bool(np.all(np.abs(got - expected) <= AGREEMENT_TOLERANCE)
                 and np.all(np.abs(singles - expected[:len(singles)]) <= AGREEMENT_TOLERANCE))
-
-
-def _through_sigmoid(logit: LogitFunction) -> RiskFunction:
-    def risk(matrix: np.ndarray) -> np.ndarray:
-        # exp overflow for logits < -709 gives the right limit, 0; extreme inputs that make
-        # the logit NaN are answered 422 by the API's routes, so numpy need not warn either
-        with np.errstate(over="ignore", invalid="ignore"):
-            return 1.0 / (1.0 + np.exp(-logit(matrix)))
-
-    return risk
-
-
-def _chunked(risk: RiskFunction) -> RiskFunction:
-    """`risk` over at most CHUNK_ROWS rows at a time (one call for an API request)."""
-
-    def chunked(matrix: np.ndarray) -> np.ndarray:
-        if len(matrix) <= CHUNK_ROWS:
-            return np.ascontiguousarray(risk(matrix), dtype=np.float64)
-        out = np.empty(len(matrix), dtype=np.float64)
-        for start in range(0, len(matrix), CHUNK_ROWS):
-            out[start:start + CHUNK_ROWS] = risk(matrix[start:start + CHUNK_ROWS])
-        return out
-
-    return chunked
 
 
 # ---------------------------------------------------------------- the portable artifact

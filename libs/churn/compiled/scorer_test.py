@@ -15,6 +15,7 @@ from churn.compiled.check_rows import edge_rows, valid_rows
 from churn.compiled.scorer import compile_scorer, sklearn_scorer
 from churn.compiled.testing import boosting_model, logistic_pipeline, training_data
 from churn.features.schema import feature_specs
+from churn.portable import scorer as portable
 
 SPECS = feature_specs()
 MANY_ROWS = valid_rows(SPECS, rows=5000, seed=123)
@@ -87,7 +88,7 @@ def test_compiled_paths_equal_predict_proba_on_edge_rows(kind: str) -> None:
 def test_a_rows_risk_does_not_depend_on_the_batch_it_is_in(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit: shards must equal a full run, a request the same row in a batch; also
     across the chunks a large batch is cut into."""
-    monkeypatch.setattr(scorer, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(portable, "CHUNK_ROWS", 1000)
     model = logistic_pipeline(SPECS) if kind == "linear" else boosting_model(SPECS)
     compiled = compile_scorer(model, valid_rows(SPECS))
     assert compiled.kind == kind
@@ -116,7 +117,7 @@ def test_unknown_model_shapes_fall_back_to_sklearn() -> None:
 
 @pytest.mark.parametrize("threads", [0, 1])
 def test_the_sklearn_fall_back_scores_in_chunks(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scorer, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(portable, "CHUNK_ROWS", 1000)
     matrix, label = training_data(SPECS)
     forest = make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(matrix, label)
     np.testing.assert_array_equal(sklearn_scorer(forest, threads)(MANY_ROWS), _reference(forest, MANY_ROWS))

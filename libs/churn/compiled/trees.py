@@ -14,7 +14,7 @@ before use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -22,9 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
 from churn.compiled.linear import int_columns
-from churn.portable.scorer import MISSING_SLOT, ForestForm, forest_logit
-
-LogitFunction = Callable[[np.ndarray], np.ndarray]
+from churn.portable.scorer import MISSING_SLOT, ForestForm, LogitFunction, forest_logit
 
 
 def compile_trees(model: Any) -> LogitFunction | None:

@@ -42,6 +42,7 @@ MISSING_SLOT = 256  # category codes that are NaN, negative or >= 256 follow the
 META_KEY = "__meta__"
 
 LogitFunction = Callable[[np.ndarray], np.ndarray]
+RiskFunction = Callable[[np.ndarray], np.ndarray]
 
 
 class PortableFormError(ValueError):
@@ -208,15 +209,28 @@ def logit_function(form: Form) -> LogitFunction:
     return linear_logit(form) if isinstance(form, LinearForm) else forest_logit(form)
 
 
-def risk_function(form: Form) -> Callable[[np.ndarray], np.ndarray]:
+def risk_function(form: Form) -> RiskFunction:
     """float64 schema matrix -> P(churn) per row, in chunks of CHUNK_ROWS rows."""
-    logit = logit_function(form)
+    return risk_from_logit(logit_function(form))
+
+
+def risk_from_logit(logit: LogitFunction) -> RiskFunction:
+    """The sigmoid of `logit`, in chunks of CHUNK_ROWS rows (also churn.compiled's fast paths)."""
 
     def risk(matrix: np.ndarray) -> np.ndarray:
         # exp overflow for logits < -709 gives the right limit, 0; extreme inputs that make
         # the logit NaN are answered 422 by the API, so numpy need not warn either
         with np.errstate(over="ignore", invalid="ignore"):
             return 1.0 / (1.0 + np.exp(-logit(matrix)))
+
+    return in_chunks(risk)
+
+
+def in_chunks(risk: RiskFunction) -> RiskFunction:
+    """`risk` over at most CHUNK_ROWS rows at a time (one call for an API request).
+
+    CHUNK_ROWS is read at call time, so tests can make chunk boundaries fall inside small batches.
+    """
 
     def chunked(matrix: np.ndarray) -> np.ndarray:
         if len(matrix) <= CHUNK_ROWS:
@@ -238,7 +252,7 @@ class PortableScorer:
 
     form: Form
     meta: Mapping[str, Any]
-    risk: Callable[[np.ndarray], np.ndarray]
+    risk: RiskFunction
 
     @property
     def kind(self) -> str:
