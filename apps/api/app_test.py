@@ -8,7 +8,8 @@ import logging
 import os
 import subprocess
 import sys
-import textwrap
+import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 from apps.api.logs import JsonFormatter
 from apps.api.metrics import ApiMetrics
 from apps.api.samples import typical_row
-from apps.api.testkit import metric_value
+from apps.api.testkit import boosting_model, card_for, free_port, metric_value, register, wait_for
 from churn.features.schema import feature_names, feature_specs, schema_to_json
 
 SPECS = feature_specs()
@@ -114,40 +115,47 @@ def test_log_lines_are_json_objects_with_event_and_fields() -> None:
     assert line["ts"].endswith("Z")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pandas") is not None,
-                    reason="pandas is installed here and scikit-learn imports it when present; "
-                           "test_api_serves_with_pandas_unavailable covers this environment")
-def test_serving_imports_no_pandas(client: httpx.Client) -> None:
-    """Under Bazel the API's runfiles hold no pandas: importing and serving must not need it."""
-    assert client.post("/predict", json={"features": ROW}).status_code == 200
-    assert "pandas" not in sys.modules
+# What the API image leaves out (tests/images checks the image; this checks the code): the
+# training and data stack. All of them are importable in this test (its deps), as in a
+# developer's environment, so an import anywhere in the serving path shows up here.
+TRAINING_STACK = ("joblib", "matplotlib", "pandas", "pyarrow", "scipy", "sklearn", "threadpoolctl")
+# uvicorn re-raises the SIGTERM it handled once it has shut down: a handler that exits lets
+# the atexit report run.
+ENTRY_POINT = """
+import atexit, runpy, signal, sys
+stack = set(sys.argv[1].split(","))
+atexit.register(lambda: print("imported:", sorted({m.split(".")[0] for m in sys.modules} & stack), flush=True))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+sys.argv = ["api", "--host", "127.0.0.1", "--port", sys.argv[2]]
+runpy.run_module("apps.api.main", run_name="__main__")
+"""
 
 
-def test_api_serves_with_pandas_unavailable(tmp_path: Any) -> None:
-    """In a fresh interpreter where `import pandas` fails, the API loads a model and serves."""
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class NoPandas(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "pandas":
-                    raise ImportError("pandas is not available to the API")
-        sys.meta_path.insert(0, NoPandas())
-        from pathlib import Path
-        import httpx
-        from apps.api.app import create_app
-        from apps.api.samples import typical_row
-        from apps.api.testkit import *
-        root = Path({str(tmp_path)!r})
-        specs = feature_specs()
-        register(root, boosting_model(specs), card_for(specs))
-        server = start_server(create_app(serving_config_for(root)))
-        with httpx.Client(base_url=server.url) as client:
-            assert wait_for(lambda: client.get("/ready").status_code == 200)
-            status = client.post("/predict", json={{"features": typical_row(specs)}}).status_code
-        server.stop()
-        print(status, [m for m in sys.modules if m.split(".")[0] == "pandas"])
-    """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "200 []"
+def test_the_api_process_never_imports_the_training_stack(tmp_path: Path) -> None:
+    """The API's entry point, started as in its image, loads a boosting model, answers every
+    route and stops; its interpreter never imported scikit-learn, scipy, joblib, threadpoolctl,
+    pandas, pyarrow or matplotlib, although each one is importable here."""
+    assert all(importlib.util.find_spec(name) for name in TRAINING_STACK)  # else the check is void
+    register(tmp_path, boosting_model(SPECS), card_for(SPECS))
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), CHURN_DATA_ROOT=str(tmp_path))
+    process = subprocess.Popen([sys.executable, "-c", ENTRY_POINT, ",".join(TRAINING_STACK), str(port)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            assert wait_for(lambda: _ready(api), timeout=60), "the API did not become ready"
+            assert api.post("/predict", json={"features": ROW}).status_code == 200
+            assert api.post("/predict/batch", json={"instances": [{"features": ROW}] * 3}).status_code == 200
+            for path in ("/model", "/metrics", "/openapi.json", "/docs", "/redoc"):
+                assert api.get(path).status_code == 200, path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert "imported: []" in out.splitlines(), f"stdout: {out[-2000:]}\nstderr: {err[-3000:]}"
+
+
+def _ready(api: httpx.Client) -> bool:
+    try:
+        return api.get("/ready").status_code == 200
+    except httpx.TransportError:
+        return False
