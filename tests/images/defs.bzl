@@ -6,7 +6,7 @@ load("//tools/pytest:defs.bzl", "pytest_test")
 # toolchain namespace, so these run one at a time.
 CONTAINER_TAGS = ["no-sandbox", "requires-network", "exclusive"]
 
-def image_tests(name, image, push, mode, forbidden = [], required = [], max_unpacked_mb = 0):
+def image_tests(name, image, push, mode, max_unpacked_mb, forbidden = [], required = []):
     """Tests `<name>_contents_test`, `<name>_container_test` and `<name>_push_test`.
 
     Args:
@@ -16,7 +16,7 @@ def image_tests(name, image, push, mode, forbidden = [], required = [], max_unpa
       mode: "serve" (GET /live after `--host 127.0.0.1 --port P`) or "cli" (`--help`).
       forbidden: top-level Python packages that must not be in the image.
       required: top-level Python packages that must be in the image.
-      max_unpacked_mb: size budget of all layers unpacked (0: none).
+      max_unpacked_mb: size budget of all layers unpacked, MB (files, upper layers winning).
     """
     images = "$(rootpaths %s)" % image
     pytest_test(

@@ -2,7 +2,7 @@
 
 Run as `./bazelw run //tools/oci:base.update` (inside the toolchain root, whose apt is configured
 with the project's Debian mirror). Resolves the Depends/Pre-Depends closure of ROOTS with apt-cache,
-drops maintainer tooling (PRUNE), and writes one `name version sha256` line per .deb. The sha256
+drops maintainer tooling and the libraries of stdlib modules the images do not use (PRUNE), and writes one `name version sha256` line per .deb. The sha256
 comes from the mirror's signed Packages index, so nothing needs downloading here.
 """
 
@@ -19,10 +19,19 @@ ROOTS = ("python3", "libstdc++6", "libgcc-s1", "ca-certificates", "tzdata")
 
 # Needed only by maintainer scripts, which never run in an image (the layer builder writes
 # what they would have written: CA bundle, ld.so.cache, passwd/group).
-PRUNE = frozenset({
+MAINTAINER_TOOLING = frozenset({
     "apt", "cdebconf", "debconf", "dpkg", "install-info", "openssl", "perl", "perl-base",
     "tar", "ucf", "sensible-utils", "base-files", "dash", "bash", "coreutils", "mawk",
 })
+# Libraries of stdlib modules neither image imports (rootfs.py drops those modules; the image
+# contents test checks every remaining ELF file finds its libraries): the interactive
+# terminal (readline, curses), dbm.ndbm (Berkeley DB), sqlite3, glibc's extra iconv charsets
+# and OpenSSL's legacy ciphers (MD4, DES, ...), loaded only when configured.
+UNUSED_BY_THE_IMAGES = frozenset({
+    "libc-gconv-modules-extra", "libdb5.3t64", "libncursesw6", "libreadline8t64", "libsqlite3-0",
+    "libtinfo6", "openssl-provider-legacy", "readline-common",
+})
+PRUNE = MAINTAINER_TOOLING | UNUSED_BY_THE_IMAGES
 
 HEADER = """\
 # Debian packages of the images' Python runtime layer (//tools/oci:python_base).
