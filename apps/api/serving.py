@@ -31,7 +31,7 @@ import numpy as np
 from apps.api.samples import sample_rows
 from churn.errors import RegistryError
 from churn.features.schema import FeatureSpec, encode_records, schema_from_json
-from churn.portable.scorer import PortableScorer, read_scorer
+from churn.portable.scorer import PortableFormError, PortableScorer, read_scorer
 
 
 CARD_SCHEMA_KEY = "feature_schema"  # written by churn.training (schema_to_json of its specs)
@@ -89,16 +89,18 @@ def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpe
         raise ModelLoadFailed(f"cannot read the card of version {version!r}: {exc}",
                               f"its card cannot be read ({type(exc).__name__})") from exc
     entry = card.get(CARD_SCORER_KEY)
-    if not isinstance(entry, dict) or not entry.get("file"):
-        raise ModelRejected(f"version {version!r} (model_kind {card.get('model_kind')!r}) has no portable scorer",
-                            "it has no portable scorer")
+    if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
+        raise ModelRejected(f"version {version!r} (model_kind {card.get('model_kind')!r}) has no portable scorer "
+                            f"with a sha256 in its card", "it has no portable scorer")
     check_card(card, specs)
     try:
-        predictor = read_scorer(Path(registry.version_dir(version)) / str(entry["file"]), entry.get("sha256"))
+        predictor = read_scorer(Path(registry.version_dir(version)) / str(entry["file"]), str(entry["sha256"]))
         check_predictions(predictor, specs)
     except ModelLoadFailed:
         raise
-    except Exception as exc:  # PortableFormError (unreadable, digest mismatch), arithmetic errors
+    except PortableFormError as exc:  # unreadable, not a scorer, digest differs from the card's
+        raise ModelLoadFailed(f"version {version!r}: {exc}", f"its scorer cannot be used: {exc.problem}") from exc
+    except Exception as exc:  # arithmetic errors on the sample rows
         raise ModelLoadFailed(f"version {version!r}: scorer not usable: {exc}",
                               f"its scorer cannot be used ({type(exc).__name__})") from exc
     return ServingModel(

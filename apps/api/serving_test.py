@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 
 from apps.api.app import create_app
 from apps.api.samples import sample_rows, typical_row
-from apps.api.serving import ModelRejected, load_serving_model
+from apps.api.serving import ModelLoadFailed, ModelRejected, load_serving_model
 from apps.api.testkit import (
     boosting_model,
     card_for,
@@ -68,6 +68,18 @@ def test_a_version_without_a_portable_scorer_is_rejected(tmp_path: Path) -> None
     version = ModelRegistry(tmp_path).register(_forest(), {**card_for(SPECS, kind="random_forest"), "scorer": None})
     with pytest.raises(ModelRejected, match="no portable scorer"):
         load_serving_model(ModelRegistry(tmp_path), version, SPECS)
+
+
+def test_a_scorer_file_other_than_the_cards_is_never_served(tmp_path: Path) -> None:
+    """A valid scorer of another model in its place: the sha256 in the card refuses it."""
+    registry = ModelRegistry(tmp_path)
+    served = register(tmp_path, logistic_pipeline(SPECS, seed=1), card_for(SPECS), promote=False)
+    other = register(tmp_path, logistic_pipeline(SPECS, seed=2), card_for(SPECS), promote=False)
+    target = registry.version_dir(served) / "scorer.npz"
+    target.write_bytes((registry.version_dir(other) / "scorer.npz").read_bytes())
+    with pytest.raises(ModelLoadFailed, match="sha256 [0-9a-f]{12} differs from the card") as refused:
+        load_serving_model(registry, served, SPECS)
+    assert "sha256" in refused.value.public and str(tmp_path) not in refused.value.public
 
 
 def test_predict_over_http_returns_the_tree_paths_risk(tmp_path: Path) -> None:

@@ -46,7 +46,12 @@ RiskFunction = Callable[[np.ndarray], np.ndarray]
 
 
 class PortableFormError(ValueError):
-    """A scorer file that is not a readable portable form (names the file and the problem)."""
+    """A scorer file that is not a readable portable form: `str()` names the file and the
+    problem, `problem` alone holds no path (for answers to API callers)."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -284,9 +289,11 @@ def read_scorer(path: Path, expected_sha256: str | None = None) -> PortableScore
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise PortableFormError(f"{path}: cannot read the scorer file: {exc.strerror or exc}") from exc
-    if expected_sha256 is not None and sha256_hex(data) != expected_sha256:
-        raise PortableFormError(f"{path}: sha256 differs from the card's scorer_sha256")
+        raise PortableFormError(str(path), f"cannot read the scorer file: {exc.strerror or exc}") from exc
+    actual = sha256_hex(data)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise PortableFormError(str(path), f"sha256 {actual[:12]} differs from the card's {str(expected_sha256)[:12]} "
+                                           "(scorer.sha256): corrupt or replaced")
     return scorer_from_bytes(data, str(path))
 
 
@@ -296,12 +303,10 @@ def scorer_from_bytes(data: bytes, name: str = "<bytes>") -> PortableScorer:
             arrays = {key: archive[key] for key in archive.files}
         meta = json.loads(bytes(arrays.pop(META_KEY)).decode())
         form = _from_arrays(meta["kind"], arrays)
-    except PortableFormError:
-        raise
-    except Exception as exc:  # a truncated zip, a missing array, a foreign file
-        raise PortableFormError(f"{name}: not a portable scorer file: {exc!r}") from exc
+    except Exception as exc:  # a truncated zip, a missing array, a foreign file, an unknown kind
+        raise PortableFormError(name, f"not a portable scorer file ({type(exc).__name__}: {exc})") from exc
     if meta.get("format_version") != FORMAT_VERSION:
-        raise PortableFormError(f"{name}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise PortableFormError(name, f"format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     return PortableScorer(form, meta, risk_function(form))
 
 
@@ -323,7 +328,7 @@ def _from_arrays(kind: str, arrays: dict[str, np.ndarray]) -> Form:
             values[scalar] = cast(values[scalar])
         return ForestForm(**values)
     if kind != "linear":
-        raise PortableFormError(f"unknown scorer kind {kind!r}")
+        raise ValueError(f"unknown scorer kind {kind!r}")
     numeric = tuple(
         NumericTerm(**{f.name: arrays[f"numeric{i}.{f.name}"] for f in fields(NumericTerm)})
         for i in range(_count(arrays, "numeric"))

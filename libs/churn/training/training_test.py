@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
 
 from churn.config.settings import Settings
+from churn.errors import RegistryError
 from churn.features.matrix import frame_matrix
 from churn.features.schema import encode_records, feature_names, feature_specs
+from churn.portable.scorer import read_scorer
 from churn.registry.registry import ModelRegistry
 from churn.revision import code_revision
 from churn.training.metrics import evaluate, lift_at
@@ -178,6 +184,33 @@ def test_training_produces_useful_models_and_complete_cards(trained):
         assert {"python", "numpy", "sklearn", "pandas"} <= set(card["libraries"])
         png = (registry.models_dir / version / "evaluation.png").read_bytes()
         assert png.startswith(b"\x89PNG")
+
+
+def test_every_version_is_registered_with_its_portable_scorer(trained):
+    """The file the API serves: its sha256 in the card, equal to predict_proba on the holdout."""
+    run, registry, versions, _ = trained
+    for version, trained_model in zip(versions, run.models):
+        entry = registry.card(version)["scorer"]
+        path = registry.version_dir(version) / entry["file"]
+        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert entry["checked_rows"] == len(run.test.X) and entry["max_abs_diff"] <= 1e-9
+        scorer = read_scorer(path, entry["sha256"])
+        assert scorer.kind == {"logistic_regression": "linear", "hist_gradient_boosting": "trees"}[trained_model.kind]
+        expected = trained_model.model.predict_proba(run.test.X)[:, 1]
+        np.testing.assert_allclose(scorer.risk(run.test.X), expected, rtol=0, atol=1e-9)
+
+
+def test_a_model_without_a_portable_form_is_registered_but_never_promoted(trained, tmp_path):
+    run, _, _, settings = trained
+    forest = make_pipeline(SimpleImputer(), RandomForestClassifier(n_estimators=5, random_state=0))
+    forest.fit(run.train.X, run.train.y)
+    odd = dataclasses.replace(run, models=[dataclasses.replace(run.models[0], kind="random_forest", model=forest)])
+    registry = ModelRegistry(tmp_path)
+    (version,) = register_run(odd, registry, settings, data_digest="f" * 64)
+    assert registry.card(version)["scorer"] is None
+    with pytest.raises(RegistryError, match=r"model_kind 'random_forest'\) has no portable scorer"):
+        registry.promote(version, reason="forced", gate=None)
+    assert registry.get_alias() is None
 
 
 def test_gate_accepts_first_and_better_refuses_worse_on_same_holdout(trained, tmp_path):
