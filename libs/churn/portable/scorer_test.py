@@ -21,7 +21,7 @@ SPECS = feature_specs()
 HOLDOUT = valid_rows(SPECS, rows=3000, seed=7)
 MODELS = {
     "linear": lambda: logistic_pipeline(SPECS),
-    "trees": lambda: boosting_model(SPECS, iterations=60),
+    "trees": lambda: boosting_model(SPECS),
     "trees without categorical splits": lambda: boosting_model(SPECS, categorical=False),
 }
 
