@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-
 from churn.errors import RegistryError
 from churn.storage import faults
 from churn.storage.files import (
