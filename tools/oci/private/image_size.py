@@ -19,15 +19,25 @@ def unpacked_size(blob: Path) -> int:
     return size
 
 
-def report(layout: Path) -> None:
+def layer_sizes(layout: Path) -> list[tuple[str, int, int]]:
+    """(digest, compressed bytes, unpacked tar bytes) of each layer of an OCI image layout."""
     blobs = layout / "blobs/sha256"
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
-    total_compressed = total_unpacked = 0
-    for layer in manifest["layers"]:
-        unpacked = unpacked_size(blobs / layer["digest"][7:])
-        total_compressed, total_unpacked = total_compressed + layer["size"], total_unpacked + unpacked
-        print(f"  {layer['digest'][7:19]}  {layer['size'] / 1e6:8.1f} MB gz  {unpacked / 1e6:8.1f} MB tar")
+    return [(layer["digest"], layer["size"], unpacked_size(blobs / layer["digest"][7:])) for layer in manifest["layers"]]
+
+
+def layout_sizes(layout: Path, layers: list[tuple[str, int, int]] | None = None) -> tuple[int, int]:
+    """(compressed, unpacked) bytes of the whole image (also bench/api_bench.py's figure)."""
+    layers = layer_sizes(layout) if layers is None else layers
+    return sum(c for _, c, _ in layers), sum(u for _, _, u in layers)
+
+
+def report(layout: Path) -> None:
+    layers = layer_sizes(layout)
+    for digest, compressed, unpacked in layers:
+        print(f"  {digest[7:19]}  {compressed / 1e6:8.1f} MB gz  {unpacked / 1e6:8.1f} MB tar")
+    total_compressed, total_unpacked = layout_sizes(layout, layers)
     print(f"{layout}: {total_compressed / 1e6:.1f} MB compressed, {total_unpacked / 1e6:.1f} MB unpacked")
 
 
