@@ -28,13 +28,14 @@ DYNLOAD = STDLIB + "lib-dynload/"
 # What neither image uses (globs; each group's reason). The libraries these modules link are
 # not unpacked at all (base_lock.py: UNUSED_BY_THE_IMAGES); the image contents test checks
 # that every remaining ELF file finds the libraries it needs, the container and end-to-end
-# tests that both images still run. About 17 MB of the layer's 71.
+# tests that both images still run. About 18 MB of the layer's 71.
 UNUSED = (
     # CPython's own test suite and test extension modules
     STDLIB + "test", DYNLOAD + "_test*", DYNLOAD + "_ctypes_test*", DYNLOAD + "xx*",
     DYNLOAD + "_xxtestfuzz*",
-    # the interactive interpreter, help() topics, attaching a debugger to a running process
-    STDLIB + "_pyrepl", STDLIB + "pydoc_data", DYNLOAD + "_remote_debugging*",
+    # help() topics, attaching a debugger to a running process (_pyrepl stays: pydoc imports
+    # its pager, and pyarrow imports pydoc)
+    STDLIB + "pydoc_data", DYNLOAD + "_remote_debugging*",
     # terminal UI and line editing (their ncurses/readline libraries are not installed)
     STDLIB + "curses", DYNLOAD + "_curses*", DYNLOAD + "readline*",
     # sqlite3 and dbm.ndbm (their libraries are not installed; dbm.dumb stays)
