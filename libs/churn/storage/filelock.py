@@ -89,9 +89,12 @@ class FileLock:
             time.sleep(self.poll)
         if time.monotonic() - start > self.poll * 2:
             log.info("%s: lock acquired after %.1fs", self.path, time.monotonic() - start)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(_me(), sort_keys=True) + "\n").encode(), 0)
-        self._fd = fd
+        self._fd = fd  # held from here on: release() frees it whatever happens below
+        try:  # the holder line is a hint for people: a full disk must not leak the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(_me(), sort_keys=True) + "\n").encode(), 0)
+        except OSError as exc:
+            log.warning("%s: holder not recorded in the lock file (%s)", self.path, exc)
 
     def release(self) -> None:
         if self._fd is None:

@@ -202,7 +202,7 @@ def _is_dead_temp(path: Path, now: float) -> bool:
         os.close(fd)
 
 
-def _is_temp_name(name: str) -> bool:
+def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(".tmp"))
 
 
@@ -218,14 +218,14 @@ def sweep_dead_temps(directory: str | Path) -> list[Path]:
     for current, dirs, files in os.walk(root):
         here = Path(current)
         for name in [*dirs, *files]:
-            if _is_temp_name(name) and _is_dead_temp(here / name, now):
+            if is_temp_name(name) and _is_dead_temp(here / name, now):
                 try:
                     remove_path(here / name)
                 except OSError as exc:  # clean-up must never fail the step that does it
                     log.warning("%s: cannot remove a dead run's temp entry (%s)", here / name, exc)
                     continue
                 removed.append(here / name)
-        dirs[:] = [d for d in dirs if not _is_temp_name(d)]
+        dirs[:] = [d for d in dirs if not is_temp_name(d)]
     return removed
 
 

@@ -215,3 +215,21 @@ def test_a_file_outside_a_generation_is_never_checked_against_a_stray_manifest(t
     atomic_write_json(tmp_path / "sub" / "card.json", {"a": 1})
     assert read_json(tmp_path / "sub" / "card.json") == {"a": 1}
 
+
+
+def test_a_full_disk_while_recording_the_holder_does_not_leak_the_lock(tmp_path: Path, monkeypatch) -> None:
+    """Found on a real full tmpfs: the holder line's ENOSPC left the flock held by a lost fd,
+    and the next acquire in the same process waited its whole timeout."""
+    import errno
+    import os
+
+    def full(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    path = tmp_path / "x.lock"
+    with monkeypatch.context() as m:
+        m.setattr(os, "pwrite", full)
+        with FileLock(path, timeout=1):
+            pass
+    with FileLock(path, timeout=0.5):  # free again
+        pass

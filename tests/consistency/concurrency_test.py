@@ -1,0 +1,74 @@
+"""Several writers at once, in separate processes: promotions and rollbacks of one registry.
+
+The processes start together; then a reader must find the production alias explained by an
+unbroken chain of committed history lines (the registry journal, docs/consistency.md),
+nothing pending, and no temp file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from churn.pipeline.steps import bootstrap
+from churn.pipeline.testing import TINY_YAML, tiny_settings
+from churn.registry.registry import ModelRegistry
+from churn.storage.files import is_temp_name
+
+MAIN = Path(os.environ.get("TEST_SRCDIR", "."), os.environ.get("TEST_WORKSPACE", "_main"), "apps/ml_jobs/main.py")
+USERS, DAYS = 150, 90
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("seeded") / "root"
+    results = bootstrap(tiny_settings(root, users=USERS, days=DAYS))
+    assert [r.exit_code for r in results] == [0] * len(results), [(r.name, r.message) for r in results]
+    return root
+
+
+def _run_all(config: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    procs = [subprocess.Popen([sys.executable, str(MAIN), "--config", str(config), *argv], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in commands]
+    out = []
+    for argv, p in zip(commands, procs):
+        stdout, stderr = p.communicate(timeout=600)
+        out.append(subprocess.CompletedProcess(argv, p.returncode, stdout, stderr))
+    return out
+
+
+def test_concurrent_promotions_and_rollbacks_keep_one_explained_chain(seeded: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(seeded, root, symlinks=True)
+    config = tmp_path / "config.yaml"
+    config.write_text(TINY_YAML.format(root=root, users=USERS, days=DAYS))
+    registry = ModelRegistry(root)
+    a = registry.get_alias()
+    record = json.loads((root / "registry" / "last_training_run.json").read_text())
+    b = next(v for v in record["versions"] if v != a)
+    # one change after the seed's, so every rollback below has a previous version to go to
+    (setup,) = _run_all(config, [["promote", "--version", b, "--force", "--reason", "setup"]])
+    assert setup.returncode == 0, setup.stderr
+    before = len(registry.effective_changes())
+    commands = [["promote", "--version", v, "--force", "--reason", f"p{i}"] for i, v in enumerate([b, a, b, a, b, a])]
+    commands += [["rollback", "--reason", "r1"], ["rollback", "--reason", "r2"]]
+    results = _run_all(config, commands)
+    assert [r.returncode for r in results] == [0] * len(commands), [r.stderr[-500:] for r in results]
+    history = registry.history()
+    assert not [e for e in history if e.get("state") == "pending"], history
+    changes = registry.effective_changes()
+    for prev, nxt in zip(changes, changes[1:]):
+        assert nxt["from"] == prev["to"], (prev, nxt)
+    assert registry.explain_alias() == changes[-1]
+    promoted = sum("PROMOTED" in r.stdout and "NOT PROMOTED" not in r.stdout for r in results[:6])
+    rolled = sum(1 for r in results[6:] if "production:" in r.stdout)
+    assert len(changes) - before == promoted + rolled
+    assert registry.get_alias() in (a, b)
+    assert not [p for p in root.rglob("*") if is_temp_name(p.name)]
