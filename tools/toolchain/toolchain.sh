@@ -436,6 +436,8 @@ bind_host_paths() {
       if [ -L "$host" ]; then [ -e "/$name" ] || [ -L "/$name" ] || ln -s "$(readlink "$host")" "/$name"; continue; fi
       [ -d "$host" ] && [ -x "$host" ] || continue   # a directory this user may enter
       same "/$name" "$host" && continue
+      # still bound to a host directory that was deleted since (and maybe made anew): drop that bind
+      mountpoint -q "/$name" 2>/dev/null && umount -l "/$name"
       mkdir -p "/$name"
       mount --rbind "$host" "/$name" 2>/dev/null || mount --bind "$host" "/$name"
     done

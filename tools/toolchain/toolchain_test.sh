@@ -8,9 +8,10 @@
 # - host paths: a file the host writes under /tmp and under $HOME is seen inside at the same path,
 #   and a file written inside shows on the host; the caller's directory is kept;
 # - as root: a directory made at the top of the host, and a file system mounted on the host, after
-#   the namespace exists, are seen inside (an unprivileged user cannot mount on the host, so this
-#   part needs root; it says so). The mount and its removal each make the namespace anew, so
-#   Bazel servers of that cache restart on their next call: run it as root on your own cache
+#   the namespace exists, are seen inside, and so is that directory deleted and made anew (an
+#   unprivileged user cannot mount on the host, so this part needs root; it says so). The mount
+#   and its removal each make the namespace anew, so Bazel servers of that cache restart on their
+#   next call: run it as root on your own cache
 #   (BAZELW_CACHE=DIR), not on one others are using.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -82,6 +83,13 @@ if [ "$(id -u)" = 0 ]; then
   [ "$got" = "$(printf 'on a new mount\ntop')" ] \
     && pass "a file system mounted and a top-level directory made after the namespace are seen inside" \
     || fail "after-the-namespace mount / directory: $got"
+  # The same top-level directory deleted and made anew (as a re-created checkout or scratch area
+  # is): the namespace still holds a bind of the deleted one; the next call must show the new one.
+  rm -rf "$topdir"; mkdir "$topdir"; echo "anew" >"$topdir/file"
+  got=$("$TOOLCHAIN" exec cat "$topdir/file" 2>"$scratch/anew.err") || true
+  [ "$got" = "anew" ] && [ ! -s "$scratch/anew.err" ] \
+    && pass "a top-level directory deleted and made anew is seen inside with its new content" \
+    || fail "re-made top-level directory: got '$got', stderr: $(cat "$scratch/anew.err")"
   umount "$mounted" && mounted=
   rm -rf "$topdir"; topdir=
   # Back to the host's usual mounts: the next call gets a namespace without the test's mount.
