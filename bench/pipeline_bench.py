@@ -20,7 +20,6 @@ import logging
 import os
 import resource
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -28,6 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from bench.rss import PeakRss
 from churn.config.settings import GeneratorSettings, Settings, load_config
 from churn.data.generate import generate
 from churn.invocation.workdir import enter_invocation_directory
@@ -52,39 +52,6 @@ class Result:
     peak_rss_mb: float
     baseline_s: float | None
     note: str
-
-
-class PeakRss:
-    """Samples this process's RSS every 10 ms; `peak_mb` is the maximum seen while running."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self._page
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> "PeakRss":
-        self.peak = self._rss()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak / 2**20
 
 
 # ---------------------------------------------------------------- reference re-implementations

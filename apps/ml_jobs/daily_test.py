@@ -104,3 +104,28 @@ def test_a_rejected_batch_exits_1_and_leaves_yesterday_untouched(cli: Cli) -> No
     assert snapshot(cli.root, RECEIPTS) == before
     assert (cli.root / "inbox" / "rejected" / batch.name).is_dir()
     assert (cli.root / "inbox" / "rejected" / f"{batch.name}.report.json").is_file()
+
+
+def test_the_daily_update_as_indexed_job_pods_then_merge_equals_one_update(cli: Cli, tmp_path: Path) -> None:
+    """`update --shard I/N` in each pod, then `merge-update N`: the day files of one update."""
+    cli.ok("generate", "--next-days", "1")
+    cli.ok("ingest-inbox")
+    one = Cli(tmp_path / "one")
+    shutil.copytree(cli.root, one.root, symlinks=True)
+    one.ok("update")
+    pods = [cli.ok("update", "--shard", f"{i}/3") for i in (2, 0)]  # any order
+    assert all("merge-update 3" in p.stdout for p in pods), pods[0].stdout
+    missing = cli("merge-update", "3")
+    assert missing.returncode == 1 and "shard 1/3 has not completed (run `ml_jobs update --shard 1/3`)" in missing.stderr
+    cli.ok("update", "--shard", "1/3")
+    merged = cli.ok("merge-update", "3")
+    assert "merged 3 shards" in merged.stdout
+    assert newest_day(cli) == newest_day(one)
+    for area in ("processed/user_days.parquet", "features/features.parquet", "labels/labels.parquet"):
+        files = sorted(p.name for p in (one.root / area).iterdir())
+        assert files == sorted(p.name for p in (cli.root / area).iterdir()), area
+        for name in files:
+            pd.testing.assert_frame_equal(pd.read_parquet(cli.root / area / name), pd.read_parquet(one.root / area / name),
+                                          obj=f"{area}/{name}")
+    assert not (cli.root / "shards" / "update").exists()
+    assert "no new data" in cli.ok("update", "--shard", "0/3").stdout

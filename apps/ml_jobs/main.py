@@ -23,7 +23,7 @@ from churn.ingest.readers import FORMATS
 from churn.pipeline import steps
 from churn.pipeline.steps import StepResult
 from churn.raw import contract
-from churn.scoring.batch import parse_shard
+from churn.sampling.users import parse_shard
 
 log = logging.getLogger("ml_jobs")
 
@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-from", type=_date, metavar="DATE",
                    help="with --next-days: behaviour shift from DATE on (kept for later batches)")
     add("ingest-inbox", "ingest every batch folder waiting in inbox/ (exit 1 on a rejected batch)")
-    add("update", "bring grid, features and labels up to the newest raw day, recomputing only what changed")
+    p = add("update", "bring grid, features and labels up to the newest raw day, recomputing only what changed")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="compute only users of shard I of N (stable user hash) into shards/update/; then merge-update N")
+    p = add("merge-update", "merge the outputs of update --shard 0/N..N-1/N into the day files and the update state")
+    p.add_argument("shards", type=_positive, metavar="N", help="number of shards (the N of --shard I/N)")
     add("daily", "the daily cycle: ingest-inbox -> update -> batch-score (newest day) -> score-distribution")
     add("validate", "validate raw data; exit 1 with a report on any violation")
     add("prepare", "clean raw data and build the user x day grid (needs validated raw data)")
@@ -113,7 +117,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
         "generate": lambda: (steps.step_generate_next(settings, args.next_days, args.shift_from) if args.next_days
                              else steps.step_generate(settings, args.simulate_shift)),
         "ingest-inbox": lambda: steps.step_ingest_inbox(settings),
-        "update": lambda: steps.step_update(settings),
+        "update": lambda: steps.step_update(settings, args.shard),
+        "merge-update": lambda: steps.step_merge_update(settings, args.shards),
         "daily": lambda: steps.step_daily(settings),
         "validate": lambda: steps.step_validate(settings),
         "prepare": lambda: steps.step_prepare(settings),

@@ -335,6 +335,19 @@ class IngestSettings:
 
 
 @section
+class ShardingSettings:
+    """How many users the heavy steps hold in memory at once (`ml_jobs update`'s grid, features
+    and labels are computed shard by shard of the stable user hash, `churn.sampling.users`).
+
+    `shard_users`: users per shard in one process; peak memory follows it, not the number of
+    users (measured per shard in the README's Benchmarks). A data root of at most this many
+    users is processed in one piece, exactly as before sharding.
+    """
+
+    shard_users: Positive = 25_000
+
+
+@section
 class Settings:
     """All settings. Build with `load_config`; derive variants with `dataclasses.replace`
     (which validates again)."""
@@ -351,6 +364,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    sharding: ShardingSettings = field(default_factory=ShardingSettings)
 
     def __post_init__(self) -> None:
         _require(self.split.gap_days >= self.churn.window_days, "split.gap_days",

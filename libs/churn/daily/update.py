@@ -18,6 +18,12 @@ What is recomputed, and why it equals a rebuild value for value:
 Anything that moves every row - another calendar start, a changed or removed user, a changed
 feature window or horizon - triggers a full rebuild (the log says why).
 
+Shards (`churn.daily.shards`): every row depends on one user's days only, so users are
+computed in groups of the stable user hash - in one process when there are more than
+`sharding.shard_users` users (memory follows the shard size), or one shard per pod of an
+Indexed Job (`--shard I/N`, then `merge_update`). Within a shard the new grid days stay in
+memory for the features and labels, and only the shard's rows of older days are read.
+
 State (`processed/update_state.json`, written last): the calendar, the newest day covered,
 the raw part files seen per day and the settings that shape the outputs.
 A crash before it is written leaves day files of a newer state and the old state file: the
@@ -42,7 +48,20 @@ from churn.features.compute import compute_features, history_days
 from churn.labels.build import build_labels
 from churn.raw.store import day_files as raw_day_files
 from churn.raw.store import read_events, read_users, require_raw
-from churn.storage.daytables import day_files, read_days, write_days
+from churn.daily.shards import (
+    Plan,
+    check_shards,
+    merge_tables,
+    raw_signature_digest,
+    read_days_of,
+    remove_run,
+    run_dir,
+    users_of_shard,
+    write_shard,
+)
+from churn.errors import DataError
+from churn.sampling.users import shard_count
+from churn.storage.daytables import write_days
 from churn.storage.files import atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
@@ -113,13 +132,14 @@ def _first_grid_day(users: pd.DataFrame, start: dt.date) -> pd.Series:
     return signup.where(signup > start, start)
 
 
-def _carry(paths: DataPaths, users: pd.DataFrame, day: dt.date) -> np.ndarray:
-    """Per user (aligned with `users`): the last active day on grid day `day` (NEVER_ACTIVE if none)."""
-    files = day_files(paths.user_days)
+def _carry(paths: DataPaths, users: pd.DataFrame, day: dt.date, shard_ids: np.ndarray | None) -> np.ndarray:
+    """Per user (aligned with `users`): the last active day on grid day `day` (NEVER_ACTIVE if none).
+
+    `shard_ids`: `users` is one shard; only its rows of that day are read."""
     out = np.full(len(users), NEVER_ACTIVE, dtype=np.int64)
-    if day not in files:
+    prev = read_days_of(paths.user_days, day, day, shard_ids, ["user_id", "last_active_day"])
+    if prev is None:
         return out
-    prev = read_parquet(files[day], columns=["user_id", "last_active_day"])
     ids = users["user_id"].to_numpy().astype(np.int64)
     pos = np.searchsorted(ids, prev["user_id"].to_numpy().astype(np.int64))
     out[pos] = prev["last_active_day"].to_numpy()
@@ -163,9 +183,64 @@ def _plan(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict
     return first, why, [m for m in missing if dt.date.fromisoformat(m) > old_newest]
 
 
-def run_update(settings: Settings, paths: DataPaths) -> UpdateResult:
-    """Recompute what new raw days touched; a full rebuild when nothing was built yet."""
+def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | None = None) -> UpdateResult:
+    """Recompute what new raw days touched; a full rebuild when nothing was built yet.
+
+    Users are processed in shards of `sharding.shard_users` (`churn.daily.shards`), so memory
+    follows the shard size, not the number of users. With `shard=(I, N)` only shard I is
+    computed, into its shard folder (an Indexed Job's pod); `merge_update` completes the run.
+    """
     t0 = time.perf_counter()
+    prep = _prepare(settings, paths)
+    if isinstance(prep, UpdateResult):
+        prep.seconds = round(time.perf_counter() - t0, 3)
+        return prep
+    users, files, plan, result = prep
+    if shard is not None:
+        tables = _compute(settings, paths, users_of_shard(users, shard), plan, sharded=shard[1] > 1)
+        write_shard(paths, shard, plan, tables)
+        _count(result, {name: len(frame) for name, (frame, _) in tables.items()}, plan)
+        result.reason += f"; shard {shard[0]}/{shard[1]} written, merge with `ml_jobs merge-update {shard[1]}`"
+        result.seconds = round(time.perf_counter() - t0, 3)
+        return result
+    n = shard_count(len(users), settings.sharding.shard_users)
+    if n == 1:
+        tables = _compute(settings, paths, users, plan, sharded=False)
+        for name, (frame, days) in tables.items():
+            write_days(frame, _areas(paths)[name], days=days)
+        rows = {name: len(frame) for name, (frame, _) in tables.items()}
+    else:
+        for i in range(n):
+            t1 = time.perf_counter()
+            write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan, sharded=True))
+            log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
+        rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(paths))
+        remove_run(paths, n)
+    return _finish(settings, paths, users, files, plan, result, rows, t0)
+
+
+def merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateResult:
+    """Complete an update run as N shards (`run_update(shard=(I, N))` for every I): check they
+    ran the plan this update would run now, merge their rows into the areas, write the state."""
+    t0 = time.perf_counter()
+    prep = _prepare(settings, paths)
+    if isinstance(prep, UpdateResult):
+        if run_dir(paths, shards).is_dir():
+            raise DataError(f"{run_dir(paths, shards)}: shards of an update that is not due any more "
+                            f"({prep.reason}): remove the folder, or rerun the shards after new data")
+        prep.seconds = round(time.perf_counter() - t0, 3)
+        return prep
+    users, files, plan, result = prep
+    rows = merge_tables(paths, shards, check_shards(paths, shards, plan), _areas(paths))
+    result.reason += f"; merged {shards} shards"
+    out = _finish(settings, paths, users, files, plan, result, rows, t0)
+    remove_run(paths, shards)
+    return out
+
+
+def _prepare(settings: Settings, paths: DataPaths
+             ) -> UpdateResult | tuple[pd.DataFrame, dict[dt.date, list[Path]], Plan, UpdateResult]:
+    """(users, raw day files, plan, result so far), or the finished result when nothing is new."""
     require_raw(paths)
     files = raw_day_files(paths)
     start, newest = next(iter(files)), next(reversed(files))
@@ -176,21 +251,40 @@ def run_update(settings: Settings, paths: DataPaths) -> UpdateResult:
                     len(missing), ", ".join(missing))
     if first is None:
         log.info("update: %s; nothing rewritten", why)
-        return UpdateResult("none", why, start.isoformat(), newest.isoformat(), seconds=round(time.perf_counter() - t0, 3))
+        return UpdateResult("none", why, start.isoformat(), newest.isoformat())
     mode = "full" if first == start else "incremental"
     log.info("update (%s): %s; recomputing from %s to %s", mode, why, first, newest)
-    result = UpdateResult(mode, why, start.isoformat(), newest.isoformat(), first.isoformat(), missing_days=missing)
-    _update_grid(paths, users, start, first, newest, result)
-    _update_features(settings, paths, start, first, newest, result)
-    _update_labels(settings, paths, start, first, newest, result)
+    w = settings.churn.window_days
+    iso = lambda days: tuple(d.isoformat() for d in days)  # noqa: E731
+    plan = Plan(start.isoformat(), first.isoformat(), newest.isoformat(), iso(_days(first, newest)),
+                iso(_days(first, newest)), iso(_days(max(first - _ONE * w, start), newest - _ONE * w)),
+                raw_signature_digest(_signatures(paths, files)), len(users))
+    return users, files, plan, UpdateResult(mode, why, start.isoformat(), newest.isoformat(), first.isoformat(),
+                                            missing_days=missing)
+
+
+def _areas(paths: DataPaths) -> dict[str, Path]:
+    return {"user_days": paths.user_days, "features": paths.features_file, "labels": paths.labels_file}
+
+
+def _count(result: UpdateResult, rows: dict[str, int], plan: Plan) -> None:
+    result.grid_days, result.feature_days, result.label_days = (len(plan.grid_days), len(plan.feature_days),
+                                                                len(plan.label_days))
+    result.grid_rows, result.feature_rows, result.label_rows = rows["user_days"], rows["features"], rows["labels"]
+
+
+def _finish(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict[dt.date, list[Path]], plan: Plan,
+            result: UpdateResult, rows: dict[str, int], t0: float) -> UpdateResult:
+    """The users snapshot and the state (written last: the update is complete)."""
+    _count(result, rows, plan)
     atomic_write_parquet(users, users_snapshot(paths))
-    atomic_write_json(state_path(paths), {"start": start.isoformat(), "newest_day": newest.isoformat(),
+    atomic_write_json(state_path(paths), {"start": plan.start, "newest_day": plan.newest,
                                           "shape": _shape(settings), "raw": _signatures(paths, files),
                                           "updated_at": dt.datetime.now(dt.timezone.utc).isoformat()})
     result.seconds = round(time.perf_counter() - t0, 3)
     log.info("update: %d grid, %d feature, %d label days rewritten (%d/%d/%d rows) in %.2fs; newest day %s",
              result.grid_days, result.feature_days, result.label_days, result.grid_rows, result.feature_rows,
-             result.label_rows, result.seconds, newest)
+             result.label_rows, result.seconds, plan.newest)
     return result
 
 
@@ -198,37 +292,49 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + _ONE * i for i in range((last - first).days + 1)] if last >= first else []
 
 
-def _update_grid(paths: DataPaths, users: pd.DataFrame, start: dt.date,
-                 first: dt.date, newest: dt.date, result: UpdateResult) -> None:
-    events = read_events(paths, columns=EVENT_INPUT_COLUMNS, start=first, end=newest)
+_LABEL_GRID_COLUMNS = ["user_id", "as_of_date", "day_index", "active"]
+
+
+def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, sharded: bool
+             ) -> dict[str, tuple[pd.DataFrame, list[dt.date]]]:
+    """Grid, feature and label rows of the plan's days for `users` (one shard, or everyone).
+
+    The new grid days stay in memory for the features and labels; only the older days they
+    look back on are read, and (`sharded`) only these users' rows of them.
+    """
+    start, first, newest = (dt.date.fromisoformat(x) for x in (plan.start, plan.first, plan.newest))
+    ids = users["user_id"].to_numpy().astype(np.int64) if sharded else None
+    events = read_events(paths, columns=EVENT_INPUT_COLUMNS, start=first, end=newest, user_ids=ids)
     cleaned, _ = clean_events(events, users, first, newest)
-    carry = _carry(paths, users, first - _ONE) if first > start else None
+    del events
+    carry = _carry(paths, users, first - _ONE, ids) if first > start else None
     grid = build_user_days(users, cleaned, first, newest, day_offset=(first - start).days, last_active_before=carry)
-    days = _days(first, newest)
-    write_days(grid, paths.user_days, days=days)
-    result.grid_days, result.grid_rows = len(days), len(grid)
+    del cleaned
+    grid_days = _days(first, newest)
 
-
-def _update_features(settings: Settings, paths: DataPaths, start: dt.date, first: dt.date, newest: dt.date,
-                     result: UpdateResult) -> None:
     lookback = max(first - _ONE * (history_days(settings.features.windows_days) - 1), start)
-    grid = read_days(paths.user_days, lookback, newest)
-    days = _days(first, newest)  # only their rows: the look-back days serve as history
-    features = compute_features(grid, settings.features.windows_days, as_of_dates=days, data_start=start)
-    write_days(features, paths.features_file, days=days)
-    result.feature_days, result.feature_rows = len(days), len(features)
+    history = read_days_of(paths.user_days, lookback, first - _ONE, ids) if lookback < first else None
+    features = compute_features(_with_history(history, grid), settings.features.windows_days,
+                                as_of_dates=grid_days, data_start=start)
+    del history
 
-
-def _update_labels(settings: Settings, paths: DataPaths, start: dt.date, first: dt.date, newest: dt.date,
-                   result: UpdateResult) -> None:
     w = settings.churn.window_days
     lo, hi = max(first - _ONE * w, start), newest - _ONE * w
-    if hi < lo:
-        return
-    grid = read_days(paths.user_days, max(lo - _ONE * (w - 1), start), newest,
-                     columns=["user_id", "as_of_date", "day_index", "active"])
-    labels = build_labels(grid, w)
-    labels = labels[labels["as_of_date"].to_numpy().astype("datetime64[D]") >= np.datetime64(lo, "D")]
-    days = _days(lo, hi)
-    write_days(labels.reset_index(drop=True), paths.labels_file, days=days)
-    result.label_days, result.label_rows = len(days), len(labels)
+    label_days = _days(lo, hi)
+    if label_days:
+        g_lo = max(lo - _ONE * (w - 1), start)
+        history = read_days_of(paths.user_days, g_lo, first - _ONE, ids, _LABEL_GRID_COLUMNS) if g_lo < first else None
+        labels = build_labels(_with_history(history, grid[_LABEL_GRID_COLUMNS]), w)
+        labels = labels[labels["as_of_date"].to_numpy().astype("datetime64[D]") >= np.datetime64(lo, "D")]
+        labels = labels.reset_index(drop=True)
+    else:
+        labels = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in
+                               (("user_id", "int64"), ("as_of_date", "datetime64[us]"), ("churn_label", "int8"))})
+    return {"user_days": (grid, grid_days), "features": (features, grid_days), "labels": (labels, label_days)}
+
+
+def _with_history(history: pd.DataFrame | None, grid: pd.DataFrame) -> pd.DataFrame:
+    """Older grid days (read) before the new ones (computed): the feature/label functions sort."""
+    if history is None or not len(history):
+        return grid
+    return pd.concat([history, grid], ignore_index=True)

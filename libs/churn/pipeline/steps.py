@@ -441,23 +441,42 @@ def step_ingest_inbox(settings: Settings) -> StepResult:
     return _timed("ingest", body)
 
 
-def step_update(settings: Settings) -> StepResult:
-    """Bring grid, features and labels up to the newest raw day (only what new data touched)."""
+def step_update(settings: Settings, shard: tuple[int, int] | None = None) -> StepResult:
+    """Bring grid, features and labels up to the newest raw day (only what new data touched).
+
+    `shard=(I, N)`: compute only users of shard I into its shard folder (one pod of an
+    Indexed Job); `step_merge_update(N)` completes the update when all N are done."""
     from churn.daily.update import run_update
 
     paths = data_paths(settings)
 
     def body() -> StepResult:
         require_validated(paths)
-        res = run_update(settings, paths)
-        message = (f"update ({res.mode}): {res.reason}; newest day {res.newest_day}" if res.mode == "none" else
-                   f"update ({res.mode}): {res.reason}; recomputed {res.first_recomputed}..{res.newest_day} "
-                   f"({res.grid_days} grid, {res.feature_days} feature, {res.label_days} label days)")
-        return StepResult("update", res.feature_rows, 0.0, [str(paths.user_days), str(paths.features_file),
-                                                             str(paths.labels_file)],
-                          message=message, detail=res.to_dict())
+        return _update_result(paths, run_update(settings, paths, shard))
 
     return _timed("update", body)
+
+
+def step_merge_update(settings: Settings, shards: int) -> StepResult:
+    """After `update --shard I/N` for every I: the day files and the state of one full update."""
+    from churn.daily.update import merge_update
+
+    paths = data_paths(settings)
+
+    def body() -> StepResult:
+        require_validated(paths)
+        return _update_result(paths, merge_update(settings, paths, shards), "merge-update")
+
+    return _timed("merge-update", body)
+
+
+def _update_result(paths: DataPaths, res: Any, name: str = "update") -> StepResult:
+    message = (f"{name} ({res.mode}): {res.reason}; newest day {res.newest_day}" if res.mode == "none" else
+               f"{name} ({res.mode}): {res.reason}; recomputed {res.first_recomputed}..{res.newest_day} "
+               f"({res.grid_days} grid, {res.feature_days} feature, {res.label_days} label days)")
+    return StepResult(name, res.feature_rows, 0.0, [str(paths.user_days), str(paths.features_file),
+                                                    str(paths.labels_file)],
+                      message=message, detail=res.to_dict())
 
 
 def step_daily(settings: Settings) -> list[StepResult]:

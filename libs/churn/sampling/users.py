@@ -32,6 +32,24 @@ def shard_of(user_ids: np.ndarray, shards: int) -> np.ndarray:
     return (splitmix64(user_ids) % np.uint64(shards)).astype(np.int64)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' -> (I, N) with 0 <= I < N; ValueError naming the bad value (every `--shard I/N`)."""
+    if text is None:
+        return None
+    try:
+        index, total = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
+    if total < 1 or not 0 <= index < total:
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N")
+    return index, total
+
+
+def shard_count(users: int, shard_users: int) -> int:
+    """How many shards keep each one at about `shard_users` users (1 for a small population)."""
+    return max(1, -(-users // max(shard_users, 1)))
+
+
 def users_within_budget(user_ids: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
     """Bool mask over rows keeping whole users (in hash order) while the row count fits `max_rows`.
 

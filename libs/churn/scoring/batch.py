@@ -106,19 +106,6 @@ def rank_scores(scores: pd.DataFrame, model_version: str) -> pd.DataFrame:
     return ranked[list(OUTPUT_COLUMNS)]
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'I/N' -> (I, N) with 0 <= I < N; ValueError naming the bad value."""
-    if text is None:
-        return None
-    try:
-        index, total = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
-    if total < 1 or not 0 <= index < total:
-        raise ValueError(f"--shard {text!r}: need 0 <= I < N")
-    return index, total
-
-
 def shard_suffix(shard: tuple[int, int] | None) -> str:
     """File-name suffix of a shard's outputs ('' for a full run); the merge finds shards by it."""
     return "" if shard is None else f".shard-{shard[0]:03d}-of-{shard[1]:03d}"

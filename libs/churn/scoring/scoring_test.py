@@ -18,8 +18,8 @@ from churn.monitoring.scores import score_distribution
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
-from churn.sampling.users import shard_of
-from churn.scoring.batch import batch_score, load_production, model_scorer, parse_shard, rank_scores, read_scores, score_frame
+from churn.sampling.users import parse_shard, shard_of
+from churn.scoring.batch import batch_score, load_production, model_scorer, rank_scores, read_scores, score_frame
 from churn.scoring.merge import Shard, check_run
 from churn.storage.files import DataError
 from churn.storage.paths import DataPaths

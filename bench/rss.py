@@ -1,0 +1,52 @@
+"""Peak resident memory of this process while a block runs (the benchmarks' memory column).
+
+Why sampling: ru_maxrss is a high-water mark over the whole process life, so it cannot say
+which step of a run reached it; a thread reading /proc/self/statm every 10 ms can.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+
+class PeakRss:
+    """`peak_mb`: the largest RSS seen while the `with` block ran; `growth_mb`: that minus the RSS
+    at its start (what the block itself added)."""
+
+    def __init__(self) -> None:
+        self.base = self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread: threading.Thread | None = None
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "PeakRss":
+        gc.collect()
+        self.base = self.peak = self._rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20

@@ -1,0 +1,117 @@
+"""A sharded update writes the same day files as an unsharded one, row for row.
+
+Three data roots get the same seed and the same daily batches (a late event among them): one
+updated in one piece, one shard by shard in one process (`sharding.shard_users` below the
+number of users), one as the pods of an Indexed Job (`update --shard I/N` each, then
+`merge-update N`). Every day file of the grid, the features and the labels must be equal
+(values, dtypes and row order), and equal to a rebuild from all raw data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from churn.config.settings import Settings
+from churn.daily import inbox, shards, update, world
+from churn.daily.testing import assert_equal_to_rebuild, seed_raw, small_settings
+from churn.errors import DataError
+from churn.sampling.users import shard_of
+from churn.storage.daytables import day_files
+from churn.storage.paths import DataPaths
+from churn.storage.tables import atomic_write_parquet, read_parquet
+
+N_JOB = 3
+
+
+def with_shard_users(settings: Settings, shard_users: int) -> Settings:
+    return dataclasses.replace(settings, sharding=dataclasses.replace(settings.sharding, shard_users=shard_users))
+
+
+def folders(paths: DataPaths) -> dict[str, Path]:
+    return {"grid": paths.user_days, "features": paths.features_file, "labels": paths.labels_file}
+
+
+def assert_same_day_files(a: DataPaths, b: DataPaths) -> None:
+    for name in folders(a):
+        fa, fb = day_files(folders(a)[name]), day_files(folders(b)[name])
+        assert list(fa) == list(fb), f"{name}: days {list(fa)[:3]}... vs {list(fb)[:3]}..."
+        for day in fa:
+            pd.testing.assert_frame_equal(read_parquet(fa[day]), read_parquet(fb[day]), obj=f"{name} {day}")
+
+
+def job_update(settings: Settings, paths: DataPaths) -> update.UpdateResult:
+    """The Indexed Job: every pod computes its shard, then the merge."""
+    for i in range(N_JOB):
+        res = update.run_update(settings, paths, shard=(i, N_JOB))
+        assert f"shard {i}/{N_JOB} written" in res.reason
+    return update.merge_update(settings, paths, N_JOB)
+
+
+def test_sharded_updates_equal_unsharded_row_for_row(tmp_path: Path) -> None:
+    base = small_settings(tmp_path / "one")
+    roots = {"one": tmp_path / "one", "loop": tmp_path / "loop", "job": tmp_path / "job"}
+    seed_raw(base, DataPaths.from_root(roots["one"]))
+    for name in ("loop", "job"):
+        shutil.copytree(roots["one"], roots[name])
+    settings = {name: dataclasses.replace(base, paths=dataclasses.replace(base.paths, root=str(root)))
+                for name, root in roots.items()}
+    settings["loop"] = with_shard_users(settings["loop"], 70)  # 300 users -> 5 shards
+    paths = {name: DataPaths.from_root(root) for name, root in roots.items()}
+
+    def update_all() -> None:
+        one = update.run_update(settings["one"], paths["one"])
+        loop = update.run_update(settings["loop"], paths["loop"])
+        job = job_update(settings["job"], paths["job"])
+        assert (loop.mode, loop.first_recomputed, loop.feature_rows) == (one.mode, one.first_recomputed, one.feature_rows)
+        assert (job.mode, job.first_recomputed, job.feature_rows) == (one.mode, one.first_recomputed, one.feature_rows)
+        assert not (paths["loop"].root / "shards" / "update").exists(), "a merged run leaves no shard files"
+        assert not (paths["job"].root / "shards" / "update").exists()
+
+    update_all()
+    for name in ("loop", "job"):
+        assert_same_day_files(paths["one"], paths[name])
+    for i in range(3):
+        for name in roots:
+            batch = world.next_days(settings[name].generator, paths[name], 1)
+            if i == 1:  # a login of user 1 ten days ago in today's batch: recompute from then
+                events = read_parquet(Path(batch.folder) / "events.parquet")
+                late = events.iloc[:1].copy()
+                late["event_id"], late["user_id"] = 10**12, 1
+                late["event_time"] = pd.Timestamp(batch.first_day - dt.timedelta(days=10)) + pd.Timedelta(hours=5)
+                atomic_write_parquet(pd.concat([events, late], ignore_index=True), Path(batch.folder) / "events.parquet")
+            assert [o.ok for o in inbox.ingest_inbox(settings[name], paths[name])] == [True]
+        update_all()
+        for name in ("loop", "job"):
+            assert_same_day_files(paths["one"], paths[name])
+    assert_equal_to_rebuild(settings["job"], paths["job"])
+
+
+def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_shard(tmp_path: Path) -> None:
+    s = small_settings(tmp_path)
+    paths = DataPaths.from_root(tmp_path)
+    seed_raw(s, paths)
+    update.run_update(s, paths, shard=(0, 2))
+    assert not paths.features_file.exists(), "a shard writes nothing into the areas"
+    shard_grid = pd.concat([read_parquet(p) for p in
+                            day_files(shards.table_dir(shards.shard_dir(paths, (0, 2)), "user_days")).values()])
+    assert set(shard_of(shard_grid["user_id"].to_numpy(), 2)) == {0}
+    with pytest.raises(DataError, match=r"shard 1/2 has not completed \(run `ml_jobs update --shard 1/2`\)"):
+        update.merge_update(s, paths, 2)
+
+    update.run_update(s, paths, shard=(1, 2))
+    # new raw data after the shards ran: the merge would mix two updates
+    batch = world.next_days(s.generator, paths, 1)
+    assert [o.ok for o in inbox.ingest_inbox(s, paths)] == [True]
+    with pytest.raises(DataError, match=r"shard 0/2 ran another update \(.*newest: .* vs " + batch.last_day.isoformat()):
+        update.merge_update(s, paths, 2)
+    for i in range(2):
+        update.run_update(s, paths, shard=(i, 2))
+    res = update.merge_update(s, paths, 2)
+    assert res.mode == "full" and res.newest_day == batch.last_day.isoformat()
+    assert_equal_to_rebuild(s, paths)
