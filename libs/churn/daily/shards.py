@@ -28,12 +28,10 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 
 from churn.errors import DataError
 from churn.sampling.users import shard_of
@@ -91,25 +89,6 @@ def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.Dat
         return users
     keep = shard_of(users["user_id"].to_numpy(), shard[1]) == shard[0]
     return users.loc[keep].reset_index(drop=True)
-
-
-def read_days_of(folder: Path, first: dt.date, last: dt.date, user_ids: np.ndarray | None,
-                 columns: Sequence[str] | None = None) -> pd.DataFrame | None:
-    """Rows of the day files in [first, last] of the given users (all for None), in day order.
-
-    Filtered while reading (pyarrow scans batch by batch), so memory follows the rows kept,
-    not the day files' size. None when there is no day file in the range.
-    """
-    files = [str(p) for d, p in day_files(folder).items() if first <= d <= last]
-    if not files:
-        return None
-    try:
-        ds = pads.dataset(files, format="parquet")
-        filt = None if user_ids is None else pads.field("user_id").isin(pa.array(np.asarray(user_ids, np.int64)))
-        table = ds.to_table(columns=list(columns) if columns is not None else None, filter=filt)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{folder}: cannot read day files {first}..{last} ({type(exc).__name__}: {exc})") from exc
-    return table.to_pandas()
 
 
 def write_shard(paths: DataPaths, shard: tuple[int, int], plan: Plan,

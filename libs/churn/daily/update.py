@@ -53,7 +53,6 @@ from churn.daily.shards import (
     check_shards,
     merge_tables,
     raw_signature_digest,
-    read_days_of,
     remove_run,
     run_dir,
     users_of_shard,
@@ -61,7 +60,7 @@ from churn.daily.shards import (
 )
 from churn.errors import DataError
 from churn.sampling.users import shard_count
-from churn.storage.daytables import write_days
+from churn.storage.daytables import read_days_of, write_days
 from churn.storage.files import atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet

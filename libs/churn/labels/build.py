@@ -24,7 +24,7 @@ from churn.errors import DataError
 from churn.features.compute import KEY_COLUMNS
 from churn.storage.daytables import replace_days
 from churn.storage.paths import DataPaths
-from churn.storage.tables import atomic_write_parquet, read_parquet
+from churn.storage.tables import read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,3 @@ def run_labels(settings: Settings, paths: DataPaths) -> pd.DataFrame:
     labels = build_labels(user_days, settings.churn.window_days)
     replace_days(labels, paths.labels_file)
     return labels
-
-
-def run_training_set(settings: Settings, paths: DataPaths) -> pd.DataFrame:
-    """features/features.parquet + labels/labels.parquet -> labels/training_set.parquet."""
-    features = read_parquet(paths.features_file)
-    labels = read_parquet(paths.labels_file)
-    ts = build_training_set(features, labels)
-    atomic_write_parquet(ts, paths.training_set)
-    log.info("training set: %d rows, positive rate %.3f", len(ts), float(ts[LABEL].mean()) if len(ts) else float("nan"))
-    return ts

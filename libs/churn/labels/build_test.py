@@ -13,7 +13,7 @@ from churn.data.generate import generate, write_raw
 from churn.data.prepare import prepare_frames, run_prepare
 from churn.errors import DataError
 from churn.features.compute import compute_features, run_features
-from churn.labels.build import LABEL, build_labels, build_training_set, run_labels, run_training_set
+from churn.labels.build import LABEL, build_labels, build_training_set, run_labels
 from churn.storage.daytables import day_files
 from churn.storage.paths import DataPaths
 
@@ -109,13 +109,12 @@ def test_training_set_rejects_duplicate_keys() -> None:
         build_training_set(f.iloc[:1], lab.drop(columns=[LABEL]))
 
 
-def test_run_labels_and_training_set(tmp_path: Path) -> None:
+def test_run_labels(tmp_path: Path) -> None:
     paths = DataPaths.from_root(tmp_path)
     settings = Settings(generator=GeneratorSettings(n_users=50, days=80, seed=4))
     write_raw(settings.generator, paths)
     run_prepare(settings, paths)
     run_features(settings, paths)
     labels = run_labels(settings, paths)
-    ts = run_training_set(settings, paths)
-    assert len(day_files(paths.labels_file)) == labels["as_of_date"].nunique() and paths.training_set.is_file()
-    assert len(labels) > 0 and 0 < len(ts) <= len(labels)
+    assert len(day_files(paths.labels_file)) == labels["as_of_date"].nunique()
+    assert len(labels) > 0

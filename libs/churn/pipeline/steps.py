@@ -199,7 +199,8 @@ def step_features(settings: Settings) -> StepResult:
 
 def step_labels(settings: Settings) -> StepResult:
     """Labels and the training set (features joined with labels)."""
-    from churn.labels.build import run_labels, run_training_set
+    from churn.labels.build import run_labels
+    from churn.training.sample import run_training_set
 
     paths = data_paths(settings)
 
@@ -507,7 +508,7 @@ def step_daily(settings: Settings) -> list[StepResult]:
 
 def step_training_set(settings: Settings) -> StepResult:
     """The training set from the features and the matured labels as they are now."""
-    from churn.labels.build import run_training_set
+    from churn.training.sample import run_training_set
 
     paths = data_paths(settings)
 

@@ -60,6 +60,11 @@ def users_within_budget(user_ids: np.ndarray, max_rows: int, seed: int = 0) -> n
     if len(ids) <= max_rows:
         return np.ones(len(ids), dtype=bool)
     uniq, counts = np.unique(ids, return_counts=True)
-    order = np.argsort(splitmix64(uniq, seed), kind="stable")
-    kept = uniq[order][np.cumsum(counts[order]) <= max_rows]
-    return np.isin(ids, kept)
+    return np.isin(ids, budget_users(uniq, counts, max_rows, seed))
+
+
+def budget_users(users: np.ndarray, rows: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
+    """The users `users_within_budget` keeps, from each user's row count alone (`users` unique):
+    so a reader can choose them before reading the rows."""
+    order = np.argsort(splitmix64(users, seed), kind="stable")
+    return users[order][np.cumsum(rows[order]) <= max_rows]

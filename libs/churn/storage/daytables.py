@@ -18,6 +18,8 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 
 from churn.storage.files import DataError
 from churn.storage.tables import atomic_write_parquet
@@ -81,6 +83,26 @@ def replace_days(frame: pd.DataFrame, folder: Path, column: str = "as_of_date") 
         if p.name not in keep:
             p.unlink()
     return written
+
+
+def read_days_of(folder: Path, first: dt.date | None, last: dt.date | None, user_ids: np.ndarray | None,
+                 columns: Iterable[str] | None = None) -> pd.DataFrame | None:
+    """Rows of the given users (all for None) in the day files of [first, last], in day order.
+
+    Filtered while reading (pyarrow scans batch by batch), so memory follows the rows kept,
+    not the files' size: what a shard of users or a training sample reads. None when no day
+    file lies in the range.
+    """
+    files = [str(p) for d, p in day_files(folder).items() if (first is None or d >= first) and (last is None or d <= last)]
+    if not files:
+        return None
+    try:
+        ds = pads.dataset(files, format="parquet")
+        filt = None if user_ids is None else pads.field("user_id").isin(pa.array(np.asarray(user_ids, np.int64)))
+        table = ds.to_table(columns=list(columns) if columns is not None else None, filter=filt)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{folder}: cannot read day files {first}..{last} ({type(exc).__name__}: {exc})") from exc
+    return table.to_pandas()
 
 
 def read_days(folder: Path, first: dt.date | None = None, last: dt.date | None = None,

@@ -27,6 +27,7 @@ from churn.features.schema import FeatureSpec, feature_names, feature_specs, sch
 from churn.registry.registry import GateDecision, LoadedModel, ModelRegistry
 from churn.revision import code_revision
 from churn.sampling.users import users_within_budget
+from churn.training.sample import LABELLED_ROWS
 from churn.training.dataset import LABEL, holdout_bytes, read_holdout
 from churn.training.metrics import evaluate
 from churn.training.models import MODEL_BUILDERS, predict_risk
@@ -110,7 +111,7 @@ def split_training_set(training_set: pd.DataFrame, settings: Settings) -> Traini
             "train_users": int(len(np.unique(train.user_ids))),
             "test_users": int(len(np.unique(test.user_ids))),
             "train_positive_rate": float(train.y.mean()), "test_positive_rate": float(test.y.mean()),
-            "labelled_rows": int(len(training_set)), **split.describe()}
+            "labelled_rows": int(training_set.attrs.get(LABELLED_ROWS, len(training_set))), **split.describe()}
     return TrainingRun(specs=specs, split=split, train=train, test=test, data=data)
 
 
