@@ -1,7 +1,13 @@
-"""Pipeline benchmark: the whole `ml_jobs bootstrap`, step by step, at 2,000 users (default) or
-`--users 100000`.
+"""Pipeline benchmark: the whole seed and one daily update against the number of users.
 
-Prints one table: step, rows, seconds, rows/s, peak RSS during the step, and a baseline
+    bazel run //bench:pipeline_bench -- --sizes 2000,10000,100000,1000000 --png docs/images/pipeline-scale.png
+
+prints, per size, the whole seed (every `ml_jobs bootstrap` step), train, one daily cycle and the
+peak RSS of the child process that ran it, sharded (`sharding.shard_users`) beside the unsharded
+code up to `--baseline-max` users (`bench/pipeline_scale.py`), and draws seconds and peak
+memory against users.
+
+`--per-step --users N`: the older table of one size, step by step. Prints one table: step, rows, seconds, rows/s, peak RSS during the step, and a baseline
 measured in the same run: re-implementations of the reference project's per-user Python
 loops (generator, prepare) and its groupby-apply rolling features. The baselines are run on
 a subset of users (`--baseline-users`, default 200) and scaled linearly to the full user
@@ -22,11 +28,13 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from bench import pipeline_scale
 from bench.rss import PeakRss
 from churn.config.settings import GeneratorSettings, Settings, load_config
 from churn.data.generate import generate
@@ -231,9 +239,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--root", default=None, help="data root (default: a temporary directory)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--per-step", action="store_true", help="one size (--users), step by step, with reference baselines")
+    ap.add_argument("--sizes", default="2000,10000,100000", help="user counts of the scale table (comma-separated)")
+    ap.add_argument("--shard-users", type=int, default=None, help="sharding.shard_users (default: from the config)")
+    ap.add_argument("--baseline-max", type=int, default=100_000,
+                    help="largest size also run unsharded (the code before #16) as the baseline")
+    ap.add_argument("--png", default=None, help="write the figure of seconds and peak memory against users here")
+    ap.add_argument("--config", default=None, help="YAML config (default: built-in)")
+    ap.add_argument("--profile", default=None, metavar="STEP",
+                    help="print where the time of one step goes (cProfile, e.g. update, train, daily)")
+    ap.add_argument("--child-json", default=None, help=argparse.SUPPRESS)  # one size in a child process
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    base = load_config()
+    base = load_config(args.config)
+    shard_users = args.shard_users or base.sharding.shard_users
+    if args.child_json:
+        pipeline_scale.child(pipeline_scale.child_settings(base, args.users, shard_users, args.root), Path(args.child_json),
+                             args.profile)
+        return 0
+    if not args.per_step:
+        sizes = [int(x) for x in args.sizes.split(",")]
+        print(f"pipeline bench: {os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, "
+              f"numpy {np.__version__}, pandas {pd.__version__}, shard_users {shard_users:,}, "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(pipeline_scale.scale_table(__file__, sizes, shard_users, args.baseline_max, args.config,
+                                         Path(args.png) if args.png else None, Path(args.root) if args.root else None,
+                                         args.profile))
+        return 0
     gen = dataclasses.replace(base.generator, n_users=args.users, days=args.days or base.generator.days,
                               seed=base.generator.seed if args.seed is None else args.seed)
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as tmp:

@@ -8,10 +8,10 @@ splitmix64(user_id) mod N, the same on every run, machine and pod.
 
 Layout of a sharded update (beside the data root's areas, never read by other steps):
 
-    shards/update/of-NNN/shard-III/user_days.parquet/<day>.parquet   this shard's rows
-    shards/update/of-NNN/shard-III/features.parquet/<day>.parquet
-    shards/update/of-NNN/shard-III/labels.parquet/<day>.parquet
-    shards/update/of-NNN/shard-III/shard.json                        written last: the plan it ran
+    shards/update/of-NNN/shard-III/user_days.parquet   this shard's rows, one row group per day
+    shards/update/of-NNN/shard-III/features.parquet
+    shards/update/of-NNN/shard-III/labels.parquet
+    shards/update/of-NNN/shard-III/shard.json          written last: the plan it ran, the row groups
 
 The merge checks that all N shards ran the same plan on the same raw data, concatenates each
 recomputed day's shard files sorted by user_id (the order of an unsharded run, so the day files
@@ -32,11 +32,13 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from churn.errors import DataError
 from churn.sampling.users import shard_of
-from churn.storage.daytables import day_files, write_days
-from churn.storage.files import atomic_write_json, read_json
+from churn.storage.daytables import day_file
+from churn.storage.files import atomic_path, atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -79,10 +81,6 @@ def shard_dir(paths: DataPaths, shard: tuple[int, int]) -> Path:
     return run_dir(paths, shard[1]) / f"shard-{shard[0]:03d}"
 
 
-def table_dir(folder: Path, table: str) -> Path:
-    return folder / f"{table}.parquet"
-
-
 def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:
     """The rows of `users` in shard (I, N) (all of them for None), order kept."""
     if shard is None or shard[1] == 1:
@@ -93,18 +91,46 @@ def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.Dat
 
 def write_shard(paths: DataPaths, shard: tuple[int, int], plan: Plan,
                 tables: dict[str, tuple[pd.DataFrame, Iterable[dt.date]]]) -> Path:
-    """A shard's rows of each table (for the plan's days), then its marker (written last)."""
+    """A shard's rows of each table, then its marker (written last).
+
+    One file per table, one row group per day (its index in the marker): a few files per shard
+    instead of one per day, and the merge reads a day of a shard without scanning the others.
+    """
     folder = shard_dir(paths, shard)
     if folder.exists():
         shutil.rmtree(folder)  # a previous attempt of this shard (a retried pod)
-    rows = {}
+    rows: dict[str, int] = {}
+    groups: dict[str, dict[str, int]] = {}
     for name, (frame, days) in tables.items():
-        write_days(frame, table_dir(folder, name), days=list(days))
+        groups[name] = _write_by_day(frame, table_file(folder, name), set(days))
         rows[name] = len(frame)
     atomic_write_json(folder / MARKER, {"shard": list(shard), "plan": plan.to_dict(), "rows": rows,
+                                        "row_groups": groups,
                                         "written_at": dt.datetime.now(dt.timezone.utc).isoformat()})
     log.info("update shard %d/%d: %s rows -> %s", shard[0], shard[1], rows, folder)
     return folder
+
+
+def table_file(folder: Path, table: str) -> Path:
+    return folder / f"{table}.parquet"
+
+
+def _write_by_day(frame: pd.DataFrame, path: Path, days: set[dt.date]) -> dict[str, int]:
+    """`frame`'s rows of `days` as one row group per day (row order within a day kept);
+    returns {day: row group index}."""
+    dates = frame["as_of_date"].to_numpy().astype("datetime64[D]")
+    order = np.argsort(dates, kind="stable")
+    table = pa.Table.from_pandas(frame, preserve_index=False).take(pa.array(order))
+    sorted_dates = dates[order]
+    present, starts = np.unique(sorted_dates, return_index=True)
+    bounds = list(starts[1:]) + [len(order)]
+    index: dict[str, int] = {}
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
+        for day, lo, hi in zip(present, starts, bounds):
+            if day.astype(object) in days:
+                writer.write_table(table.slice(lo, hi - lo))
+                index[str(day)] = len(index)
+    return index
 
 
 def check_shards(paths: DataPaths, shards: int, plan: Plan | None) -> Plan:
@@ -137,32 +163,32 @@ def _short(v: object) -> str:
 
 
 def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Path]) -> dict[str, int]:
-    """Each plan day of each table: the N shards' files concatenated, sorted by user_id, into
-    the area folder (`areas[table]`); returns the rows written per table."""
+    """Each plan day of each table: the N shards' rows of it concatenated, sorted by user_id,
+    written over the area's day file (`areas[table]`; removed when no shard has rows that day).
+    Arrow tables throughout: the pandas metadata the shards wrote travels with them, so the day
+    file reads back as the unsharded run's. Returns the rows written per table."""
     days_of = {"user_days": plan.grid_days, "features": plan.feature_days, "labels": plan.label_days}
+    markers = [read_json(shard_dir(paths, (i, shards)) / MARKER) for i in range(shards)]
     rows = {}
     for name in TABLES:
-        folders = [table_dir(shard_dir(paths, (i, shards)), name) for i in range(shards)]
-        files = [day_files(f) for f in folders]
+        files = [pq.ParquetFile(table_file(shard_dir(paths, (i, shards)), name)) for i in range(shards)]
         total = 0
-        for text in days_of[name]:
-            day = dt.date.fromisoformat(text)
-            parts = [pd.read_parquet(f[day], engine="pyarrow") for f in files if day in f]
-            frame = _concat_sorted(parts)
-            write_days(frame, areas[name], days=[day])
-            total += len(frame)
+        for day in days_of[name]:
+            parts = [f.read_row_group(m["row_groups"][name][day]) for f, m in zip(files, markers)
+                     if day in m["row_groups"][name]]
+            target = day_file(areas[name], dt.date.fromisoformat(day))
+            if not parts:
+                target.unlink(missing_ok=True)
+                continue
+            table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+            # each shard's rows are in user order: a stable sort restores the global order
+            table = table.take(pa.array(np.argsort(table.column("user_id").to_numpy(), kind="stable")))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
+            total += table.num_rows
         rows[name] = total
     return rows
-
-
-def _concat_sorted(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """One day's shard files as the unsharded run writes it: rows by user_id (each shard's rows
-    are already in user order, so a stable sort restores the global order)."""
-    if not parts:
-        return pd.DataFrame({"as_of_date": pd.Series([], dtype="datetime64[us]")})
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    order = np.argsort(frame["user_id"].to_numpy(), kind="stable")
-    return frame.iloc[order].reset_index(drop=True)
 
 
 def remove_run(paths: DataPaths, shards: int) -> None:

@@ -98,8 +98,7 @@ def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_s
     seed_raw(s, paths)
     update.run_update(s, paths, shard=(0, 2))
     assert not paths.features_file.exists(), "a shard writes nothing into the areas"
-    shard_grid = pd.concat([read_parquet(p) for p in
-                            day_files(shards.table_dir(shards.shard_dir(paths, (0, 2)), "user_days")).values()])
+    shard_grid = read_parquet(shards.table_file(shards.shard_dir(paths, (0, 2)), "user_days"))
     assert set(shard_of(shard_grid["user_id"].to_numpy(), 2)) == {0}
     with pytest.raises(DataError, match=r"shard 1/2 has not completed \(run `ml_jobs update --shard 1/2`\)"):
         update.merge_update(s, paths, 2)

@@ -34,6 +34,7 @@ def budgets_of_the_full_join(full: pd.DataFrame, settings: Settings) -> pd.DataF
 
 def test_training_set_reads_only_its_sample_and_equals_the_budgets_of_the_full_join(tmp_path: Path) -> None:
     frame = synthetic_training_set(n_users=400, n_days=70)
+    frame["as_of_date"] = frame["as_of_date"].astype("datetime64[us]")  # as the pipeline stores dates
     features = frame.drop(columns=[LABEL])
     rng = np.random.default_rng(3)
     labels = frame.loc[rng.random(len(frame)) < 0.8, ["user_id", "as_of_date", LABEL]]  # some rows unlabelled
@@ -57,6 +58,7 @@ def test_training_set_reads_only_its_sample_and_equals_the_budgets_of_the_full_j
 
 def test_without_budget_pressure_the_sample_is_the_whole_join(tmp_path: Path) -> None:
     frame = synthetic_training_set(n_users=50, n_days=70)
+    frame["as_of_date"] = frame["as_of_date"].astype("datetime64[us]")
     paths = DataPaths.from_root(tmp_path)
     write_days(frame.drop(columns=[LABEL]), paths.features_file)
     write_days(frame[["user_id", "as_of_date", LABEL]], paths.labels_file)

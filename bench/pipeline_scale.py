@@ -1,0 +1,234 @@
+"""The scale table of `bench:pipeline_bench`: whole seed, train and one daily update at several
+user counts, each in its own child process whose peak RSS the kernel reports (wait4), beside
+the unsharded code (`sharding.shard_users` above the user count) where it can run.
+
+Why child processes: a high-water mark (ru_maxrss) belongs to a process, so one child per
+(users, code) gives each figure its own peak, whatever ran before it; and a child that runs
+out of memory does not take the bench down.
+
+Targets (#16): 1,000,000 users seed < 10 min with peak < 4 GiB; 100,000 < 60 s with peak
+< 2 GiB; 2,000 seed < 3 s with train < 1.5 s; one daily update at 1,000,000 < 60 s.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import dataclasses
+import io
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.rss import PeakRss
+from churn.config.settings import Settings
+from churn.daily.world import next_days
+from churn.pipeline import steps
+from churn.pipeline.steps import EXIT_DRIFT, EXIT_OK, StepResult, bootstrap_steps, with_root
+from churn.plotting.figures import figure_png, subplots
+from churn.storage.files import atomic_write_bytes
+
+UNSHARDED = 10**9  # sharding.shard_users for the baseline: every user in one piece (the code before #16)
+TARGETS = {  # users -> (seed seconds, peak GiB)
+    1_000_000: (600.0, 4.0),
+    100_000: (60.0, 2.0),
+    2_000: (3.0, None),
+}
+
+
+@dataclass
+class Run:
+    """One child's figures (or why it did not run)."""
+
+    users: int
+    code: str
+    steps: dict[str, float] = field(default_factory=dict)
+    step_peak_mb: dict[str, float] = field(default_factory=dict)
+    daily: dict[str, float] = field(default_factory=dict)
+    peak_mb: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)
+    note: str = ""
+
+    @property
+    def seed_s(self) -> float:
+        return sum(self.steps.values())
+
+
+# ---------------------------------------------------------------- the child
+
+
+def child(settings: Settings, out: Path, profile: str | None = None) -> None:
+    """Every bootstrap step, then one day of the world and the daily cycle; figures to `out`.
+
+    `profile`: a step name (or "daily") run under cProfile; its top functions go to stderr."""
+    result: dict[str, Any] = {"steps": {}, "step_peak_mb": {}, "daily": {}}
+    for name, run in bootstrap_steps(settings):
+        with PeakRss() as rss:
+            t0 = time.perf_counter()
+            _ok(_profiled(run, name == profile))
+            result["steps"][name] = time.perf_counter() - t0
+        result["step_peak_mb"][name] = rss.peak_mb
+        print(f"{name}: {result['steps'][name]:.1f}s, peak {rss.peak_mb:.0f} MB", file=sys.stderr, flush=True)
+    next_days(settings.generator, steps.data_paths(settings), 1)  # the world goes on: not the cycle's time
+    t0 = time.perf_counter()
+    with PeakRss() as rss:
+        for r in _profiled(lambda: steps.step_daily(settings), profile == "daily"):
+            _ok(r)
+            result["daily"][r.name] = r.seconds
+    result["daily"]["total"] = time.perf_counter() - t0
+    result["step_peak_mb"]["daily"] = rss.peak_mb
+    out.write_text(json.dumps(result))
+
+
+def _profiled(run: Callable[[], Any], on: bool) -> Any:
+    if not on:
+        return run()
+    prof = cProfile.Profile()
+    out = prof.runcall(run)
+    stats = io.StringIO()
+    pstats.Stats(prof, stream=stats).sort_stats("cumulative").print_stats(30)
+    print("PROFILE\n" + stats.getvalue(), file=sys.stderr, flush=True)
+    return out
+
+
+def _ok(result: StepResult) -> StepResult:
+    if result.exit_code not in (EXIT_OK, EXIT_DRIFT):
+        raise SystemExit(f"{result.name} failed (exit {result.exit_code}): {result.message}")
+    return result
+
+
+def run_child(main_file: str, users: int, shard_users: int, config: str | None, scratch: Path,
+              profile: str | None = None) -> Run:
+    """One child process on a fresh data root; its peak RSS from the kernel (wait4)."""
+    root = Path(tempfile.mkdtemp(prefix=f"pipeline-{users}-", dir=scratch))
+    out, log = root.with_suffix(".json"), root.with_suffix(".log")
+    argv = [sys.executable, main_file, "--child-json", str(out), "--users", str(users),
+            "--shard-users", str(shard_users), "--root", str(root)] + (["--config", config] if config else []) + (
+                ["--profile", profile] if profile else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    code = "sharded" if shard_users < users else ("unsharded" if shard_users == UNSHARDED else "one shard")
+    load0 = os.getloadavg()[0]
+    try:
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        run = Run(users, code, peak_mb=usage.ru_maxrss / 1024, load=(load0, os.getloadavg()[0]))
+        if proc.returncode != 0:
+            tail = log.read_text().strip().splitlines()[-3:]
+            run.note = f"failed (exit {proc.returncode}): " + " | ".join(tail)
+            return run
+        if profile:
+            text = log.read_text()
+            print(text[text.find("PROFILE"):], file=sys.stderr)
+        figures = json.loads(out.read_text())
+        run.steps, run.step_peak_mb, run.daily = figures["steps"], figures["step_peak_mb"], figures["daily"]
+        return run
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the table and the figure
+
+
+def render(runs: list[Run]) -> str:
+    head = (f"{'users':>9} {'code':<10} {'seed s':>8} {'update s':>9} {'train s':>8} {'daily s':>8} "
+            f"{'daily update s':>15} {'peak RSS':>9} {'biggest step':<22} {'load':>9}  target")
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        if not r.steps:
+            lines.append(f"{r.users:>9,} {r.code:<10} {r.note}")
+            continue
+        top = max(r.step_peak_mb, key=lambda k: r.step_peak_mb[k])
+        lines.append(f"{r.users:>9,} {r.code:<10} {r.seed_s:>8.1f} {r.steps.get('update', 0):>9.1f} "
+                     f"{r.steps.get('train', 0):>8.2f} {r.daily.get('total', 0):>8.1f} {r.daily.get('update', 0):>15.1f} "
+                     f"{r.peak_mb / 1024:>7.2f}GB {top + f' {r.step_peak_mb[top] / 1024:.2f}GB':<22} "
+                     f"{r.load[0]:>4.1f}-{r.load[1]:<4.1f}  {_verdict(r)}")
+    lines.append("seed s = every bootstrap step; daily s = ingest-inbox + update + batch-score + score-distribution "
+                 "of one new day; peak RSS = the child process's (wait4), GB = GiB; load = load average before-after")
+    return "\n".join(lines)
+
+
+def _verdict(r: Run) -> str:
+    if r.code == "unsharded":
+        return "baseline"
+    out = []
+    seed, peak = TARGETS.get(r.users, (None, None))
+    if seed is not None:
+        out.append(f"seed < {seed:g}s: {'yes' if r.seed_s < seed else f'NO (+{r.seed_s - seed:.1f}s)'}")
+    if peak is not None:
+        gib = r.peak_mb / 1024
+        out.append(f"peak < {peak:g}GiB: {'yes' if gib < peak else f'NO (+{gib - peak:.2f}GiB)'}")
+    if r.users == 2_000:
+        train = r.steps.get("train", 0)
+        out.append(f"train < 1.5s: {'yes' if train < 1.5 else f'NO (+{train - 1.5:.2f}s)'}")
+    if r.users == 1_000_000:
+        upd = r.daily.get("total", 0)
+        out.append(f"daily < 60s: {'yes' if upd < 60 else f'NO (+{upd - 60:.1f}s)'}")
+    return "; ".join(out)
+
+
+def plot(runs: list[Run], path: Path) -> Path:
+    """Seconds and peak memory against users, sharded beside unsharded (log-log)."""
+    done = [r for r in runs if r.steps]
+    with subplots(1, 2, figsize=(11, 4.2)) as (fig, (ax_t, ax_m)):
+        for code, style in (("sharded", "-o"), ("one shard", "-o"), ("unsharded", "--s")):
+            rs = sorted((r for r in done if r.code == code), key=lambda r: r.users)
+            if not rs:
+                continue
+            label = "unsharded (before #16)" if code == "unsharded" else "sharded"
+            users = [r.users for r in rs]
+            ax_t.plot(users, [r.seed_s for r in rs], style, label=f"whole seed, {label}")
+            ax_t.plot(users, [r.daily.get("total", 0) for r in rs], style, alpha=0.6, label=f"one daily cycle, {label}")
+            ax_m.plot(users, [r.peak_mb / 1024 for r in rs], style, label=f"peak RSS, {label}")
+        ax_t.axhline(600, color="grey", lw=0.8, ls=":")
+        ax_t.text(2_000, 650, "10 min", color="grey", fontsize=8)
+        for gib in (2, 4):
+            ax_m.axhline(gib, color="grey", lw=0.8, ls=":")
+            ax_m.text(2_000, gib * 1.05, f"{gib} GiB", color="grey", fontsize=8)
+        for ax, ylabel in ((ax_t, "seconds"), (ax_m, "GiB")):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("users (x 120 days)")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+        ax_t.set_title("time")
+        ax_m.set_title("peak memory (child process)")
+        png = figure_png(fig, dpi=110)
+    return atomic_write_bytes(path, png)
+
+
+def scale_table(main_file: str, sizes: list[int], shard_users: int, baseline_max: int, config: str | None,
+                png: Path | None, scratch: Path | None, profile: str | None = None) -> str:
+    """Every size sharded and (up to `baseline_max` users) unsharded; prints as it goes."""
+    scratch = scratch or Path(tempfile.gettempdir())
+    runs = []
+    for users in sizes:
+        codes = [shard_users] + ([UNSHARDED] if users <= baseline_max and shard_users < users else [])
+        for su in codes:
+            print(f"pipeline bench: {users:,} users, shard_users {su if su != UNSHARDED else 'unsharded'} ...",
+                  file=sys.stderr, flush=True)
+            runs.append(run_child(main_file, users, su, config, scratch, profile))
+            print(render(runs[-1:]).splitlines()[2], file=sys.stderr, flush=True)
+        if users > baseline_max:
+            runs.append(Run(users, "unsharded", note=f"not run: above --baseline-max {baseline_max:,} (the unsharded "
+                                                     "update holds every user's grid and features at once: about "
+                                                     f"{62 * users / 2**20:.0f} GiB at 62 KB per user)"))
+    table = render(runs)
+    if png is not None:
+        table += f"\nfigure: {plot(runs, png)}"
+    return table
+
+
+def child_settings(base: Settings, users: int, shard_users: int, root: str) -> Settings:
+    gen = dataclasses.replace(base.generator, n_users=users)
+    return with_root(dataclasses.replace(base, generator=gen,
+                                         sharding=dataclasses.replace(base.sharding, shard_users=shard_users)), root)
