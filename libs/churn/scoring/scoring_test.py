@@ -92,11 +92,12 @@ def test_batch_score_writes_ranked_scores_top_k_and_summary(bootstrapped):
 def test_eligibility_rule_matches_the_label_population(bootstrapped):
     settings, paths, _, _ = bootstrapped
     features = read_parquet(paths.features_file)
-    training = read_parquet(paths.training_set)
-    last_labelled = training["as_of_date"].max()
+    labels = read_parquet(paths.labels_file)  # the label population (the training set is a sample of it)
+    labels = labels[labels["as_of_date"] >= features["as_of_date"].min()]
+    last_labelled = labels["as_of_date"].max()
     keep = eligible_mask(features, settings.churn.window_days) & (features["as_of_date"] <= last_labelled).to_numpy()
     eligible = set(zip(features["user_id"][keep], features["as_of_date"][keep]))
-    assert eligible == set(zip(training["user_id"], training["as_of_date"]))
+    assert eligible == set(zip(labels["user_id"], labels["as_of_date"]))
 
 
 def test_fast_linear_scorer_equals_predict_proba_and_is_batch_invariant(bootstrapped, latest):
