@@ -31,7 +31,7 @@ DEFAULT_REGISTRY = "localhost:5000"
 IMAGES = {"churn-api": "churn-api", "churn-ml": "churn-ml"}
 # Applied in this order: components that add workloads come before the ones that patch
 # every workload, so that the patches reach the added workloads too.
-COMPONENTS = ("prometheus-operator", "indexed-batch-score", "daily-simulator", "rwo-single-node")
+COMPONENTS = ("prometheus-operator", "indexed-batch-score", "daily-simulator", "indexed-daily", "rwo-single-node")
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 REGISTRY_RE = re.compile(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*")

@@ -21,12 +21,20 @@ class Cli:
         self.config = root.parent / f"{root.name}.yaml"
         self.config.write_text(TINY_YAML.format(root=root, users=300, days=90))
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _command(self, *args: str) -> tuple[list[str], dict[str, str]]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         env.pop("CHURN_DATA_ROOT", None)
         env.pop("CHURN_MLOPS_CONFIG", None)
-        return subprocess.run([sys.executable, str(MAIN), "--config", str(self.config), *args],
-                              capture_output=True, text=True, env=env, timeout=600)
+        return [sys.executable, str(MAIN), "--config", str(self.config), *args], env
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command, env = self._command(*args)
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The command running in the background (several at once, as the pods of a Job)."""
+        command, env = self._command(*args)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = self(*args)

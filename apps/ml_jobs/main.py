@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute only users of shard I of N (stable user hash) into shards/update/; then merge-update N")
     p = add("merge-update", "merge the outputs of update --shard 0/N..N-1/N into the day files and the update state")
     p.add_argument("shards", type=_positive, metavar="N", help="number of shards (the N of --shard I/N)")
-    add("daily", "the daily cycle: ingest-inbox -> update -> batch-score (newest day) -> score-distribution")
+    p = add("daily", "the daily cycle: ingest-inbox -> update -> batch-score (newest day) -> score-distribution")
+    p.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="as pod I of an Indexed Job of N: the sharded steps for shard I, the merges once")
     add("validate", "validate raw data; exit 1 with a report on any violation")
     add("prepare", "clean raw data and build the user x day grid (needs validated raw data)")
     add("features", "compute features for every user and as-of date")
@@ -119,7 +121,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
         "ingest-inbox": lambda: steps.step_ingest_inbox(settings),
         "update": lambda: steps.step_update(settings, args.shard),
         "merge-update": lambda: steps.step_merge_update(settings, args.shards),
-        "daily": lambda: steps.step_daily(settings),
+        "daily": lambda: steps.step_daily(settings, args.shard),
         "validate": lambda: steps.step_validate(settings),
         "prepare": lambda: steps.step_prepare(settings),
         "features": lambda: steps.step_features(settings),

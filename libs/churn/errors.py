@@ -39,3 +39,7 @@ class RegistryError(ChurnError):
 
 class LockTimeout(ChurnError, TimeoutError):
     """A file lock was not acquired in time; the message names the lock file and the wait."""
+
+
+class ShardsIncomplete(ChurnError, TimeoutError):
+    """Pods of an Indexed Job waited too long for the other shards; the message names them."""

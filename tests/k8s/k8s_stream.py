@@ -3,6 +3,7 @@ The fake digests of testdata/ stand for the images (not needed to check manifest
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,7 +16,17 @@ K8S = HERE.parents[1] / "k8s"
 FAKE_API_DIGEST = HERE / "testdata" / "api.digest"
 FAKE_ML_DIGEST = HERE / "testdata" / "ml.digest"
 REGISTRY = "registry.test:5000/churn"
-ALL_COMPONENTS = ("prometheus-operator", "indexed-batch-score", "daily-simulator", "rwo-single-node")
+
+
+def _render_module():
+    """k8s/render.py as a module (a script, not a package): its COMPONENTS are the one list."""
+    spec = importlib.util.spec_from_file_location("k8s_render", K8S / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ALL_COMPONENTS: tuple[str, ...] = _render_module().COMPONENTS
 
 
 def run_tool(tool: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -125,13 +125,13 @@ def test_service_account_has_no_token(docs: list[dict]) -> None:
     assert one(docs, "ServiceAccount", "churn-mlops")["automountServiceAccountToken"] is False
 
 
-def test_indexed_job_shards_match_completions(full_docs: list[dict]) -> None:
-    job = one(full_docs, "Job", "churn-batch-score-indexed")
-    spec = job["spec"]
+def assert_shards_match_completions(spec: dict, command: str) -> None:
+    """An Indexed Job spec whose one container runs `command --shard $(JOB_COMPLETION_INDEX)/N`
+    with N = completions and the index from the downward API."""
     assert spec["completionMode"] == "Indexed" and 1 <= spec["parallelism"] <= spec["completions"]
     (c,) = spec["template"]["spec"]["containers"]
     shard = c["args"][c["args"].index("--shard") + 1]
-    assert c["args"][0] == "batch-score"
+    assert c["args"][0] == command
     match = re.fullmatch(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", shard)
     assert match and int(match.group(1)) == spec["completions"]
     (index_env,) = [e for e in c["env"] if e["name"] == "JOB_COMPLETION_INDEX"]
@@ -139,8 +139,25 @@ def test_indexed_job_shards_match_completions(full_docs: list[dict]) -> None:
         "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 
+def test_indexed_job_shards_match_completions(full_docs: list[dict]) -> None:
+    assert_shards_match_completions(one(full_docs, "Job", "churn-batch-score-indexed")["spec"], "batch-score")
+
+
+def test_indexed_daily_runs_every_shard_at_once(full_docs: list[dict]) -> None:
+    """The pods meet at barriers (churn.pipeline.indexed_daily): all N must run together."""
+    cronjob = one(full_docs, "CronJob", "churn-daily")
+    spec = cronjob["spec"]["jobTemplate"]["spec"]
+    assert_shards_match_completions(spec, "daily")
+    assert spec["parallelism"] == spec["completions"] > 1
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"  # the base's, kept by the patch
+    (c,) = spec["template"]["spec"]["containers"]
+    assert c["volumeMounts"] and c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_indexed_job_is_opt_in(default_docs: list[dict]) -> None:
     assert "churn-batch-score-indexed" not in by_kind(default_docs, "Job")
+    daily = one(default_docs, "CronJob", "churn-daily")["spec"]["jobTemplate"]["spec"]
+    assert "completionMode" not in daily and daily["template"]["spec"]["containers"][0]["args"] == ["daily"]
 
 
 def test_cluster_config_loads_with_the_project_settings(docs: list[dict], tmp_path) -> None:

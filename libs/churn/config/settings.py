@@ -342,9 +342,14 @@ class ShardingSettings:
     `shard_users`: users per shard in one process; peak memory follows it, not the number of
     users (measured per shard in the README's Benchmarks). A data root of at most this many
     users is processed in one piece, exactly as before sharding.
+
+    `wait_seconds`: how long a pod of the sharded daily cycle (`ml_jobs daily --shard I/N`, the
+    `indexed-daily` component) waits for the other shards at each barrier before it fails naming
+    them; below the Job's activeDeadlineSeconds (7200), so a missing pod is reported, not killed.
     """
 
     shard_users: Positive = 25_000
+    wait_seconds: Positive = 3600
 
 
 @section

@@ -480,13 +480,19 @@ def _update_result(paths: DataPaths, res: Any, name: str = "update") -> StepResu
                       message=message, detail=res.to_dict())
 
 
-def step_daily(settings: Settings) -> list[StepResult]:
+def step_daily(settings: Settings, shard: tuple[int, int] | None = None) -> list[StepResult]:
     """The daily cycle: ingest the inbox -> update -> batch-score as of the newest day -> score-distribution.
 
     Stops at the first failing step (a rejected batch: exit 1, nothing else runs). With no new
-    data and the newest day already scored, it says so and rewrites nothing.
+    data and the newest day already scored, it says so and rewrites nothing. `shard=(I, N)`:
+    pod I of an Indexed Job of N (`churn.pipeline.indexed_daily`).
     """
     from churn.scoring.batch import scores_dir
+
+    if shard is not None:
+        from churn.pipeline.indexed_daily import step_daily_shard
+
+        return step_daily_shard(settings, shard)
 
     results = [step_ingest_inbox(settings)]
     if results[-1].exit_code != EXIT_OK:
