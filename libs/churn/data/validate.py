@@ -21,15 +21,20 @@ import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from churn.config.settings import Settings
 from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
-from churn.raw.store import read_events, read_users
-from churn.storage.files import atomic_write_json
+from churn.raw.store import EVENTS_SCHEMA, read_users
+from churn.raw.store import day_files as raw_day_files
+from churn.storage.files import DataError, atomic_write_json
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,7 @@ class Violation:
     examples: list[Any]
     message: str
     file: str = ""
+    rows: list[int] = field(default_factory=list)  # first offending rows of `file` (0-based), when known
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,8 @@ class ValidationReport:
             return "\n".join([head] + self.notes())
         lines = [f"validation FAILED: {len(self.violations)} of {len(self.rules_checked)} rules violated"]
         lines += [f"  {v.rule} [{v.table}.{v.column}{' in ' + v.file if v.file else ''}]: {v.message}: "
-                  f"{v.count} rows, e.g. {v.examples}" for v in self.violations]
+                  f"{v.count} rows{', at rows ' + str(v.rows) if v.rows else ''}, e.g. {v.examples}"
+                  for v in self.violations]
         return "\n".join(lines + self.notes())
 
 
@@ -147,7 +154,8 @@ class Checker:
         rows = df.loc[bad, cols].head(MAX_EXAMPLES)
         examples = [_plain(r[0]) if len(cols) == 1 else {c: _plain(v) for c, v in zip(cols, r)}
                     for r in rows.itertuples(index=False)]
-        self.add(Violation(rule, table, column, count, examples, message))
+        self.add(Violation(rule, table, column, count, examples, message,
+                           rows=np.flatnonzero(bad)[:MAX_EXAMPLES].tolist()))
 
 
 def _plain(v: Any) -> Any:
@@ -367,15 +375,95 @@ def validate_frames(users: pd.DataFrame | None, events: pd.DataFrame | None, exp
 
 
 def run_validate(settings: Settings, paths: DataPaths, report_path: str | None = None) -> ValidationReport:
-    """Read the raw users and events (`churn.raw.store`), validate, write the JSON report atomically.
+    """Validate the raw users, then the raw events one part file at a time; write the report.
 
-    The caller (CLI) exits 1 when `report.ok` is False.
+    Why part by part: the raw events of 1,000,000 users x 120 days do not fit in memory, one
+    day's part does. Every rule is local to an event and the users table, except unique
+    event ids, which are then checked across parts from the id columns alone (in buckets of
+    the ids). A violation names the part file and the first offending rows in it (0-based),
+    and says how many other part files had it too. The caller (CLI) exits 1 when `report.ok`
+    is False.
     """
+    t0 = time.perf_counter()
+    exp = Expectations.from_settings(settings)
     users = read_users(paths)
-    events = read_events(paths)
-    report = validate_frames(users, events, Expectations.from_settings(settings))
+    report = validate_frames(users, None, exp)
+    parts = [p for files in raw_day_files(paths).values() for p in files]
+    for part in parts:
+        sub = ValidationReport(files={"events": str(part)})
+        validate_frames(None, _read_part(part), exp, known_users=users, report=sub)
+        _merge(report, sub)
+    if parts and not any(v.rule == "events.event_id.unique" for v in report.violations):
+        _ids_unique_across(Checker(report), parts)
+    report.rules_checked = list(dict.fromkeys(report.rules_checked))
+    report.ok = not report.violations
+    report.seconds = round(time.perf_counter() - t0, 3)
     atomic_write_json(report_path or paths.validation_report, report.to_dict())
-    log.info("validate: %s users, %s events, %d violations in %.2fs",
-             report.users, report.events, len(report.violations), report.seconds)
+    log.info("validate: %s users, %s events in %d part files, %d violations in %.2fs",
+             report.users, report.events, len(parts), len(report.violations), report.seconds)
     (log.info if report.ok else log.error)("%s", report.summary())
     return report
+
+
+def _read_part(path: Path) -> pd.DataFrame:
+    """One raw part file in the contract's types (as `churn.raw.store.read_events` gives them)."""
+    try:
+        return pads.dataset([str(path)], schema=EVENTS_SCHEMA, format="parquet").to_table().unify_dictionaries().to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+
+
+def _merge(report: ValidationReport, part: ValidationReport) -> None:
+    """Add one part's events and violations (same rule: counts add up, the first file's rows kept)."""
+    report.events += part.events
+    report.rules_checked += part.rules_checked
+    by_rule = {v.rule: i for i, v in enumerate(report.violations)}
+    for v in part.violations:
+        if v.rule not in by_rule:
+            by_rule[v.rule] = len(report.violations)
+            report.violations.append(v)
+            continue
+        i = by_rule[v.rule]
+        old = report.violations[i]
+        more = old.file.rsplit(" (+", 1)
+        extra = int(more[1].split()[0]) + 1 if len(more) == 2 else 1
+        report.violations[i] = dataclasses.replace(
+            old, count=old.count + v.count, examples=(old.examples + v.examples)[:MAX_EXAMPLES],
+            file=f"{more[0]} (+{extra} more files)")
+    for col, values in part.vocabularies.items():
+        report.vocabularies[col] = sorted(set(report.vocabularies.get(col, [])) | set(values))[:MAX_VOCABULARY]
+    for kind, n in part.unknown_event_types.items():
+        report.unknown_event_types[kind] = report.unknown_event_types.get(kind, 0) + n
+
+
+_IDS_PER_BUCKET = 50_000_000  # event ids held at once by the check across parts (8 bytes each)
+
+
+def _ids_unique_across(chk: Checker, parts: list[Path]) -> None:
+    """events.event_id.unique across part files: ids bucketed by value, one bucket at a time."""
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
+    buckets = max(1, -(-sum(counts) // _IDS_PER_BUCKET))
+    dup_ids: list[np.ndarray] = []
+    dup_files: set[int] = set()
+    for b in range(buckets):
+        ids, owner = [], []
+        for i, p in enumerate(parts):
+            col = pq.read_table(p, columns=["event_id"]).column("event_id").to_numpy()
+            mine = col[col % buckets == b] if buckets > 1 else col
+            ids.append(mine)
+            owner.append(np.full(len(mine), i, dtype=np.int32))
+        allids, allowner = np.concatenate(ids), np.concatenate(owner)
+        order = np.argsort(allids, kind="stable")
+        sid, sown = allids[order], allowner[order]
+        same = sid[1:] == sid[:-1]
+        if same.any():
+            dup_ids.append(np.unique(sid[1:][same]))
+            dup_files |= set(sown[1:][same].tolist()) | set(sown[:-1][same].tolist())
+    if not dup_ids:
+        chk.passed("events.event_id.unique")
+        return
+    found = np.concatenate(dup_ids)
+    files = sorted(dup_files)
+    chk.add(Violation("events.event_id.unique", "events", "event_id", int(len(found)),
+                      [int(x) for x in found[:MAX_EXAMPLES]], "duplicate event ids with different contents "
+                      "(in different part files)", f"{parts[files[0]]} (+{len(files) - 1} more files)"))

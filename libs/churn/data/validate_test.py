@@ -130,3 +130,36 @@ def test_run_validate_writes_json(tmp_path: Path) -> None:
     rejecting = dataclasses.replace(SETTINGS, validation=dataclasses.replace(SETTINGS.validation,
                                                                              unknown_event_types="reject"))
     assert run_validate(rejecting, paths).ok  # generated data has only known types
+
+
+def test_raw_data_is_validated_part_by_part_and_a_bad_part_is_named_with_its_rows(tmp_path: Path) -> None:
+    """Corrupt two rows of one day's part file and copy an event id into another day's part:
+    the report names the part file, the rows in it and the duplicate across files."""
+    import pyarrow.parquet as pq
+
+    from churn.raw.store import day_files
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    clean = run_validate(SETTINGS, paths)
+    assert clean.ok and clean.events == sum(pq.ParquetFile(p).metadata.num_rows
+                                            for files in day_files(paths).values() for p in files)
+    days = list(day_files(paths).values())
+    bad_part, other_part = days[5][0], days[9][0]
+    frame = pq.read_table(bad_part).to_pandas()
+    frame.loc[[3, 7], "watch_minutes"] = -1.0
+    frame.to_parquet(bad_part, index=False)
+    other = pq.read_table(other_part).to_pandas()
+    other.loc[0, "event_id"] = int(frame["event_id"].iloc[0])  # the same id in two files
+    other.to_parquet(other_part, index=False)
+
+    report = run_validate(SETTINGS, paths)
+    rules = _by_rule(report)
+    negative = rules["events.watch_minutes.non_negative"]
+    assert negative.count == 2 and negative.file == str(bad_part) and negative.rows == [3, 7]
+    dup = rules["events.event_id.unique"]
+    assert dup.count == 1 and dup.examples == [int(frame["event_id"].iloc[0])]
+    assert str(bad_part) in dup.file or str(other_part) in dup.file
+    summary = report.summary()
+    assert f"in {bad_part}" in summary and "at rows [3, 7]" in summary
