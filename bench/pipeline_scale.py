@@ -179,11 +179,12 @@ def plot(runs: list[Run], path: Path) -> Path:
     """Seconds and peak memory against users, sharded beside unsharded (log-log)."""
     done = [r for r in runs if r.steps]
     with subplots(1, 2, figsize=(11, 4.2)) as (fig, (ax_t, ax_m)):
-        for code, style in (("sharded", "-o"), ("one shard", "-o"), ("unsharded", "--s")):
-            rs = sorted((r for r in done if r.code == code), key=lambda r: r.users)
+        series = (("this code (shards of sharding.shard_users)", ("sharded", "one shard"), "-o"),
+                  ("unsharded (before #16)", ("unsharded",), "--s"))
+        for label, codes, style in series:
+            rs = sorted((r for r in done if r.code in codes), key=lambda r: r.users)
             if not rs:
                 continue
-            label = "unsharded (before #16)" if code == "unsharded" else "sharded"
             users = [r.users for r in rs]
             ax_t.plot(users, [r.seed_s for r in rs], style, label=f"whole seed, {label}")
             ax_t.plot(users, [r.daily.get("total", 0) for r in rs], style, alpha=0.6, label=f"one daily cycle, {label}")
