@@ -393,6 +393,10 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
         sub = ValidationReport(files={"events": str(part)})
         validate_frames(None, _read_part(part), exp, known_users=users, report=sub)
         _merge(report, sub)
+    if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
+        sub = ValidationReport()
+        validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=users, report=sub)
+        _merge(report, sub)
     if parts and not any(v.rule == "events.event_id.unique" for v in report.violations):
         _ids_unique_across(Checker(report), parts)
     report.rules_checked = list(dict.fromkeys(report.rules_checked))

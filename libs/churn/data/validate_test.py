@@ -163,3 +163,14 @@ def test_raw_data_is_validated_part_by_part_and_a_bad_part_is_named_with_its_row
     assert str(bad_part) in dup.file or str(other_part) in dup.file
     summary = report.summary()
     assert f"in {bad_part}" in summary and "at rows [3, 7]" in summary
+
+
+def test_raw_data_without_events_is_reported_as_such(tmp_path: Path) -> None:
+    from churn.raw.store import write_batch
+    from churn.storage.paths import DataPaths
+
+    users, _ = generate(SETTINGS.generator)
+    paths = DataPaths.from_root(tmp_path)
+    write_batch(paths, "users only", users.drop(columns=["engagement_score"]), [])
+    report = run_validate(SETTINGS, paths)
+    assert not report.ok and "events.rows.not_empty" in _by_rule(report)
