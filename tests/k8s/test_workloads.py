@@ -143,8 +143,9 @@ def test_indexed_job_shards_match_completions(full_docs: list[dict]) -> None:
     assert_shards_match_completions(one(full_docs, "Job", "churn-batch-score-indexed")["spec"], "batch-score")
 
 
-def test_indexed_daily_runs_every_shard_at_once(full_docs: list[dict]) -> None:
-    """The pods meet at barriers (churn.pipeline.indexed_daily): all N must run together."""
+def test_indexed_daily_runs_every_shard_at_once(full_docs: list[dict], default_docs: list[dict]) -> None:
+    """The pods meet at barriers (churn.pipeline.indexed_daily): all N must run together, each
+    with the memory of one shard (k8s/components/indexed-daily: the measured peak)."""
     cronjob = one(full_docs, "CronJob", "churn-daily")
     spec = cronjob["spec"]["jobTemplate"]["spec"]
     assert_shards_match_completions(spec, "daily")
@@ -152,6 +153,8 @@ def test_indexed_daily_runs_every_shard_at_once(full_docs: list[dict]) -> None:
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"  # the base's, kept by the patch
     (c,) = spec["template"]["spec"]["containers"]
     assert c["volumeMounts"] and c["securityContext"]["readOnlyRootFilesystem"] is True
+    base = one(default_docs, "CronJob", "churn-daily")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert c["resources"] != base["containers"][0]["resources"]  # the patch's, not the 2,000-user default's
 
 
 def test_indexed_job_is_opt_in(default_docs: list[dict]) -> None:
