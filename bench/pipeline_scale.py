@@ -123,16 +123,18 @@ def run_child(main_file: str, users: int, shard_users: int, config: str | None, 
         run = Run(users, code, peak_mb=usage.ru_maxrss / 1024, load=(load0, os.getloadavg()[0]))
         if proc.returncode != 0:
             tail = log.read_text().strip().splitlines()[-3:]
-            run.note = f"failed (exit {proc.returncode}): " + " | ".join(tail)
+            run.note = f"failed (exit {proc.returncode}): " + " | ".join(tail) + f" (whole log: {log})"
             return run
         if profile:
             text = log.read_text()
             print(text[text.find("PROFILE"):], file=sys.stderr)
         figures = json.loads(out.read_text())
         run.steps, run.step_peak_mb, run.daily = figures["steps"], figures["step_peak_mb"], figures["daily"]
+        log.unlink()  # kept only when the child failed (the note names it)
         return run
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        out.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- the table and the figure
