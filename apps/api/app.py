@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from apps.api.docs import install_docs
 from apps.api.errors import install_error_handlers
+from apps.api.fastpath import PredictFastPath
 from apps.api.current import CurrentModel
 from apps.api.logs import log_event
 from apps.api.metrics import ApiMetrics
@@ -90,7 +91,10 @@ def create_app(config: ServingConfig, *, watch: bool = True, collectors: Sequenc
     app.add_middleware(BodyLimitMiddleware, metrics=metrics,
                        limits={"/predict": ("max_predict_body_bytes", api.max_predict_body_bytes)},
                        default=("max_body_bytes", api.max_body_bytes), timeout=api.body_timeout_seconds)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last = outermost: sees 413s too
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outside the body limit: sees 413s too
+    app.add_middleware(PredictFastPath, current=current, metrics=metrics, validator=validator,  # added last =
+                       max_bytes=api.max_predict_body_bytes, timeout=api.body_timeout_seconds,  # outermost
+                       max_errors=api.max_errors)
     app.state.current = current
     app.state.reloader = reloader
     app.state.metrics = metrics

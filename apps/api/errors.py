@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -21,20 +21,27 @@ from apps.api.metrics import ApiMetrics
 from apps.api.validation import Problem, Problems
 
 
+def problems_response(problems: list[Problem], count: int, metrics: ApiMetrics, max_errors: int) -> JSONResponse:
+    """The 422: the first `max_errors` problems and `error_count` (a cut list is counted)."""
+    if count > len(problems[:max_errors]):
+        metrics.count_limit("max_errors")
+    return JSONResponse(status_code=422, content={"detail": problems[:max_errors], "error_count": count})
+
+
+def http_error_response(exc: HTTPException) -> JSONResponse:
+    """An HTTPException's JSON answer, as FastAPI's own handler renders it (all ours have a body)."""
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI, metrics: ApiMetrics, max_errors: int) -> None:
     """422 for our validator's `Problems` and FastAPI's own validation errors; JSON 500."""
 
-    def answer(problems: list[Problem], count: int) -> JSONResponse:
-        if count > len(problems[:max_errors]):
-            metrics.count_limit("max_errors")
-        return JSONResponse(status_code=422, content={"detail": problems[:max_errors], "error_count": count})
-
     async def problems_error(request: Request, exc: Problems) -> JSONResponse:
-        return answer(exc.problems, exc.count)
+        return problems_response(exc.problems, exc.count, metrics, max_errors)
 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        return answer([_field_error(e) for e in errors[:max_errors]], len(errors))
+        return problems_response([_field_error(e) for e in errors[:max_errors]], len(errors), metrics, max_errors)
 
     app.add_exception_handler(Problems, problems_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]

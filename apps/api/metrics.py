@@ -118,6 +118,11 @@ class ApiMetrics:
         self.alias_info.labels(alias=alias, version=named or "").set(1)
         self.alias_served.labels(alias=alias).set(1 if named is not None and named == served else 0)
 
+    def observe_risk(self, risk: float) -> None:
+        """One scored row (the /predict path)."""
+        self.predictions.inc()
+        self.risk.observe(risk)
+
     def observe_risks(self, risks: "list[float]") -> None:
         self.predictions.inc(len(risks))
         for risk in risks:

@@ -102,31 +102,47 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit, max_bytes = self.limits.get(scope["path"], self.default)
-        if _declared_length(scope) > max_bytes:
-            await self._too_large(send, limit, max_bytes)
-            return
-        body = bytearray()
-        try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":  # client went away
-                        return
-                    body += message.get("body", b"")
-                    if len(body) > max_bytes:
-                        await self._too_large(send, limit, max_bytes)
-                        return
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            self.metrics.count_limit("body_timeout")
-            await _answer(send, 408, f"request body not received within {self.timeout:g} s")
-            return
-        await self.app(scope, _replay(bytes(body), receive), send)
+        body = await read_limited_body(scope, receive, send, self.metrics, limit, max_bytes, self.timeout)
+        if body is not None:
+            await self.app(scope, _replay(body, receive), send)
 
-    async def _too_large(self, send: Send, limit: str, max_bytes: int) -> None:
-        self.metrics.count_limit(limit)
-        await _answer(send, 413, f"request body larger than {max_bytes} bytes")
+
+async def read_limited_body(scope: Scope, receive: Receive, send: Send, metrics: ApiMetrics, limit: str,
+                            max_bytes: int, timeout: float) -> bytes | None:
+    """The whole request body, or None when it was answered here (413, 408) or the client left.
+
+    413 over `max_bytes` (declared or streamed), 408 when the body has not arrived `timeout`
+    seconds after its headers; each hit counted under its `api.*` key `limit` (or
+    "body_timeout"). The one body reader of BodyLimitMiddleware and the /predict fast path.
+    """
+    if _declared_length(scope) > max_bytes:
+        await _too_large(send, metrics, limit, max_bytes)
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # client went away
+                    return None
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    await _too_large(send, metrics, limit, max_bytes)
+                    return None
+                if not message.get("more_body", False):  # usually at once: the body came with its headers
+                    return chunk if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        metrics.count_limit("body_timeout")
+        await _answer(send, 408, f"request body not received within {timeout:g} s")
+        return None
+
+
+async def _too_large(send: Send, metrics: ApiMetrics, limit: str, max_bytes: int) -> None:
+    metrics.count_limit(limit)
+    await _answer(send, 413, f"request body larger than {max_bytes} bytes")
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:

@@ -16,6 +16,7 @@ Every GET route also answers HEAD.
 """
 
 import json
+import math
 from typing import Any, Callable
 
 import anyio
@@ -61,8 +62,7 @@ def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[Endp
 
 async def json_body(request: Request) -> bytes:
     """The raw body, or 415 when the client says it is not JSON (no Content-Type is accepted)."""
-    media_type = request.headers.get("content-type", JSON).split(";", 1)[0].strip().lower()
-    if media_type != JSON and not (media_type.startswith("application/") and media_type.endswith("+json")):
+    if not is_json(request.headers.get("content-type")):
         raise HTTPException(415, detail=f"expected Content-Type {JSON}")
     return await request.body()
 
@@ -118,14 +118,7 @@ def add_routes(router: APIRouter, current: CurrentModel, metrics: ApiMetrics, va
                  responses=PREDICT_ERRORS, openapi_extra=request_body("PredictRequest"))
     async def predict(request: Request) -> Response:
         """Churn risk of one user from their features."""
-        row = validator.one(await json_body(request))
-        model = _serving(current)
-        risk = float(_finite(model.risk([vars(row.features)]), ["body", "features"])[0])
-        metrics.observe_risks([risk])
-        return Response(json.dumps({
-            "user_id": row.user_id, "churn_risk": risk, "model_version": model.version,
-            "threshold": model.threshold, "label": int(risk >= model.threshold),
-        }), media_type=JSON)
+        return Response(predict_answer(await json_body(request), current, metrics, validator), media_type=JSON)
 
     @router.post("/predict/batch", response_model=BatchPredictResponse, tags=["predict"],
                  summary="Score many users", responses=PREDICT_ERRORS,
@@ -152,6 +145,29 @@ def add_routes(router: APIRouter, current: CurrentModel, metrics: ApiMetrics, va
         }), media_type=JSON)
 
 
+def predict_answer(body: bytes, current: CurrentModel, metrics: ApiMetrics, validator: RequestValidator) -> bytes:
+    """The 200 body of /predict for a JSON `body`, or Problems (422) / HTTPException (503).
+
+    The one implementation of /predict: the route above and the fast path (fastpath.py) call it.
+    """
+    row = validator.one(body)
+    model = _serving(current)
+    risk = model.risk_one(row.features)
+    if not math.isfinite(risk):
+        raise _non_finite(["body", "features"], 1)
+    metrics.observe_risk(risk)
+    return json.dumps({
+        "user_id": row.user_id, "churn_risk": risk, "model_version": model.version,
+        "threshold": model.threshold, "label": int(risk >= model.threshold),
+    }).encode()
+
+
+def is_json(content_type: str | None) -> bool:
+    """True for application/json, application/*+json and no Content-Type at all."""
+    media_type = (JSON if content_type is None else content_type).split(";", 1)[0].strip().lower()
+    return media_type == JSON or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 def _finite(risks: np.ndarray, loc: list[str | int]) -> np.ndarray:
     """422 if valid but extreme inputs overflow the model to NaN/inf.
 
@@ -159,12 +175,15 @@ def _finite(risks: np.ndarray, loc: list[str | int]) -> np.ndarray:
     """
     bad = np.flatnonzero(~np.isfinite(risks))
     if bad.size:
-        where = loc + [int(bad[0])] if loc[-1] == "instances" else loc
-        raise Problems([{
-            "loc": where, "type": "non_finite_risk",
-            "msg": "feature values far outside the training range give no finite risk",
-        }], int(bad.size))
+        raise _non_finite(loc + [int(bad[0])] if loc[-1] == "instances" else loc, int(bad.size))
     return risks
+
+
+def _non_finite(loc: list[str | int], count: int) -> Problems:
+    return Problems([{
+        "loc": loc, "type": "non_finite_risk",
+        "msg": "feature values far outside the training range give no finite risk",
+    }], count)
 
 
 def _serving(current: CurrentModel) -> ServingModel:

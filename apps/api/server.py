@@ -79,6 +79,39 @@ UNAVAILABLE = 503, b"Service Unavailable"
 BAD_REQUEST = 400, b"Bad Request"
 
 
+class CoalescingTransport:
+    """A connection's transport whose writes during one turn of the event loop go out in one send.
+
+    Why: uvicorn writes a response's head and its body separately, two send() system calls
+    per request; on loopback each also runs the peer's receive path, and the two were about
+    a third of a /predict's server CPU (bench/api_bench.py). Writes are joined and handed to
+    the real transport at the end of the turn (or at once before a close), in order.
+    Everything else is the real transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a request that was already answered."""
 
@@ -102,6 +135,7 @@ def limited_protocol(api: ApiSettings, metrics: ApiMetrics) -> type[HttpToolsPro
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
             if len(self.connections) > api.max_connections:
                 metrics.count_limit("max_connections")
                 self._refuse(UNAVAILABLE, f"more than {api.max_connections} open connections")

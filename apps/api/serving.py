@@ -20,11 +20,12 @@ A version is served only after four checks, each a reason to refuse it:
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -75,10 +76,34 @@ class ServingModel:
     specs: tuple[FeatureSpec, ...]
     predictor: PortableScorer
     loaded_at: float
+    encode_one: Callable[[object], np.ndarray] = field(repr=False, compare=False)  # validated_row_encoder
 
     def risk(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
         """Validated feature rows -> churn risk per row."""
         return self.predictor.risk(encode_records(self.specs, rows))
+
+    def risk_one(self, features: object) -> float:
+        """The risk of one validated `Features` object (the /predict hot path), equal to `risk`'s."""
+        return self.predictor.risk_one(self.encode_one(features))
+
+
+def validated_row_encoder(specs: Sequence[FeatureSpec]) -> Callable[[object], np.ndarray]:
+    """A validated `Features` object -> its schema row (1-D float64), equal to `encode_records`'s.
+
+    Why not `encode_records`: its per-value checks (NaN, required, unknown category) are
+    already guaranteed by the request schema, and they cost a tenth of a /predict's CPU.
+    Here a value is None -> NaN and a category -> its index (a dict lookup), nothing else.
+    """
+    columns = tuple((spec.name, {category: float(i) for i, category in enumerate(spec.categories)}
+                     if spec.kind == "categorical" else None) for spec in specs)
+    nan = math.nan
+
+    def encode(features: object) -> np.ndarray:
+        values = vars(features)
+        return np.array([nan if (value := values[name]) is None else value if codes is None else codes.get(value, nan)
+                         for name, codes in columns], dtype=np.float64)
+
+    return encode
 
 
 def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpec, ...]) -> ServingModel:
@@ -111,6 +136,7 @@ def load_serving_model(registry: Registry, version: str, specs: tuple[FeatureSpe
         specs=specs,
         predictor=predictor,
         loaded_at=time.time(),
+        encode_one=validated_row_encoder(specs),
     )
 
 

@@ -19,7 +19,8 @@ from sklearn.pipeline import make_pipeline
 
 from apps.api.app import create_app
 from apps.api.samples import sample_rows, typical_row
-from apps.api.serving import ModelLoadFailed, ModelRejected, load_serving_model
+from apps.api.schemas import build_request_schemas
+from apps.api.serving import ModelLoadFailed, ModelRejected, load_serving_model, validated_row_encoder
 from apps.api.testkit import (
     boosting_model,
     card_for,
@@ -94,3 +95,13 @@ def test_predict_over_http_returns_the_tree_paths_risk(tmp_path: Path) -> None:
                 assert risk == pytest.approx(_expected(model, [row])[0], abs=1e-12)
     finally:
         server.stop()
+
+
+def test_the_hot_path_encoder_equals_encode_records() -> None:
+    """/predict encodes a validated row without encode_records' checks: the same matrix."""
+    schemas = build_request_schemas(SPECS, 10, 1e9)
+    rows = ROWS + [dict(typical_row(SPECS), **{s.name: None for s in SPECS if s.nullable})]
+    encode = validated_row_encoder(SPECS)
+    for row in rows:
+        features = schemas.predict.model_validate({"features": row}).features
+        assert np.array_equal(encode(features), encode_records(SPECS, [vars(features)])[0], equal_nan=True)

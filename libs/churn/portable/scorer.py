@@ -160,18 +160,10 @@ def _category_slots(x: np.ndarray) -> np.ndarray:
 
 
 def forest_logit(form: ForestForm) -> LogitFunction:
-    """One row: every node's decision at once (a few vector operations over all nodes),
-    giving a "next node" table; then `depth` gathers move all trees down one level each.
-    Many rows: a level-by-level walk of all trees for every row at once."""
+    """The logit of every row: one row by `forest_one_row`, many by a level-by-level walk of
+    all trees for every row at once."""
+    one_row = forest_one_row(form)
     children = np.stack([form.right_child, form.left_child], axis=1).ravel()
-    left_child, right_child = form.left_child.astype(np.int32), form.right_child.astype(np.int32)
-    spread_feature = form.feature + form.width * (~form.missing_left)
-    categorical = np.flatnonzero(form.category_row >= 0)
-    by_feature = tuple(
-        (int(column), at, form.category_left[form.category_row[at]].T.copy())
-        for column in np.unique(form.feature[categorical])
-        for at in [categorical[form.feature[categorical] == column]]
-    )
 
     def goes_left(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
         left = (x <= form.threshold[nodes]) | ((x != x) & form.missing_left[nodes])
@@ -179,19 +171,6 @@ def forest_logit(form: ForestForm) -> LogitFunction:
             row = form.category_row[nodes]
             left = np.where(row >= 0, form.category_left[row, _category_slots(x)], left)
         return left
-
-    def one_row(row: np.ndarray) -> float:
-        # A missing value must go to the node's missing side: read it as -inf where that side
-        # is left (-inf <= any threshold) and as NaN where it is right (NaN <= t is False).
-        spread = np.concatenate((np.where(row != row, -np.inf, row), row))
-        left = spread.take(spread_feature) <= form.threshold
-        for column, at, decisions in by_feature:
-            left[at] = decisions[_category_slots(row[column:column + 1])[0]]
-        step = np.where(left, left_child, right_child)
-        current = form.roots
-        for _ in range(form.depth):
-            current = step.take(current)
-        return form.baseline + float(form.value.take(current).sum())
 
     def many_rows(matrix: np.ndarray) -> np.ndarray:
         flat = np.ascontiguousarray(matrix).ravel()
@@ -208,6 +187,62 @@ def forest_logit(form: ForestForm) -> LogitFunction:
         return many_rows(matrix)
 
     return logit
+
+
+def forest_one_row(form: ForestForm) -> Callable[[np.ndarray], float]:
+    """One row's logit: every node's decision at once (a few vector operations over all
+    nodes), giving a "next node" table; then `depth` gathers move all trees down one level each."""
+    left_child, right_child = form.left_child.astype(np.int32), form.right_child.astype(np.int32)
+    spread_feature = form.feature + form.width * (~form.missing_left)
+    categorical = np.flatnonzero(form.category_row >= 0)
+    by_feature = tuple(
+        (int(column), at, form.category_left[form.category_row[at]].T.copy())
+        for column in np.unique(form.feature[categorical])
+        for at in [categorical[form.feature[categorical] == column]]
+    )
+
+    def one_row(row: np.ndarray) -> float:
+        # A missing value must go to the node's missing side: read it as -inf where that side
+        # is left (-inf <= any threshold) and as NaN where it is right (NaN <= t is False).
+        spread = np.concatenate((np.where(row != row, -np.inf, row), row))
+        left = spread.take(spread_feature) <= form.threshold
+        for column, at, decisions in by_feature:
+            code = row[column]  # the rule of _category_slots, on one value
+            left[at] = decisions[int(code) if 0 <= code < MISSING_SLOT else MISSING_SLOT]
+        step = np.where(left, left_child, right_child)
+        current = form.roots
+        for _ in range(form.depth):
+            current = step.take(current)
+        return form.baseline + float(form.value.take(current).sum())
+
+    return one_row
+
+
+def one_row_logit(form: Form) -> Callable[[np.ndarray], float]:
+    """The logit of one row (a 1-D schema vector) as a float, equal to `logit_function`'s."""
+    if isinstance(form, ForestForm):
+        return forest_one_row(form)
+    logit = linear_logit(form)
+    return lambda row: float(logit(row.reshape(1, -1))[0])
+
+
+def one_row_risk(form: Form) -> Callable[[np.ndarray], float]:
+    """The risk of one row as a float, equal to `risk_function`'s (the API's /predict path).
+
+    Why apart: the array path's chunking, error-state context and array wrapping cost more
+    than the arithmetic for one row. The sigmoid is the same numpy exp; only a logit whose
+    exp could overflow (or NaN) takes the array path, which silences numpy's warning.
+    """
+    logit_of = one_row_logit(form)
+    array_risk = risk_function(form)
+
+    def risk(row: np.ndarray) -> float:
+        logit = logit_of(row)
+        if -700.0 < logit < 700.0:
+            return 1.0 / (1.0 + float(np.exp(-logit)))
+        return float(array_risk(row.reshape(1, -1))[0])
+
+    return risk
 
 
 def logit_function(form: Form) -> LogitFunction:
@@ -258,6 +293,7 @@ class PortableScorer:
     form: Form
     meta: Mapping[str, Any]
     risk: RiskFunction
+    risk_one: Callable[[np.ndarray], float]  # one 1-D row -> its risk, equal to `risk`'s
 
     @property
     def kind(self) -> str:
@@ -307,7 +343,7 @@ def scorer_from_bytes(data: bytes, name: str = "<bytes>") -> PortableScorer:
         raise PortableFormError(name, f"not a portable scorer file ({type(exc).__name__}: {exc})") from exc
     if meta.get("format_version") != FORMAT_VERSION:
         raise PortableFormError(name, f"format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return PortableScorer(form, meta, risk_function(form))
+    return PortableScorer(form, meta, risk_function(form), one_row_risk(form))
 
 
 def _to_arrays(form: Form) -> dict[str, np.ndarray]:

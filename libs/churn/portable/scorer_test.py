@@ -43,6 +43,18 @@ def test_the_exported_scorer_equals_predict_proba_on_the_holdout(name: str, tmp_
     assert np.max(np.abs(scorer.risk(edges) - model.predict_proba(edges)[:, 1])) <= 1e-9
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_one_row_path_is_bit_for_bit_the_batch_path(name: str) -> None:
+    """`risk_one` (the API's /predict) answers exactly what `risk` answers, edge rows included."""
+    scorer = scorer_from_bytes(export_portable(MODELS[name](), HOLDOUT, {}).data)
+    rows = np.vstack([HOLDOUT[:500], edge_rows(SPECS)])
+    assert [scorer.risk_one(row) for row in rows] == scorer.risk(rows).tolist()
+    extreme = HOLDOUT[:1].copy()
+    extreme[0, np.flatnonzero(~np.isnan(extreme[0]))] = 1e300  # a logit beyond exp's range: no warning, same answer
+    with np.errstate(all="raise"):
+        assert scorer.risk_one(extreme[0]) == scorer.risk(extreme)[0]
+
+
 def test_the_file_is_deterministic_and_holds_no_pickle() -> None:
     model = logistic_pipeline(SPECS)
     first, second = export_portable(model, HOLDOUT), export_portable(model, HOLDOUT)
