@@ -298,11 +298,15 @@ class Server:
     startup_seconds: float
 
     def rss_mib(self) -> float:
-        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-        return float("nan")
+        """RSS of the server plus the private memory of its child processes (the batch workers).
+
+        Why not the sum of RSS: the workers are forked from the server and share its pages
+        copy-on-write; a sum of RSS would count those pages once per process, the memory
+        cgroup (a pod's limit) counts them once. So: every page the server has resident, and
+        of each worker the pages it shares with nobody (Private_Clean + Private_Dirty)."""
+        children = _children(self.process.pid)
+        return (_smaps_kib(self.process.pid, ("Rss",))
+                + sum(_smaps_kib(pid, ("Private_Clean", "Private_Dirty")) for pid in children)) / 1024.0
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
@@ -317,6 +321,25 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of `pid` (every thread's), recursively."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_children(int(child))]
+    return found
+
+
+def _smaps_kib(pid: int, keys: tuple[str, ...]) -> int:
+    """The sum of `keys` (e.g. Rss, Private_Dirty) in /proc/<pid>/smaps_rollup, KiB."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in keys:
+            total += int(value.split()[0])
+    return total
 
 
 def start_server(name: str, command: list[str], port: int, env: dict[str, str]) -> Server:

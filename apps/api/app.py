@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from apps.api.docs import install_docs
 from apps.api.errors import install_error_handlers
 from apps.api.fastpath import PredictFastPath
+from apps.api.batchwork import BatchPool
 from apps.api.current import CurrentModel
 from apps.api.logs import log_event
 from apps.api.metrics import ApiMetrics
@@ -65,10 +66,12 @@ def create_app(config: ServingConfig, *, watch: bool = True, collectors: Sequenc
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_event("api_starting", data_root=str(config.data_root), features=len(config.specs),
                   limits=dataclasses.asdict(api))
+        batch_pool.start()  # forks: before the reloader's thread exists
         if watch:
             reloader.start()
         yield
         reloader.stop()
+        batch_pool.stop()
         log_event("api_stopped")
 
     app = FastAPI(
@@ -85,7 +88,8 @@ def create_app(config: ServingConfig, *, watch: bool = True, collectors: Sequenc
     validator = RequestValidator(schemas, feature_names(config.specs), api.max_batch_size,
                                  api.batch_chunk_rows, api.max_errors)
     install_error_handlers(app, metrics, api.max_errors)
-    add_routes(app.router, current, metrics, validator, api.batch_workers, api.batch_chunk_rows)
+    batch_pool = BatchPool(config, validator, api.batch_workers, api.batch_chunk_rows)
+    add_routes(app.router, current, metrics, validator, batch_pool)
     install_docs(app)
     install_openapi(app, schemas)
     app.add_middleware(BodyLimitMiddleware, metrics=metrics,
@@ -97,6 +101,7 @@ def create_app(config: ServingConfig, *, watch: bool = True, collectors: Sequenc
                        max_errors=api.max_errors)
     app.state.current = current
     app.state.reloader = reloader
+    app.state.batch_pool = batch_pool
     app.state.metrics = metrics
     app.state.api = api  # the server's limits (apps/api/server.py) come from the same settings
     return app

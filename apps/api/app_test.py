@@ -6,9 +6,9 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +159,17 @@ def _ready(api: httpx.Client) -> bool:
         return api.get("/ready").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_killed_batch_worker_costs_at_most_one_503_then_batches_are_served_again(
+        client: httpx.Client, served: Any) -> None:
+    """Batches run in forked worker processes; one killed (e.g. for memory) is replaced."""
+    pool = served[0].server.config.app.state.batch_pool
+    before = pool.pids()
+    assert before and os.getpid() not in before
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    batch = {"instances": [{"features": ROW}] * 3}
+    statuses = [client.post("/predict/batch", json=batch).status_code for _ in range(3)]
+    assert statuses.count(503) <= 1 and statuses[-1] == 200, statuses
+    assert pool.pids() and not set(pool.pids()) & set(before)

@@ -9,9 +9,10 @@ count) from the raw bytes; the OpenAPI document still names the generated reques
 serialized here with `json.dumps` (the response models document them; FastAPI's
 re-validation of our own output would cost more than the prediction).
 
-`/predict` runs on the event loop (a few microseconds of numpy: cheaper than a thread hop);
-`/predict/batch` validates and scores in at most `api.batch_workers` threads, chunk by
-chunk, so a large or hostile batch cannot hold the loop (see validation.py for the bound).
+`/predict` runs on the event loop (tens of microseconds of numpy: cheaper than any hop; its
+body is at most `api.max_predict_body_bytes`); `/predict/batch` is parsed, validated and
+scored in `api.batch_workers` worker processes (batchwork.py), so a large or hostile batch
+never holds the loop.
 Every GET route also answers HEAD.
 """
 
@@ -19,10 +20,9 @@ import json
 import math
 from typing import Any, Callable
 
-import anyio
-import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from apps.api.batchwork import BatchPool, BatchWorkerLost
 from apps.api.current import CurrentModel
 from apps.api.metrics import METRICS_CONTENT_TYPE, ApiMetrics
 from apps.api.schemas import (
@@ -33,8 +33,8 @@ from apps.api.schemas import (
     ReadyResponse,
     ValidationErrorResponse,
 )
-from apps.api.serving import ServingModel
-from apps.api.validation import Problems, RequestValidator
+from apps.api.serving import ServingError, ServingModel
+from apps.api.validation import Problems, RequestValidator, non_finite_problem
 
 JSON = "application/json"
 Endpoint = Callable[..., Any]
@@ -44,7 +44,8 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "Request body over the configured size limit."},
     415: {"model": ErrorResponse, "description": "A Content-Type other than application/json."},
     422: {"model": ValidationErrorResponse, "description": "Invalid input; each error names its field."},
-    503: {"model": ErrorResponse, "description": "No model loaded yet, or too many open connections."},
+    503: {"model": ErrorResponse,
+          "description": "No model loaded yet, too many open connections, or (batch) its worker process stopped."},
 }
 
 
@@ -74,15 +75,13 @@ def request_body(model_name: str) -> dict[str, Any]:
 
 
 def add_routes(router: APIRouter, current: CurrentModel, metrics: ApiMetrics, validator: RequestValidator,
-               batch_workers: int, chunk_rows: int) -> None:
+               batch_pool: BatchPool) -> None:
     """Add all routes of the API to `router` (the app's own: see below), bound to this app.
 
     Why on the app's router and not an included sub-router: routes added directly are plain
     `APIRoute`s, whose template the metrics middleware can resolve even for requests answered
     before routing (413).
     """
-    batch_threads = anyio.CapacityLimiter(batch_workers)
-
     @get_and_head(router, "/live", response_model=LiveResponse, tags=["health"], summary="Liveness")
     async def live() -> Response:
         """200 while the process runs (restart only if this fails)."""
@@ -127,22 +126,16 @@ def add_routes(router: APIRouter, current: CurrentModel, metrics: ApiMetrics, va
         """Churn risks of up to `api.max_batch_size` users, in request order, from one model."""
         body = await json_body(request)
         model = _serving(current)
-        return await anyio.to_thread.run_sync(score_batch, body, model, limiter=batch_threads)
-
-    def score_batch(body: bytes, model: ServingModel) -> Response:
-        rows = validator.batch(body)
-        risks = np.concatenate([
-            model.risk([vars(row.features) for row in rows[start:start + chunk_rows]])
-            for start in range(0, len(rows), chunk_rows)
-        ])
-        risk_list = _finite(risks, ["body", "instances"]).tolist()
-        metrics.observe_risks(risk_list)
-        threshold = model.threshold
-        return Response(json.dumps({
-            "model_version": model.version, "threshold": threshold,
-            "predictions": [{"user_id": row.user_id, "churn_risk": risk, "label": int(risk >= threshold)}
-                            for row, risk in zip(rows, risk_list)],
-        }), media_type=JSON)
+        try:
+            payload, risks = await batch_pool.answer(body, model.version)
+        except ServingError as exc:  # the worker could not load the version the API serves
+            raise HTTPException(503, detail=f"no model loaded: {exc.public}",
+                                headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+        except BatchWorkerLost:
+            raise HTTPException(503, detail="the batch worker stopped; retry",
+                                headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+        metrics.observe_risks(risks)
+        return Response(payload, media_type=JSON)
 
 
 def predict_answer(body: bytes, current: CurrentModel, metrics: ApiMetrics, validator: RequestValidator) -> bytes:
@@ -153,8 +146,8 @@ def predict_answer(body: bytes, current: CurrentModel, metrics: ApiMetrics, vali
     row = validator.one(body)
     model = _serving(current)
     risk = model.risk_one(row.features)
-    if not math.isfinite(risk):
-        raise _non_finite(["body", "features"], 1)
+    if not math.isfinite(risk):  # valid but extreme inputs overflow the model: a meaningless score
+        raise Problems([non_finite_problem(["body", "features"])], 1)
     metrics.observe_risk(risk)
     return json.dumps({
         "user_id": row.user_id, "churn_risk": risk, "model_version": model.version,
@@ -166,24 +159,6 @@ def is_json(content_type: str | None) -> bool:
     """True for application/json, application/*+json and no Content-Type at all."""
     media_type = (JSON if content_type is None else content_type).split(";", 1)[0].strip().lower()
     return media_type == JSON or (media_type.startswith("application/") and media_type.endswith("+json"))
-
-
-def _finite(risks: np.ndarray, loc: list[str | int]) -> np.ndarray:
-    """422 if valid but extreme inputs overflow the model to NaN/inf.
-
-    Why: such a score is meaningless, and returning it would break the documented answer.
-    """
-    bad = np.flatnonzero(~np.isfinite(risks))
-    if bad.size:
-        raise _non_finite(loc + [int(bad[0])] if loc[-1] == "instances" else loc, int(bad.size))
-    return risks
-
-
-def _non_finite(loc: list[str | int], count: int) -> Problems:
-    return Problems([{
-        "loc": loc, "type": "non_finite_risk",
-        "msg": "feature values far outside the training range give no finite risk",
-    }], count)
 
 
 def _serving(current: CurrentModel) -> ServingModel:

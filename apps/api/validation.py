@@ -7,17 +7,16 @@ and held the loop ~360 ms, failing every other client's readiness probe. Here:
 - `/predict` bodies are at most `api.max_predict_body_bytes` (16 KiB): validated on the
   event loop in one pydantic-core call from the raw bytes (no Python JSON parse), a bounded
   cost (a few ms for the worst 16 KiB body, bench/api_bench.py measures it);
-- `/predict/batch` is validated in a worker thread `api.batch_chunk_rows` rows at a time;
-  a row whose feature object has more keys than the schema (e.g. 60,000 unknown keys) is
-  reported from a key comparison, never handed to pydantic, so no single call holding the
-  interpreter lock grows with the body; between chunks the thread yields the lock.
+- `/predict/batch` is validated in a worker process (batchwork.py) `api.batch_chunk_rows`
+  rows at a time, so the errors of one chunk bound the work spent on error reports; a row
+  whose feature object has more keys than the schema (e.g. 60,000 unknown keys) is reported
+  from a key comparison, never handed to pydantic.
 
 Error reports keep only what a client needs (field path, message, type), never the input.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -60,6 +59,15 @@ class _Collector:
     def raise_if_any(self) -> None:
         if self.count:
             raise Problems(self.problems, self.count)
+
+
+def non_finite_problem(loc: list[str | int]) -> Problem:
+    """The 422 problem of valid but extreme inputs that overflow the model to NaN/inf.
+
+    Why refuse: such a score is meaningless, and returning it would break the documented answer.
+    """
+    return {"loc": loc, "type": "non_finite_risk",
+            "msg": "feature values far outside the training range give no finite risk"}
 
 
 def pydantic_problems(exc: ValidationError, prefix: Sequence[str | int], limit: int) -> list[Problem]:
@@ -111,7 +119,6 @@ class RequestValidator:
         rows: list[Any] = []
         for start in range(0, len(instances), self.chunk_rows):
             rows.extend(self._chunk(instances, start, found))
-            time.sleep(0)  # let the event loop thread take the interpreter lock between chunks
         found.raise_if_any()
         return rows
 

@@ -295,7 +295,7 @@ class ApiSettings:
     max_errors: Positive = 20  # a 422 lists the first N problems and counts them all
     max_feature_value: PositiveFloat = 1e9  # cap of numeric features whose schema has no maximum (counts, days)
     batch_chunk_rows: Positive = 100  # a batch is validated and scored this many rows at a time, off the loop
-    batch_workers: Positive = 2  # threads that validate and score batches (the rest queue)
+    batch_workers: Positive = 1  # processes that parse, validate and score batches (the rest queue); ~10-20 MiB each
     protocol_error_log_interval_seconds: PositiveFloat = 10.0  # at most one log line per interval for malformed HTTP
     reload_interval_seconds: PositiveFloat = 2.0
     log_level: Str = "INFO"
