@@ -453,11 +453,48 @@ def measure(server: Server, image_mb: float, requests: Requests, rate: float, ar
     return figures
 
 
+def image_layout_path(entries: list[str], site: Path) -> str:
+    """The import path of the images for `entries` (this process's sys.path): the app's
+    directories first, then every wheel's files in ONE site-packages directory, `site`
+    (symlinks), as tools/oci lays out /app.
+
+    Why: under `bazel run` each wheel is its own sys.path entry (about 40), so every import
+    looks in up to 40 directories before it finds its module; in the image it looks in a few.
+    Both servers start from this layout, so the start figure is the image's, not Bazel's.
+    """
+    app: list[str] = []
+    for entry in entries:
+        path = Path(entry)
+        if path.name != "site-packages":
+            app.append(entry)
+            continue
+        for item in path.iterdir():
+            if item.name != "__init__.py":  # made by rules_python, not the wheel's (the images skip it too)
+                _merge_into(site / item.name, item)
+    return os.pathsep.join([*app, str(site)])
+
+
+def _merge_into(target: Path, source: Path) -> None:
+    """Symlink `source` at `target`; directories two wheels share (namespaces) are merged."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() and not target.is_symlink():
+        target.symlink_to(source)
+    elif target.is_dir() and source.is_dir():
+        if target.is_symlink():  # a second wheel with this directory: make it a real one
+            first = target.resolve()
+            target.unlink()
+            target.mkdir()
+            for item in first.iterdir():
+                (target / item.name).symlink_to(item)
+        for item in source.iterdir():
+            _merge_into(target / item.name, item)
+
+
 def run(args: argparse.Namespace) -> int:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **THREAD_CAPS)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="api_bench.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="api_bench.") as tmp, tempfile.TemporaryDirectory(prefix="api_site.") as site:
         root = Path(tmp)
+        env = dict(os.environ, PYTHONPATH=image_layout_path(sys.path, Path(site)), **THREAD_CAPS)
         print("training the model with the pipeline (bootstrap's steps) ...", file=sys.stderr)
         version, kind, rows = train_production_candidate(root, args.model)
         requests = Requests([http_request("/predict", json.dumps({"user_id": i, "features": row}).encode())

@@ -173,3 +173,6 @@ def test_a_killed_batch_worker_costs_at_most_one_503_then_batches_are_served_aga
     statuses = [client.post("/predict/batch", json=batch).status_code for _ in range(3)]
     assert statuses.count(503) <= 1 and statuses[-1] == 200, statuses
     assert pool.pids() and not set(pool.pids()) & set(before)
+    for pid in pool.pids():  # forked from a serving process: no copy of a client connection or the port
+        sockets = [fd for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+        assert not sockets, (pid, sockets)

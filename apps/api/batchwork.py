@@ -23,6 +23,8 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import os
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -116,8 +118,24 @@ _state: dict[str, Any] = {}
 
 
 def _init_worker(config: ServingConfig, validator: RequestValidator, chunk_rows: int) -> None:
+    _close_inherited_sockets()
     _state.update(registry=ModelRegistry(config.registry_root), specs=config.specs, validator=validator,
                   chunk_rows=chunk_rows, model=None)
+
+
+def _close_inherited_sockets() -> None:
+    """Close every socket the fork copied (a replacement worker is forked from a serving API).
+
+    Why: a worker holding a copy of a client connection keeps it open after the API closed
+    it, and a copy of the listening socket would keep the port bound. The worker talks to
+    the API through pipes only, so it needs no socket.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                os.close(int(name))
+        except OSError:  # the directory's own descriptor, already closed
+            pass
 
 
 def _ping() -> bool:
