@@ -10,8 +10,9 @@ one batch request can do to the others is bounded by that copy (a memcpy of at m
 
 The workers are forked from the API process when the app starts, before any other thread
 exists (the reloader starts after), so they share its imported modules copy-on-write: each
-costs its private pages only (bench/api_bench.py reports the proportional memory of the
-server and its workers). A worker loads the version it is asked for with the same checks as
+costs its private pages only (bench/api_bench.py counts the server's RSS plus the workers'
+private pages). They run at a lower CPU priority (nice +10) than the server: when both
+want the CPU, the kernel runs the event loop first. A worker loads the version it is asked for with the same checks as
 the reloader (`load_serving_model`) and keeps it until another version is asked for. If a
 worker dies (e.g. killed for memory), the request that was running gets a 503 and the pool
 is made again.
@@ -37,6 +38,7 @@ from apps.api.settings import ServingConfig
 from apps.api.validation import Problem, Problems, RequestValidator, non_finite_problem
 from churn.registry.registry import ModelRegistry
 
+WORKER_NICENESS = 10  # lower CPU priority of the workers than the server's (Linux nice increment)
 Outcome = tuple[bytes, list[float]]  # the 200 body and the risks (for the metrics)
 
 
@@ -119,6 +121,7 @@ _state: dict[str, Any] = {}
 
 def _init_worker(config: ServingConfig, validator: RequestValidator, chunk_rows: int) -> None:
     _close_inherited_sockets()
+    os.nice(WORKER_NICENESS)  # the event loop first when both want the CPU (no privilege needed)
     _state.update(registry=ModelRegistry(config.registry_root), specs=config.specs, validator=validator,
                   chunk_rows=chunk_rows, model=None)
 
