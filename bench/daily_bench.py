@@ -27,12 +27,12 @@ from typing import Callable
 import pandas as pd
 
 from churn.config.settings import load_config
+from churn.daily.update import state_path
 from churn.daily.world import next_days
 from churn.invocation.workdir import enter_invocation_directory
 from churn.pipeline import steps
 from churn.pipeline.steps import EXIT_OK, StepResult, with_root
 from churn.storage.daytables import day_file
-from churn.storage.files import remove_path
 from churn.storage.tables import read_parquet
 
 
@@ -87,10 +87,7 @@ def main() -> None:
         features_new = read_parquet(day_file(paths.features_file, day))
         scores_new = read_parquet(paths.predictions / day.isoformat() / "scores.parquet")
 
-        # the same state, rebuilt from scratch: without the processed/ pointer (its generation
-        # holds the update state) update finds no previous update (published generations are
-        # never changed in place)
-        remove_path(paths.processed)
+        state_path(paths).unlink()  # the same state, rebuilt from scratch
         rebuild = _timed([("update (full rebuild)", lambda: steps.step_update(settings)),
                           ("batch-score", lambda: steps.step_batch_score(settings, as_of=day))])
         pd.testing.assert_frame_equal(features_new, read_parquet(day_file(paths.features_file, day)))

@@ -19,9 +19,8 @@ import pytest
 from cli_testing import Cli
 
 # What a cycle may rewrite even when it changes no data: nothing. The ingest report is the
-# last ingest's receipt (it says what was rejected), so its area, ingest/ (a new generation
-# under .generations/ingest/), is the one thing a rejected batch writes.
-RECEIPTS = {"ingest"}
+# last ingest's receipt (it says what was rejected), so it is the one file a rejected batch writes.
+RECEIPTS = {"ingest_report.json"}
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +38,11 @@ def cli(bootstrapped: Cli, tmp_path: Path) -> Cli:
 
 
 def snapshot(root: Path, skip: set[str] = frozenset()) -> dict[str, tuple[int, int]]:
-    """(mtime_ns, size) of every file under the data root outside the inbox, the lock files
-    (a writer records its pid in the lock it takes, even when it then writes nothing) and the
-    generations of the areas in `skip` (areas are symlinks: their files are listed once,
-    under .generations/)."""
-    out = {}
-    for p in root.rglob("*"):
-        parts = p.relative_to(root).parts
-        if not p.is_file() or {"inbox", "locks"} & set(parts) or (parts[0] == ".generations" and parts[1] in skip):
-            continue
-        out[str(p.relative_to(root))] = (p.stat().st_mtime_ns, p.stat().st_size)
-    return out
+    """(mtime_ns, size) of every file under the data root outside the inbox and the lock files
+    (a writer records its pid in the lock it takes, even when it then writes nothing)."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in root.rglob("*") if p.is_file() and p.name not in skip
+            and not {"inbox", "locks"} & set(p.relative_to(root).parts)}
 
 
 def newest_day(cli: Cli) -> str:

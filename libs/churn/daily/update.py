@@ -24,30 +24,20 @@ computed in groups of the stable user hash - in one process when there are more 
 Indexed Job (`--shard I/N`, then `merge_update`). Within a shard the new grid days stay in
 memory for the features and labels, and only the shard's rows of older days are read.
 
-Publishing (docs/consistency.md): the three areas are published through
-`churn.storage.generations.publish` - processed/ (grid days, the users snapshot and the
-state), then features/ (recording the processed generation it was built from), then labels/.
-An incremental update publishes with `merge=True`: each new generation starts as hard links to
-the current one's day files, so only the recomputed days are written (and hashed). A reader
-sees each area whole, old or new. A crash between the switches leaves features/ or labels/
-built from an older processed/ generation: the next update sees that (`_unfinished`) and
-recomputes from the first day the last update recomputed, so it converges. Updates take turns
-(`update_lock`); the shards of an Indexed Job write only their shard folders and do not.
-
-State (`processed/update_state.json`, published with the grid): the calendar, the newest day
-covered, the first day the update recomputed, the raw part files seen per day and the
-settings that shape the outputs.
+State (`processed/update_state.json`, written last): the calendar, the newest day covered,
+the raw part files seen per day and the settings that shape the outputs.
+A crash before it is written leaves day files of a newer state and the old state file: the
+next update recomputes the same days again and converges.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +47,7 @@ from churn.data.prepare import EVENT_INPUT_COLUMNS, NEVER_ACTIVE, build_user_day
 from churn.features.compute import compute_features, history_days
 from churn.labels.build import build_labels
 from churn.raw.store import day_files as raw_day_files
-from churn.raw.store import pinned, read_events, read_users, require_raw
+from churn.raw.store import read_events, read_users, require_raw
 from churn.daily.shards import (
     Plan,
     check_shards,
@@ -71,9 +61,7 @@ from churn.daily.shards import (
 from churn.errors import DataError
 from churn.sampling.users import shard_count
 from churn.storage.daytables import read_days_of, write_days
-from churn.storage.files import atomic_write_json, read_json, remove_path
-from churn.storage.filelock import FileLock
-from churn.storage.generations import Generation, current, publish
+from churn.storage.files import atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
@@ -157,25 +145,6 @@ def _carry(paths: DataPaths, users: pd.DataFrame, day: dt.date, shard_ids: np.nd
     return out
 
 
-def _unfinished(paths: DataPaths) -> str | None:
-    """Why the last update did not finish (features/ or labels/ not built from the current
-    processed/ generation, see the module docstring), or None."""
-    processed = current(paths.root, "processed")
-    for area in ("features", "labels"):
-        gen = current(paths.root, area)
-        recorded = gen.inputs.get("processed") if gen is not None else None
-        if processed is None or not isinstance(recorded, Mapping) or recorded.get("digest") != processed.digest:
-            return f"{area}/ was not built from the current processed/ generation (an update that died?)"
-    return None
-
-
-def update_lock(paths: DataPaths) -> FileLock:
-    """The lock updates take turns under (readers of features/labels wait on it too,
-    `steps.fresh_input`): a second update plans after the first has published, so it finds
-    nothing left to do instead of republishing labels/ under a running `train`."""
-    return FileLock(paths.locks / "update.lock")
-
-
 def _plan(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict[dt.date, list[Path]],
           start: dt.date, newest: dt.date) -> tuple[dt.date | None, str, list[str]]:
     """(first day to recompute or None, why, missing days). A full rebuild returns `start`."""
@@ -187,9 +156,6 @@ def _plan(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict
         return start, f"calendar start moved from {state.get('start')} to {start}: full rebuild", missing
     if state.get("shape") != _shape(settings):
         return start, f"feature windows or label horizon changed ({state.get('shape')}): full rebuild", missing
-    unfinished = _unfinished(paths)
-    if unfinished and "first_recomputed" not in state:
-        return start, f"{unfinished}: full rebuild", missing
     old_newest = dt.date.fromisoformat(state["newest_day"])
     if newest < old_newest:
         return start, f"newest raw day went back from {old_newest} to {newest}: full rebuild", missing
@@ -202,8 +168,6 @@ def _plan(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict
     dirty += [dt.date.fromisoformat(d) for d in seen if d not in now]
     if newest > old_newest:
         dirty.append(old_newest + _ONE)  # new days, also those of a gap without any event
-    if unfinished:  # the last update died between its switches: redo what it recomputed
-        dirty.append(dt.date.fromisoformat(state["first_recomputed"]))
     known = read_parquet(users_snapshot(paths), columns=["user_id"])["user_id"]
     new_users = users[~users["user_id"].isin(known)]
     if len(new_users):
@@ -213,37 +177,18 @@ def _plan(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict
     first = max(min(dirty), start)
     late = sorted({d for d in dirty if d <= old_newest})
     why = f"{len([d for d in now if d not in seen])} new day(s)"
-    if unfinished:
-        why += f", {unfinished}"
     if late:
         why += f", changed old day(s) {', '.join(map(str, late[:5]))}"
     return first, why, [m for m in missing if dt.date.fromisoformat(m) > old_newest]
 
 
-def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | None = None,
-               inputs: Mapping[str, Generation] | None = None) -> UpdateResult:
+def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | None = None) -> UpdateResult:
     """Recompute what new raw days touched; a full rebuild when nothing was built yet.
 
     Users are processed in shards of `sharding.shard_users` (`churn.daily.shards`), so memory
     follows the shard size, not the number of users. With `shard=(I, N)` only shard I is
     computed, into its shard folder (an Indexed Job's pod); `merge_update` completes the run.
-    `inputs`: the validated raw (and validation) generations the caller resolved; the update
-    reads that raw generation and records them as the processed/ generation's inputs.
     """
-    paths = _bind_raw(paths, inputs)
-    if shard is not None:
-        return _run_update(settings, paths, shard, inputs)
-    with update_lock(paths):
-        return _run_update(settings, paths, None, inputs)
-
-
-def _bind_raw(paths: DataPaths, inputs: Mapping[str, Generation] | None) -> DataPaths:
-    """`paths` reading one raw generation: the validated one the caller resolved, else the current."""
-    return paths.bind({"raw": inputs["raw"].dir}) if inputs and "raw" in inputs else pinned(paths)
-
-
-def _run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | None,
-                inputs: Mapping[str, Generation] | None) -> UpdateResult:
     t0 = time.perf_counter()
     prep = _prepare(settings, paths)
     if isinstance(prep, UpdateResult):
@@ -260,49 +205,22 @@ def _run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | N
     n = shard_count(len(users), settings.sharding.shard_users)
     if n == 1:
         tables = _compute(settings, paths, users, plan, sharded=False)
-        with _publishing(paths, plan, inputs) as out:
-            for name, (frame, days) in tables.items():
-                write_days(frame, _areas(out)[name], days=days)
-            rows = {name: len(frame) for name, (frame, _) in tables.items()}
-            _finish(settings, out, users, files, plan, result, rows, t0)
-        return result
-    for i in range(n):
-        t1 = time.perf_counter()
-        write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan, sharded=True))
-        log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
-    with _publishing(paths, plan, inputs) as out:
-        rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(out))
-        _finish(settings, out, users, files, plan, result, rows, t0)
-    remove_run(paths, n)
-    return result
-
-
-@contextlib.contextmanager
-def _publishing(paths: DataPaths, plan: Plan, inputs: Mapping[str, Generation] | None) -> Iterator[DataPaths]:
-    """`paths` with processed/, features/ and labels/ bound to new generations; on leaving,
-    processed/ is switched first, then features/ and labels/ recording it as their input
-    (module docstring). An incremental plan merges into the current generations."""
-    merge = plan.first != plan.start  # a full rebuild starts every area empty
-    with publish(paths, "labels", step="update", merge=merge) as labels, \
-            publish(paths, "features", step="update", merge=merge) as features:
-        with publish(paths, "processed", step="update", inputs=dict(inputs or {}), merge=merge) as processed:
-            out = paths.bind({"processed": processed.dir, "features": features.dir, "labels": labels.dir})
-            remove_path(out.training_set)  # joined with the labels before this update: `training-set` remakes it
-            yield out
-        assert processed.generation is not None
-        features.add_input("processed", processed.generation)
-        labels.add_input("processed", processed.generation)
+        for name, (frame, days) in tables.items():
+            write_days(frame, _areas(paths)[name], days=days)
+        rows = {name: len(frame) for name, (frame, _) in tables.items()}
+    else:
+        for i in range(n):
+            t1 = time.perf_counter()
+            write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan, sharded=True))
+            log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
+        rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(paths))
+        remove_run(paths, n)
+    return _finish(settings, paths, users, files, plan, result, rows, t0)
 
 
 def merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateResult:
     """Complete an update run as N shards (`run_update(shard=(I, N))` for every I): check they
     ran the plan this update would run now, merge their rows into the areas, write the state."""
-    paths = pinned(paths)
-    with update_lock(paths):
-        return _merge_update(settings, paths, shards)
-
-
-def _merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateResult:
     t0 = time.perf_counter()
     prep = _prepare(settings, paths)
     if isinstance(prep, UpdateResult):
@@ -312,13 +230,11 @@ def _merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateRe
         prep.seconds = round(time.perf_counter() - t0, 3)
         return prep
     users, files, plan, result = prep
-    checked = check_shards(paths, shards, plan)
-    with _publishing(paths, plan, None) as out:
-        rows = merge_tables(paths, shards, checked, _areas(out))
-        result.reason += f"; merged {shards} shards"
-        _finish(settings, out, users, files, plan, result, rows, t0)
+    rows = merge_tables(paths, shards, check_shards(paths, shards, plan), _areas(paths))
+    result.reason += f"; merged {shards} shards"
+    out = _finish(settings, paths, users, files, plan, result, rows, t0)
     remove_run(paths, shards)
-    return result
+    return out
 
 
 def _prepare(settings: Settings, paths: DataPaths
@@ -358,11 +274,10 @@ def _count(result: UpdateResult, rows: dict[str, int], plan: Plan) -> None:
 
 def _finish(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict[dt.date, list[Path]], plan: Plan,
             result: UpdateResult, rows: dict[str, int], t0: float) -> UpdateResult:
-    """The users snapshot and the state (into the processed/ generation being published)."""
+    """The users snapshot and the state (written last: the update is complete)."""
     _count(result, rows, plan)
     atomic_write_parquet(users, users_snapshot(paths))
     atomic_write_json(state_path(paths), {"start": plan.start, "newest_day": plan.newest,
-                                          "first_recomputed": plan.first,
                                           "shape": _shape(settings), "raw": _signatures(paths, files),
                                           "updated_at": dt.datetime.now(dt.timezone.utc).isoformat()})
     result.seconds = round(time.perf_counter() - t0, 3)

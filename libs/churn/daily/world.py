@@ -23,9 +23,8 @@ Determinism: day d (days since the seed start) draws from `default_rng([seed, 2,
 events from `default_rng([seed, 1, 1_000_000 + d])`, so the world does not depend on how the
 days are batched: 3 x `--next-days 1` equals one `--next-days 3`.
 
-State (`world/` under the data root, an area published through `churn.storage.generations`:
-both files switch together): the users with their hidden engagement and churn state, and
-`state.json` (next day, next user id, next event id, shift date). The inbox batch is
+State (`world/` under the data root): the users with their hidden engagement and churn state,
+and `state.json` (next day, next user id, next event id, shift date). The inbox batch is
 published before the state moves on, so a crash in between only regenerates the same batch.
 """
 
@@ -47,7 +46,6 @@ from churn.errors import UsageError
 from churn.raw.contract import PLANS
 from churn.raw.store import read_events, require_raw
 from churn.storage.files import atomic_write_json, locked_temp, read_json, remove_path
-from churn.storage.generations import current, publish
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
@@ -122,9 +120,8 @@ def _bootstrap(cfg: GeneratorSettings, paths: DataPaths) -> tuple[WorldState, pd
 
 def load_world(cfg: GeneratorSettings, paths: DataPaths) -> tuple[WorldState, pd.DataFrame]:
     """The saved world, or the seed world's end when `generate --next-days` runs for the first time."""
-    world = current(paths.root, "world")  # resolved once: state and users of one generation
-    if world is not None and "state.json" in world.files:
-        return WorldState.from_dict(read_json(world.path("state.json"))), read_parquet(world.path(USERS_FILE))
+    if _state_path(paths).is_file():
+        return WorldState.from_dict(read_json(_state_path(paths))), read_parquet(_users_path(paths))
     return _bootstrap(cfg, paths)
 
 
@@ -244,11 +241,8 @@ def next_days(cfg: GeneratorSettings, paths: DataPaths, days: int, shift_from: d
     first, last = state.next_day, new_state.next_day - dt.timedelta(days=1)
     folder = paths.inbox / (first.isoformat() if days == 1 else f"{first.isoformat()}_{last.isoformat()}")
     publish_batch(folder, users, events)
-    # users and state switch together (a crash between two plain writes left advanced users
-    # beside the old state, and the rerun generated other days from them)
-    with publish(paths, "world", step="generate --next-days") as pub:
-        atomic_write_parquet(users, _users_path(pub.paths))
-        atomic_write_json(_state_path(pub.paths), new_state.to_dict())
+    atomic_write_parquet(users, _users_path(paths))
+    atomic_write_json(_state_path(paths), new_state.to_dict())
     result = BatchResult(str(folder), first, last, len(users), counts["new_users"], len(events), counts["churned"],
                          round(time.perf_counter() - t0, 3))
     log.info("generate --next-days %d: %s..%s, %d events, %d new users, %d churned (shift from %s) -> %s",

@@ -120,6 +120,6 @@ def test_write_raw_streams_atomic_files(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(got_users, users)
     pd.testing.assert_frame_equal(got_events, events, check_categorical=False)
     assert got_events["event_type"].astype(str).tolist() == events["event_type"].astype(str).tolist()
-    assert sorted(p.name for p in paths.raw.iterdir()) == ["MANIFEST", "events", "manifest.json", "users"]
+    assert sorted(p.name for p in paths.raw.iterdir()) == ["events", "manifest.json", "users"]
     assert sorted(p.name for p in (paths.raw / "events").iterdir())[0] == "date=2025-01-01"
-    assert not list(paths.raw.rglob("*.tmp")) and not list(paths.raw.rglob(".tmp-*"))
+    assert not list(paths.raw.rglob("*.tmp"))

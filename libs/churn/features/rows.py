@@ -12,10 +12,8 @@ it was trained on.
 from __future__ import annotations
 
 import datetime as dt
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,69 +22,33 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from churn.storage.daytables import day_files, read_days
-from churn.storage.files import DataError, read_verified, require_file
+from churn.storage.files import DataError, require_file
 
 
-@dataclass(frozen=True)
-class FeatureBytes:
-    """The features bound to ONE published version: a day folder resolved once, or a single
-    file's bytes read once; every byte parsed is checked against its generation's manifest.
-
-    Why: a check that reads the features several times (drift: the dates, then two windows)
-    must read one version; reading by path three times mixed two versions when the file was
-    replaced during the run. A generation directory is immutable (a new publish makes a new
-    one), so the resolved folder cannot change under the reader.
-    """
-
-    path: Path
-    folder: Path | None = None
-    data: bytes | None = None
-
-    @classmethod
-    def read(cls, path: Path) -> "FeatureBytes":
-        p = require_file(path, "features")
-        if Path(p).is_dir():
-            return cls(Path(path), folder=Path(os.path.realpath(p)))
-        return cls(Path(path), data=read_verified(p))
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-
-FeatureSource = Union[Path, FeatureBytes]
-
-
-def _snapshot(source: FeatureSource) -> FeatureBytes:
-    return source if isinstance(source, FeatureBytes) else FeatureBytes.read(source)
-
-
-def feature_dates(path: FeatureSource) -> list[dt.date]:
-    """The distinct as-of dates of the features, sorted (a folder: its day files' names;
-    a single file: one column read)."""
-    snap = _snapshot(path)
-    if snap.folder is not None:
-        return list(day_files(snap.folder))
-    assert snap.data is not None
-    column = pq.read_table(pa.BufferReader(snap.data), columns=["as_of_date"]).column("as_of_date")
+def feature_dates(path: Path) -> list[dt.date]:
+    """The distinct as-of dates of a features file, sorted (reads one column only)."""
+    require_file(path, "features")
+    if Path(path).is_dir():
+        return list(day_files(path))
+    column = pq.read_table(path, columns=["as_of_date"]).column("as_of_date")
     unique = pa.compute.unique(column).to_numpy(zero_copy_only=False)
     return sorted(d.astype(object) for d in np.unique(np.asarray(unique).astype("datetime64[D]")))
 
 
-def read_features(path: FeatureSource, dates: Sequence[dt.date]) -> pd.DataFrame:
-    """Rows of the features whose as_of_date is in `dates` (a folder: only those day files;
-    a single file: filtered while parsed)."""
-    snap = _snapshot(path)
-    if snap.folder is not None:
-        files = day_files(snap.folder)
+def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
+    """Rows of the features file whose as_of_date is in `dates` (filtered while reading)."""
+    require_file(path, "features")
+    if Path(path).is_dir():
+        files = day_files(path)
         wanted_days = [d for d in dates if d in files]
         if not wanted_days:  # the columns, no rows (as a filtered read of one file gives)
-            return read_days(snap.folder, *[next(iter(files))] * 2).iloc[:0]
-        return pd.concat([read_days(snap.folder, d, d) for d in wanted_days], ignore_index=True)
-    assert snap.data is not None
+            return read_days(path, *[next(iter(files))] * 2).iloc[:0]
+        return pd.concat([read_days(path, d, d) for d in wanted_days], ignore_index=True)
     try:
-        kind = pq.read_schema(pa.BufferReader(snap.data)).field("as_of_date").type
+        dataset = pads.dataset(str(path), format="parquet")
+        kind = dataset.schema.field("as_of_date").type
         wanted = pa.array(np.asarray(list(dates), dtype="datetime64[D]")).cast(kind)
-        table = pq.read_table(pa.BufferReader(snap.data), filters=pads.field("as_of_date").isin(wanted))
+        table = dataset.to_table(filter=pads.field("as_of_date").isin(wanted))
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise DataError(f"{path}: cannot read features ({type(exc).__name__}: {exc})") from exc
     return table.to_pandas()

@@ -40,7 +40,6 @@ from churn.ingest.readers import read_table
 from churn.raw.contract import EVENTS, TABLES, USERS
 from churn.raw.store import BatchWriter, Manifest, read_events, read_manifest, read_users
 from churn.storage.files import atomic_write_json
-from churn.storage.generations import current, publish
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class IngestResult:
 
 
 def report_path(paths: DataPaths) -> Path:
-    return paths.ingest_report
+    return paths.raw / "ingest_report.json"
 
 
 def _load(path: str, table: str, settings: Settings, fmt: str | None, report: ValidationReport) -> Normalized:
@@ -290,11 +289,8 @@ def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = No
     report.seconds = round(time.perf_counter() - t0, 3)
     path = report_path(paths)
     result = IngestResult(report.ok, report, str(path), batch, counts, report.seconds, dates, warnings)
-    raw = current(paths.root, "raw")  # the raw generation after this ingest (its input record)
-    with publish(paths, "ingest", step="ingest", inputs={"raw": raw} if raw is not None else {}) as pub:
-        atomic_write_json(report_path(pub.paths), {"ok": report.ok, "batch": batch, "counts": counts,
-                                                   "dates": list(dates), "warnings": warnings,
-                                                   "report": report.to_dict()})
+    atomic_write_json(path, {"ok": report.ok, "batch": batch, "counts": counts, "dates": list(dates),
+                             "warnings": warnings, "report": report.to_dict()})
     for w in warnings:
         log.warning("ingest: %s", w)
     (log.info if report.ok else log.error)("%s (%.1fs)", result.summary(), report.seconds)

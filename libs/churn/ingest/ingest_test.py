@@ -81,7 +81,7 @@ def _ingest_csv(tmp_path: Path, users: pd.DataFrame, events: pd.DataFrame, setti
     settings = settings or _settings(tmp_path / "root")
     result = _ingest(settings, tmp_path / "users.csv", tmp_path / "events.csv")
     assert result.exit_code == 0, result.message
-    report = json.loads((Path(settings.paths.root) / "ingest" / "ingest_report.json").read_text())["report"]
+    report = json.loads((Path(settings.paths.root) / "raw" / "ingest_report.json").read_text())["report"]
     return settings, result, report
 
 
@@ -307,7 +307,7 @@ def test_bad_events_are_named_and_change_nothing(tmp_path, frames, stored, chang
     assert result.exit_code == 1, result.message
     assert rule in result.message and example in result.message and str(path) in result.message, result.message
     assert raw_digest(paths) == digest
-    saved = json.loads((paths.ingest_report).read_text())
+    saved = json.loads((paths.raw / "ingest_report.json").read_text())
     assert not saved["ok"] and rule in [v["rule"] for v in saved["report"]["violations"]]
 
 

@@ -72,9 +72,8 @@ missing share), at a family-wise alpha of {t["alpha"]} Bonferroni-corrected over
 
 
 def write_report(report: DriftReport, out_dir: Path) -> tuple[Path, Path]:
-    """Write <recent end>.json and .html into `out_dir` (the step's staging directory, so the
-    two become visible together)."""
-    stem = out_dir / report.recent_window[1]
+    """Write drift/<recent end>.json and .html under `out_dir`."""
+    stem = out_dir / "drift" / report.recent_window[1]
     json_path = atomic_write_json(stem.with_suffix(".json"), report.to_dict())
     html_path = atomic_write_text(stem.with_suffix(".html"), render_html(report))
     return json_path, html_path

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from churn.registry.registry import ModelRegistry
-from churn.scoring.batch import read_scores, scores_area
+from churn.scoring.batch import read_scores
 from churn.storage.files import DataError, atomic_write_json
-from churn.storage.generations import Generation, current, publish, stale_inputs
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -41,20 +40,6 @@ def risk_distribution(risk: np.ndarray, threshold: float, bins: int = 20) -> dic
     }
 
 
-def stale_predictions(paths: DataPaths, registry: ModelRegistry, area: Generation | None) -> list[str]:
-    """Why the predictions of `area` no longer follow from the current features and model
-    (from the input digests they recorded); [] when they do or nothing was recorded."""
-    if area is None:
-        return []
-    features = current(paths.root, "features")
-    stale = stale_inputs(area, {"features": features}) if features is not None else []
-    scored_with = area.inputs.get("model", {}).get("version")
-    production = registry.get_alias()
-    if scored_with and production and scored_with != production:
-        stale.append(f"scored with {scored_with}, production is now {production}")
-    return stale
-
-
 def score_distribution(paths: DataPaths, registry: ModelRegistry,
                        as_of: dt.date | None = None) -> tuple[Path, dict[str, Any]]:
     """Write monitoring/score_distribution/<as_of>.json for the scores of `as_of` (default latest).
@@ -74,14 +59,7 @@ def score_distribution(paths: DataPaths, registry: ModelRegistry,
               **risk_distribution(scores["risk"].to_numpy(), threshold),
               "reference": {"holdout_positive_rate": metrics.get("positive_rate"),
                             "holdout_flagged_share": metrics.get("flagged_share")}}
-    area = current(paths.root, scores_area(day))
-    report["stale_inputs"] = stale_predictions(paths, registry, area)
-    for why in report["stale_inputs"]:
-        log.warning("score distribution %s: predictions are stale: %s", day, why)
-    with publish(paths, "monitoring/score_distribution", step="score-distribution", merge=True,
-                 inputs={"predictions": area} if area is not None else {}) as pub:
-        atomic_write_json(pub.dir / f"{day.isoformat()}.json", report)
-    path = paths.monitoring / "score_distribution" / f"{day.isoformat()}.json"
+    path = atomic_write_json(paths.monitoring / "score_distribution" / f"{day.isoformat()}.json", report)
     log.info("score distribution %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
              report["mean"] or float("nan"), 100 * (report["share_above_threshold"] or 0.0), threshold, path)
     return path, report

@@ -229,7 +229,7 @@ class BatchCollector(Collector):
         return out
 
     def _ingest(self) -> list[Metric]:
-        """validation/validation_report.json: rows checked and rows violating a rule, per table."""
+        """raw/validation_report.json: rows checked and rows violating a rule, per table."""
         report = self.files.read(self.paths.validation_report)
         rejected = {"users": 0, "events": 0}
         for violation in report.get("violations") or []:

@@ -58,7 +58,7 @@ def test_every_batch_fact_of_a_seeded_root(seeded: Path) -> None:
     assert samples[("churn_production_model_created_timestamp_seconds", ())] == pytest.approx(
         dt.datetime.fromisoformat(card["created_at"]).timestamp())
     assert samples[("churn_registry_alias_changes_total", (("action", "promote"),))] == 1.0
-    validation = json.loads((seeded / "validation" / "validation_report.json").read_text())
+    validation = json.loads((seeded / "raw" / "validation_report.json").read_text())
     assert samples[("churn_ingest_rows", (("table", "events"),))] == validation["events"] > 0
     assert samples[("churn_ingest_rejected_rows", (("table", "events"),))] == 0.0
     assert samples[("churn_ingest_ok", ())] == 1.0

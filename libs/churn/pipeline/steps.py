@@ -5,13 +5,8 @@ the end-to-end tests and `bootstrap` all run the same step functions.
 
 Every step returns a StepResult (rows produced, seconds, outputs, exit code). A missing input
 is a DataError naming the path and the command that produces it. Validation gates the rest:
-`prepare` refuses raw data that has not passed `validate` (checked by the raw generation's
-digest), so corrupted raw data can never flow downstream, even when steps are run one by one.
-
-Every step publishes its outputs as one generation of one area (`churn.storage.generations`:
-all files visible together or not at all, each recording the digests of its inputs), reads
-its inputs from the generations it resolved once, and refuses inputs that are stale against
-their own inputs (docs/consistency.md).
+`prepare` refuses raw data that has not passed `validate` (checked by the raw files' digest),
+so corrupted raw data can never flow downstream, even when steps are run one by one.
 """
 
 from __future__ import annotations
@@ -26,10 +21,9 @@ from typing import Any, Callable
 
 from churn.config.settings import Settings
 from churn.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UsageError
-from churn.raw.store import read_manifest, require_raw
+from churn.raw.store import raw_digest, read_manifest, require_raw
 from churn.registry.registry import ModelRegistry
-from churn.storage.files import DataError, atomic_write_json, read_json, require_file
-from churn.storage.generations import Generation, current, publish, require, require_fresh, sweep
+from churn.storage.files import DataError, atomic_write_json, read_json, require_file, sweep_dead_temps
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -61,11 +55,11 @@ def _timed(name: str, body: Callable[[], StepResult], root: str | Path | None = 
     """Run one step's body with its start/end log lines and timing.
 
     With `root`, the temp files of runs that died (a killed Job) are removed first, so a
-    crash leaves no litter behind the next step (`generations.sweep`).
+    crash leaves no litter behind the next step (`files.sweep_dead_temps`).
     """
     log.info("%s: start", name)
     if root is not None and Path(root).is_dir():
-        for path in sweep(root):
+        for path in sweep_dead_temps(root):
             log.info("%s: removed %s (left by a run that died)", name, path)
     start = time.perf_counter()
     result = body()
@@ -78,7 +72,7 @@ def _timed(name: str, body: Callable[[], StepResult], root: str | Path | None = 
 
 
 def validation_stamp(paths: DataPaths) -> Path:
-    return paths.validation / "validated.json"
+    return paths.raw / "validated.json"
 
 
 def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResult:
@@ -87,7 +81,7 @@ def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResul
     paths = data_paths(settings).ensure()
 
     def body() -> StepResult:
-        res = write_raw(settings.generator, paths, simulate_shift=simulate_shift)  # publishes raw/
+        res = write_raw(settings.generator, paths, simulate_shift=simulate_shift)
         return StepResult("generate", res.events, 0.0, [res.users_path, res.events_path],
                           detail={"users": res.users, "events": res.events, "simulate_shift": simulate_shift})
 
@@ -106,10 +100,11 @@ def step_ingest(settings: Settings, users: str | None = None, events: str | None
     paths = data_paths(settings).ensure()
 
     def body() -> StepResult:
+        was_valid = _was_valid(paths)
         res = run_ingest(settings, paths, users, events, fmt)
         outputs = [res.report_path]
-        if res.ok:
-            outputs += _stamp_after_ingest(paths)
+        if res.ok and res.batch is not None:
+            outputs += _stamp_after_ingest(paths, was_valid)
         added = res.counts.get("events_added", 0) + res.counts.get("users_added", 0) + res.counts.get("users_updated", 0)
         return StepResult("ingest", added, 0.0, outputs, EXIT_OK if res.ok else EXIT_ERROR, res.summary(),
                           {"batch": res.batch, **res.counts, "violations": len(res.report.violations)})
@@ -117,40 +112,24 @@ def step_ingest(settings: Settings, users: str | None = None, events: str | None
     return _timed("ingest", body, paths.root)
 
 
-def _valid_by_ingest(paths: DataPaths) -> bool:
-    """Is the current raw data valid by construction: the last stamp certified raw batch n (or
-    there was no raw data and no validation yet) and every batch since is an ingest (each
-    passed the rules against the stored data before it was written)?
-
-    Why not "was it valid before this ingest": a crash between an ingest's raw switch and its
-    stamp left valid raw data unstamped, and the rerun (which finds nothing new) never stamped it.
-    """
-    validation = current(paths.root, "validation")
-    if validation is not None and "validated.json" in validation.files:
-        since = int(read_json(validation.path("validated.json")).get("raw_batch", -1))
-    else:
-        since = 0 if validation is None else -1  # validated before, and it failed
-    if since < 0:
-        return False
-    return all(b.kind == "ingest" for b in read_manifest(paths).batches if b.batch > since)
+def _was_valid(paths: DataPaths) -> bool:
+    """Before an ingest: the raw data had passed validation (or there was none yet)."""
+    return not read_manifest(paths).batches or _stamp_is_current(paths)
 
 
-def _stamp_after_ingest(paths: DataPaths) -> list[str]:
-    """Stamp the raw data validated after ingests that passed, if it is valid by construction."""
-    if not read_manifest(paths).batches or _stamp_is_current(paths):
-        return []
-    if not _valid_by_ingest(paths):
+def _stamp_after_ingest(paths: DataPaths, was_valid: bool) -> list[str]:
+    """Stamp the raw data validated after a batch that passed, if it was valid before."""
+    if not was_valid:
         log.warning("ingest: the raw data before this batch had not passed validation; run `ml_jobs validate`")
         return []
     return [str(stamp_validated(paths))]
 
 
 def _stamp_is_current(paths: DataPaths) -> bool:
-    """Does validation/validated.json certify the current raw generation?"""
-    validation, raw = current(paths.root, "validation"), current(paths.root, "raw")
-    if validation is None or raw is None or "validated.json" not in validation.files:
+    try:
+        return read_json(validation_stamp(paths)).get("raw_digest") == raw_digest(paths)
+    except DataError:
         return False
-    return read_json(validation.path("validated.json")).get("raw", {}).get("digest") == raw.digest
 
 
 def step_validate(settings: Settings) -> StepResult:
@@ -161,13 +140,11 @@ def step_validate(settings: Settings) -> StepResult:
 
     def body() -> StepResult:
         require_raw(paths)
-        raw = require(paths.root, "raw", "generate")
-        # one generation of raw, read once: the digest certified is that of the bytes checked
-        with publish(paths, "validation", step="validate", inputs={"raw": raw}) as pub:
-            report = run_validate(settings, pub.paths)
-            if report.ok:
-                atomic_write_json(validation_stamp(pub.paths), stamp_record(pub.paths, raw))
-        outputs = [str(paths.validation_report)] + ([str(validation_stamp(paths))] if report.ok else [])
+        validation_stamp(paths).unlink(missing_ok=True)
+        report = run_validate(settings, paths)
+        outputs = [str(paths.validation_report)]
+        if report.ok:
+            outputs.append(str(stamp_validated(paths)))
         return StepResult("validate", report.users + report.events, 0.0, outputs,
                           EXIT_OK if report.ok else EXIT_ERROR, report.summary(),
                           {"violations": len(report.violations)})
@@ -176,36 +153,21 @@ def step_validate(settings: Settings) -> StepResult:
 
 
 def stamp_validated(paths: DataPaths) -> Path:
-    """Record that the current raw generation passed validation (`prepare`/`update` check it):
-    a new generation of validation/ (merge=True keeps the last validation report)."""
-    raw = require(paths.root, "raw", "ingest")
-    with publish(paths, "validation", step="stamp", inputs={"raw": raw}, merge=True) as pub:
-        atomic_write_json(validation_stamp(pub.paths), stamp_record(pub.paths, raw))
-    return validation_stamp(paths)
+    """Record that the raw data as it is now passed validation (`prepare`/`update` check it)."""
+    return atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": raw_digest(paths)})
 
 
-def stamp_record(paths: DataPaths, raw: Generation) -> dict[str, Any]:
-    """What validated.json says: the raw generation certified, and its last batch number."""
-    return {"ok": True, "raw": raw.ref(), "raw_batch": read_manifest(paths.bind({"raw": raw.dir})).batch}
-
-
-def require_validated(paths: DataPaths) -> dict[str, Generation]:
-    """The raw generation that passed validation (and its validation), resolved once.
-
-    Raw data must have passed validation, and not have changed since: the stamp records the
-    digest of the raw generation validate read, and prepare reads the same generation, each
-    file checked against that digest's manifest while it is read.
-    """
-    require_raw(paths)
-    raw = require(paths.root, "raw", "generate")
-    validation = current(paths.root, "validation")
+def require_validated(paths: DataPaths) -> None:
+    """Raw data must have passed validation, and not have changed since."""
     stamp_path = validation_stamp(paths)
-    if validation is None or "validated.json" not in validation.files:
-        raise DataError(f"{stamp_path}: raw data has not passed validation (run `ml_jobs validate`)")
-    stamp = read_json(validation.path("validated.json"))
-    if stamp.get("raw", {}).get("digest") != raw.digest:
+    require_raw(paths)
+    try:
+        stamp = read_json(stamp_path)
+    except DataError:
+        raise DataError(f"{stamp_path}: raw data has not passed validation "
+                        "(run `ml_jobs validate`)") from None
+    if stamp.get("raw_digest") != raw_digest(paths):
         raise DataError(f"{paths.raw}: raw data changed since it was validated (run `ml_jobs validate`)")
-    return {"raw": raw, "validation": validation}
 
 
 def step_prepare(settings: Settings) -> StepResult:
@@ -214,45 +176,12 @@ def step_prepare(settings: Settings) -> StepResult:
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        inputs = require_validated(paths)
-        with publish(paths, "processed", step="prepare", inputs=inputs) as pub:
-            report = run_prepare(settings, pub.paths)
+        require_validated(paths)
+        report = run_prepare(settings, paths)
         return StepResult("prepare", report.grid_rows, 0.0, [str(paths.user_days), str(paths.prepare_report)],
                           detail={"users": report.users_out, "events": report.events_out})
 
     return _timed("prepare", body, paths.root)
-
-
-def fresh_input(paths: DataPaths, area: str, producer: str, expect: str) -> Generation:
-    """The current generation of `area` (holding `expect`), refused if it is stale against
-    the current generations of its own recorded inputs (then `producer` must run again).
-
-    Why the wait: a running `update` publishes processed/, features/ and labels/ one after
-    the other, so for a moment features/ is older than processed/. A stale input is checked
-    again after any running update has finished (`locks/update.lock`, the holder is logged
-    while waiting); only what is still stale then is refused.
-    """
-    def resolve() -> Generation:
-        require_file(paths.root / area / expect, producer)
-        gen = require(paths.root, area, producer)
-        upstream = {name: up for name in gen.inputs if (up := _current_if_area(paths, name)) is not None}
-        return require_fresh(gen, upstream, producer)
-
-    from churn.daily.update import update_lock
-
-    try:
-        return resolve()
-    except DataError:
-        with update_lock(paths):
-            pass
-        return resolve()
-
-
-def _current_if_area(paths: DataPaths, name: str) -> Generation | None:
-    try:
-        return current(paths.root, name)
-    except ValueError:  # an input that is not an area (a model, a config)
-        return None
 
 
 def step_features(settings: Settings) -> StepResult:
@@ -261,9 +190,8 @@ def step_features(settings: Settings) -> StepResult:
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        processed = fresh_input(paths, "processed", "prepare", "user_days.parquet")
-        with publish(paths, "features", step="features", inputs={"processed": processed}) as pub:
-            features = run_features(settings, pub.paths)
+        require_file(paths.user_days, "prepare")
+        features = run_features(settings, paths)
         return StepResult("features", len(features), 0.0, [str(paths.features_file)])
 
     return _timed("features", body, paths.root)
@@ -277,11 +205,10 @@ def step_labels(settings: Settings) -> StepResult:
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        processed = fresh_input(paths, "processed", "prepare", "user_days.parquet")
-        features = fresh_input(paths, "features", "features", "features.parquet")
-        with publish(paths, "labels", step="labels", inputs={"processed": processed, "features": features}) as pub:
-            labels = run_labels(settings, pub.paths)
-            training_set = run_training_set(settings, pub.paths)
+        require_file(paths.user_days, "prepare")
+        require_file(paths.features_file, "features")
+        labels = run_labels(settings, paths)
+        training_set = run_training_set(settings, paths)
         return StepResult("labels", len(training_set), 0.0, [str(paths.labels_file), str(paths.training_set)],
                           detail={"labels": len(labels), "training_rows": len(training_set)})
 
@@ -302,25 +229,25 @@ def step_train(settings: Settings) -> StepResult:
     a "running" record: a train killed after registering its models leaves a record that
     says so, never one pointing at the previous run's models (docs/consistency.md).
     """
+    from churn.storage.files import file_digest
     from churn.storage.tables import read_parquet
     from churn.training.train import register_run, train_models
 
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        labels = fresh_input(paths, "labels", "training-set", "training_set.parquet")
-        training_set = read_parquet(labels.path("training_set.parquet"))
+        require_file(paths.training_set, "labels")
+        training_set = read_parquet(paths.training_set)
         started = dt.datetime.now(dt.timezone.utc).isoformat()
-        atomic_write_json(training_run_path(paths), {"status": "running", "started_at": started,
-                                                     "inputs": {"labels": labels.ref()}})
+        atomic_write_json(training_run_path(paths), {"status": "running", "started_at": started})
         run = train_models(training_set, settings)
         registry = registry_for(paths)
-        versions = register_run(run, registry, settings, labels.files["training_set.parquet"]["sha256"])
+        versions = register_run(run, registry, settings, file_digest(paths.training_set))
         table = [{"version": v, "model_kind": m.kind, **{k: m.metrics[k] for k in METRIC_COLUMNS}}
                  for v, m in zip(versions, run.models)]
         best = max(table, key=lambda r: r["pr_auc"] if r["pr_auc"] is not None else -1.0)["version"]
         record = {"status": "complete", "versions": versions, "best": best, "metrics": table,
-                  "split": run.split.describe(), "started_at": started, "inputs": {"labels": labels.ref()},
+                  "split": run.split.describe(), "started_at": started,
                   "trained_at": dt.datetime.now(dt.timezone.utc).isoformat()}
         atomic_write_json(training_run_path(paths), record)
         return StepResult("train", run.train.rows, 0.0,
@@ -406,10 +333,10 @@ def step_batch_score(settings: Settings, as_of: dt.date | None = None, top_k: in
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        features = fresh_input(paths, "features", "update", "features.parquet")
-        res = batch_score(paths.bind({"features": features.dir}), registry_for(paths),
-                          settings.churn.window_days, as_of=as_of, top_k=top_k or settings.scoring.top_k,
-                          shard=shard, threads=settings.scoring.threads, inputs={"features": features})
+        require_file(paths.features_file, "features")
+        res = batch_score(paths, registry_for(paths), settings.churn.window_days, as_of=as_of,
+                          top_k=top_k or settings.scoring.top_k, shard=shard,
+                          threads=settings.scoring.threads)
         return StepResult("batch-score", res.rows, 0.0, [res.scores_path, res.top_k_path, res.summary_path],
                           message=f"as of {res.as_of}: {res.rows} users scored with {res.model_version} "
                                   f"({res.scorer} path)", detail=res.to_dict())
@@ -425,9 +352,7 @@ def step_merge_shards(settings: Settings, shards: int, as_of: dt.date | None = N
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        features = fresh_input(paths, "features", "update", "features.parquet")
-        res = merge_shards(paths.bind({"features": features.dir}), shards, as_of=as_of,
-                           top_k=top_k or settings.scoring.top_k)
+        res = merge_shards(paths, shards, as_of=as_of, top_k=top_k or settings.scoring.top_k)
         return StepResult("merge-shards", res.rows, 0.0, [res.scores_path, res.top_k_path, res.summary_path],
                           message=f"as of {res.as_of}: {shards} shards merged, {res.rows} users ranked "
                                   f"(scored with {res.model_version})", detail=res.to_dict())
@@ -455,20 +380,14 @@ def step_drift_check(settings: Settings) -> StepResult:
     from churn.monitoring.drift import FAIL, drift_check
     from churn.monitoring.report import write_report
     from churn.scoring.batch import load_production
-    from churn.features.rows import FeatureBytes
 
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        features = fresh_input(paths, "features", "update", "features.parquet")
+        require_file(paths.features_file, "features")
         loaded = load_production(registry_for(paths))
-        # read once, verified: every window of the check parses these same bytes
-        source = FeatureBytes.read(features.path("features.parquet"))  # one generation, day files verified
-        report = drift_check(source, loaded.card, settings.monitoring, settings.churn.window_days)
-        with publish(paths, "monitoring/drift", step="drift-check", merge=True,
-                     inputs={"features": features, "model": {"version": loaded.version}}) as pub:
-            json_path, html_path = write_report(report, pub.dir)
-        json_path, html_path = paths.monitoring / "drift" / json_path.name, paths.monitoring / "drift" / html_path.name
+        report = drift_check(paths.features_file, loaded.card, settings.monitoring, settings.churn.window_days)
+        json_path, html_path = write_report(report, paths.monitoring)
         drifted = ", ".join(f"{f.name} ({f.status}, PSI {f.psi:.3f})" for f in report.drifted()) or "none"
         message = (f"drift {report.status}: training window {report.training_window} ({report.baseline_n} users) "
                    f"vs recent {report.recent_window} ({report.recent_n} users); drifted: {drifted}; "
@@ -497,7 +416,7 @@ def step_generate_next(settings: Settings, days: int, shift_from: dt.date | None
                           detail={"first_day": res.first_day.isoformat(), "last_day": res.last_day.isoformat(),
                                   "events": res.events, "new_users": res.new_users})
 
-    return _timed("generate", body, paths.root)
+    return _timed("generate", body)
 
 
 def step_ingest_inbox(settings: Settings) -> StepResult:
@@ -507,9 +426,11 @@ def step_ingest_inbox(settings: Settings) -> StepResult:
     paths = data_paths(settings)
 
     def body() -> StepResult:
+        was_valid = _was_valid(paths)
         outcomes = ingest_inbox(settings, paths)
         rejected = [o for o in outcomes if not o.ok]
-        _stamp_after_ingest(paths)  # also after a rerun that found the batches already stored
+        if any(o.ok and (o.new_events or o.users) for o in outcomes):
+            _stamp_after_ingest(paths, was_valid)
         lines = [f"{o.name}: {'ingested' if o.ok else 'REJECTED'} ({o.new_events} new events, "
                  f"{o.duplicate_events} already stored, days {', '.join(o.days) or '-'})" for o in outcomes]
         lines += [w for o in outcomes for w in o.warnings] + [o.report for o in rejected]
@@ -518,7 +439,7 @@ def step_ingest_inbox(settings: Settings) -> StepResult:
                           "\n".join(lines) or f"{paths.inbox}: no new batch",
                           {"batches": len(outcomes), "rejected": [o.name for o in rejected]})
 
-    return _timed("ingest", body, paths.root)
+    return _timed("ingest", body)
 
 
 def step_update(settings: Settings, shard: tuple[int, int] | None = None) -> StepResult:
@@ -531,10 +452,10 @@ def step_update(settings: Settings, shard: tuple[int, int] | None = None) -> Ste
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        inputs = require_validated(paths)  # the update publishes processed/, features/, labels/
-        return _update_result(paths, run_update(settings, paths, shard, inputs))
+        require_validated(paths)
+        return _update_result(paths, run_update(settings, paths, shard))
 
-    return _timed("update", body, paths.root)
+    return _timed("update", body)
 
 
 def step_merge_update(settings: Settings, shards: int) -> StepResult:
@@ -547,7 +468,7 @@ def step_merge_update(settings: Settings, shards: int) -> StepResult:
         require_validated(paths)
         return _update_result(paths, merge_update(settings, paths, shards), "merge-update")
 
-    return _timed("merge-update", body, paths.root)
+    return _timed("merge-update", body)
 
 
 def _update_result(paths: DataPaths, res: Any, name: str = "update") -> StepResult:
@@ -598,19 +519,16 @@ def step_training_set(settings: Settings) -> StepResult:
     paths = data_paths(settings)
 
     def body() -> StepResult:
-        features = fresh_input(paths, "features", "update", "features.parquet")
-        labels = fresh_input(paths, "labels", "update", "labels.parquet")
-        # a new labels/ generation: the same label days (hard links) plus the training set
-        with publish(paths, "labels", step="training-set", merge=True,
-                     inputs={**labels.inputs, "features": features}) as pub:
-            training_set = run_training_set(settings, pub.paths)
+        require_file(paths.features_file, "update")
+        require_file(paths.labels_file, "update")
+        training_set = run_training_set(settings, paths)
         days = training_set["as_of_date"]
         return StepResult("training-set", len(training_set), 0.0, [str(paths.training_set)],
                           message=f"training set: {len(training_set)} rows, as-of dates {days.min().date()}.."
                                   f"{days.max().date()} (labels matured up to there)",
                           detail={"newest_label_day": str(days.max().date())})
 
-    return _timed("training-set", body, paths.root)
+    return _timed("training-set", body)
 
 
 def step_retrain(settings: Settings) -> list[StepResult]:
@@ -629,7 +547,7 @@ def _is_empty(root: Path) -> bool:
     and neither are the temp files of a run that died (they are removed first)."""
     if not root.exists():
         return True
-    sweep(root)
+    sweep_dead_temps(root)
     return not any(p.is_file() for p in root.rglob("*"))
 
 
@@ -658,9 +576,10 @@ def bootstrap(settings: Settings, force: bool = False) -> list[StepResult]:
 
     Resumable: `bootstrap.json` records the steps done, so a bootstrap killed anywhere (a pod
     evicted, a full disk) is finished by the next `bootstrap` (the bootstrap Job's retries): it
-    skips the steps done, reruns the interrupted one (its outputs were never half-visible) and
-    goes on. A completed bootstrap makes `bootstrap` a no-op that succeeds; a root holding
-    other data is refused (`--force` bootstraps over it and starts again).
+    skips the steps done, reruns the interrupted one (each step's outputs are replaced
+    atomically, so a rerun starts from a consistent state) and goes on. A completed bootstrap
+    makes `bootstrap` a no-op that succeeds; a root holding other data is refused
+    (`--force` bootstraps over it and starts again).
     """
     root = Path(settings.paths.root)
     record_path = bootstrap_record_path(root)

@@ -13,14 +13,6 @@ files the manifest lists, and the manifest is replaced atomically last, so a bat
 visible whole or not at all (a crash leaves unlisted files, which the next writer deletes).
 Why a new users file per batch: users and events of one batch switch together.
 
-How a batch becomes visible: raw/ is an area published through
-`churn.storage.generations.publish` like every step's outputs (docs/consistency.md). A
-batch is written into a staging directory (an append starts from the current generation's
-files, hard-linked), manifest.json is written last into it, and the raw/ pointer is switched
-at `commit`: all of the batch or nothing. Readers resolve raw/ once per call (bind
-`paths` with `pinned` to read several times from one generation) and every file's bytes
-are checked against the generation's MANIFEST while read.
-
 Every step reads through `read_users` / `read_events` (never a path), and `generate` and
 `ingest` write through `write_batch`; the table contract (columns and types) is
 `churn.raw.contract`.
@@ -30,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -42,8 +34,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from churn.storage.files import DataError, atomic_path, atomic_write_json, read_json, read_verified
-from churn.storage.generations import Publication, generation_at, publish
+from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json
 from churn.storage.filelock import FileLock
 from churn.storage.paths import DataPaths
 
@@ -127,19 +118,9 @@ def manifest_path(paths: DataPaths) -> Path:
     return paths.raw / "manifest.json"
 
 
-def raw_dir(paths: DataPaths) -> Path:
-    """raw/ resolved once: the directory of its current (or bound) generation."""
-    return Path(os.path.realpath(paths.raw))
-
-
-def pinned(paths: DataPaths) -> DataPaths:
-    """`paths` with raw/ bound to its current generation: reads through it see one version."""
-    return paths.bind({"raw": raw_dir(paths)})
-
-
 def read_manifest(paths: DataPaths) -> Manifest:
     """The committed raw data (an empty Manifest when nothing was written yet)."""
-    path = raw_dir(paths) / "manifest.json"
+    path = manifest_path(paths)
     if not path.is_file():
         return Manifest()
     return Manifest.from_dict(read_json(path))
@@ -163,20 +144,34 @@ def raw_files(paths: DataPaths, manifest: Manifest | None = None) -> list[Path]:
 
 
 def raw_digest(paths: DataPaths) -> str:
-    """The digest of the current (or bound) raw generation: sha256 over (relative path,
-    content digest) of every file, from its MANIFEST, after checking every file against it.
+    """sha256 over (relative path, content digest) of every committed file.
 
     Why relative paths: part names repeat across date directories, so names alone would let
-    two days swap contents without changing the digest. Steps record `Generation.digest`
-    (no re-read); this re-reads, for a check by hand.
+    two days swap contents without changing the digest.
     """
-    gen = generation_at(raw_dir(paths), "raw")
-    if gen is None:
-        raise DataError(f"{paths.raw}: no raw data (bring it in with {WAYS_IN})")
-    problems = gen.verify()
-    if problems:
-        raise DataError(f"{paths.raw}: raw data changed since it was published: {'; '.join(problems)}")
-    return gen.digest
+    h = hashlib.sha256()
+    for f in raw_files(paths):
+        h.update(f.relative_to(paths.raw).as_posix().encode() + b"\0" + _committed_digest(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def _committed_digest(f: Path) -> str:
+    """`file_digest`, remembered in this process per (path, inode, size, mtime).
+
+    Why: a committed raw file is never rewritten in place (a batch adds new files), and the
+    daily cycle checks the raw digest three times in one process (before an ingest, the
+    validation stamp after it, `update`'s check); with the memo only the new batch's files
+    are hashed again, not 24M events' worth of parts. A file replaced or touched has another
+    key and is hashed again.
+    """
+    st = f.stat()
+    key = (str(f), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(f)
+    return _DIGESTS[key]
 
 
 # ------------------------------------------------------------------ reading
@@ -184,7 +179,6 @@ def raw_digest(paths: DataPaths) -> str:
 
 def read_users(paths: DataPaths, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The users table (every attribute as of the latest batch)."""
-    paths = pinned(paths)
     m = require_raw(paths, events=False)
     return _read(paths.raw / str(m.users), columns)
 
@@ -200,7 +194,6 @@ def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
     event_time UTC datetime64[us], event_type and course_id categorical).
     Row order: by day, then by batch, then as written.
     """
-    paths = pinned(paths)
     m = require_raw(paths, users=False)
     wanted = None if dates is None else {d.isoformat() for d in dates}
     parts = [p for p in sorted(m.parts, key=lambda p: (p.date, p.path))
@@ -209,19 +202,13 @@ def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
     cols = list(columns) if columns is not None else list(EVENT_COLUMNS)
     if not parts:
         return EVENTS_SCHEMA.empty_table().select(cols).to_pandas()
-    tables = []
-    for part in parts:  # each part's bytes checked against the MANIFEST, then parsed from memory
-        path = paths.raw / part.path
-        try:
-            data = read_verified(path)
-        except DataError as exc:
-            raise DataError(f"{exc} (listed in raw/manifest.json)") from None
-        try:
-            tables.append(pq.read_table(pa.BufferReader(data), schema=EVENTS_SCHEMA, columns=cols,
-                                         filters=_id_filter(event_ids, user_ids)))
-        except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
-    return pa.concat_tables(tables).unify_dictionaries().to_pandas()
+    files = [str(paths.raw / p.path) for p in parts]
+    try:
+        table = pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_table(
+            columns=cols, filter=_id_filter(event_ids, user_ids))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+    return table.unify_dictionaries().to_pandas()
 
 
 def _id_filter(event_ids: np.ndarray | None, user_ids: np.ndarray | None) -> pads.Expression | None:
@@ -240,7 +227,6 @@ def day_files(paths: DataPaths) -> dict[dt.date, list[Path]]:
     rewritten), so a day's events are the union of its parts.
     """
     out: dict[dt.date, list[Path]] = {}
-    paths = pinned(paths)
     for p in sorted(read_manifest(paths).parts, key=lambda p: (p.date, p.path)):
         out.setdefault(dt.date.fromisoformat(p.date), []).append(paths.raw / p.path)
     return out
@@ -253,11 +239,9 @@ def event_dates(paths: DataPaths) -> list[dt.date]:
 
 def _read(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
     try:
-        data = read_verified(path)
-    except DataError as exc:
-        raise DataError(f"{exc} (listed in raw/manifest.json)") from None
-    try:
-        return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns is not None else None).to_pandas()
+        return pd.read_parquet(path, engine="pyarrow", columns=list(columns) if columns is not None else None)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: listed in raw/manifest.json but missing") from exc
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
 
@@ -293,33 +277,28 @@ def _days(table: pa.Table) -> np.ndarray:
 class BatchWriter:
     """Writes one batch: `add_events` any number of times, optionally `set_users`, then `commit`.
 
-    Nothing is visible before `commit` (it publishes a new raw/ generation, see the module
-    docstring); leaving the `with` block without committing (an exception) discards the
-    batch's staging directory. `replace=True` (generate) starts from nothing; otherwise the
-    batch appends to the current generation's files. Writers of raw/ take turns (one lock
-    for the whole batch), so batch numbers and part names never collide.
+    Nothing is visible before `commit` (it replaces the manifest); leaving the `with` block
+    without committing (an exception) deletes the batch's files. `replace=True` (generate)
+    drops every earlier part and users file at commit; otherwise the batch appends.
     """
 
     def __init__(self, paths: DataPaths, kind: str, replace: bool = False) -> None:
-        self.paths = paths.unbound()
+        self.paths = paths
         self.kind = kind
         self.replace = replace
-        self._lock = FileLock(self.paths.locks / "raw.lock", timeout=LOCK_TIMEOUT_S)
+        self._lock = FileLock(paths.locks / "raw.lock", timeout=LOCK_TIMEOUT_S)
         self._parts: list[Part] = []
         self._users: tuple[str, int] | None = None
         self._seq = 0
         self._base = Manifest()
-        self._publishing: Any = None
-        self._pub: Publication | None = None
         self.batch = 0
 
     def __enter__(self) -> "BatchWriter":
         self._lock.acquire()
         try:
-            self._base = read_manifest(pinned(self.paths))
+            self._base = read_manifest(self.paths)
             self.batch = self._base.batch + 1
-            self._publishing = publish(self.paths, "raw", step=self.kind, merge=not self.replace)
-            self._pub = self._publishing.__enter__()
+            _delete_unlisted(self.paths, self._base)  # leftovers of a batch that crashed
         except BaseException:
             self._lock.release()
             raise
@@ -327,21 +306,15 @@ class BatchWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if self._publishing is not None:  # not committed: discard the staging directory
-                aborted = exc if exc is not None else DataError(f"raw batch {self.batch} was not committed")
-                self._publishing.__exit__(type(aborted), aborted, tb)
+            if exc_type is not None:
+                _delete_unlisted(self.paths, self._base)
         finally:
-            self._publishing = None
             self._lock.release()
 
     @property
     def base(self) -> Manifest:
         """The committed raw data this batch builds on (read under the lock)."""
         return self._base
-
-    def _target(self, rel: str) -> Path:
-        assert self._pub is not None, "BatchWriter used outside its with block"
-        return self._pub.path(rel)
 
     def add_events(self, events: pd.DataFrame | pa.Table) -> int:
         """Write `events` (contract types) as one part per UTC day; returns the rows written."""
@@ -356,7 +329,7 @@ class BatchWriter:
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)]):
             day = str(sorted_days[lo])
             rel = f"events/date={day}/part-{self.batch:06d}-{self._seq:04d}.parquet"
-            with atomic_path(self._target(rel)) as tmp:
+            with atomic_path(self.paths.raw / rel) as tmp:
                 pq.write_table(table.take(pa.array(order[lo:hi])), tmp, compression="zstd", use_dictionary=_DICT_COLUMNS)
             self._parts.append(Part(rel, day, int(hi - lo), self.batch))
         self._seq += 1
@@ -365,12 +338,12 @@ class BatchWriter:
     def set_users(self, users: pd.DataFrame) -> None:
         """The whole users table as of this batch (ids int64)."""
         rel = f"users/users-{self.batch:06d}.parquet"
-        with atomic_path(self._target(rel)) as tmp:
+        with atomic_path(self.paths.raw / rel) as tmp:
             users.to_parquet(tmp, engine="pyarrow", compression="zstd", index=False)
         self._users = (rel, len(users))
 
     def commit(self, detail: dict[str, Any] | None = None) -> Batch:
-        """Make the batch visible: manifest.json, then one switch of the raw/ pointer."""
+        """Make the batch visible: one atomic manifest replace, then old files are deleted."""
         base = self._base
         users, users_rows = self._users or (base.users, base.users_rows)
         parts = tuple(self._parts) if self.replace else base.parts + tuple(self._parts)
@@ -378,16 +351,27 @@ class BatchWriter:
                       users_rows if self._users else 0, sum(p.rows for p in self._parts),
                       tuple(sorted({p.date for p in self._parts})), detail or {})
         manifest = Manifest(self.batch, users, users_rows, parts, base.batches + (batch,))
-        assert self._pub is not None and self._publishing is not None
-        atomic_write_json(self._target("manifest.json"), manifest.to_dict())
-        listed = {"manifest.json", *([users] if users else []), *(p.path for p in parts)}
-        self._pub.carry = lambda name: name in listed  # an older users file is not carried over
-        publishing, self._publishing = self._publishing, None
-        publishing.__exit__(None, None, None)
+        atomic_write_json(manifest_path(self.paths), manifest.to_dict())
         self._base = manifest
+        _delete_unlisted(self.paths, manifest)
         log.info("raw batch %d (%s): %d events in %d days, users %s", batch.batch, self.kind,
                  batch.events_added, len(batch.dates), users_rows if self._users else "unchanged")
         return batch
+
+
+def _delete_unlisted(paths: DataPaths, manifest: Manifest) -> None:
+    """Remove files under raw/users and raw/events that the manifest does not list."""
+    keep = {paths.raw / f for f in ([manifest.users] if manifest.users else []) + [p.path for p in manifest.parts]}
+    for sub in ("users", "events"):
+        root = paths.raw / sub
+        if not root.is_dir():
+            continue
+        for f in root.rglob("*"):
+            if f.is_file() and f not in keep:
+                f.unlink(missing_ok=True)
+        for d in sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
 
 
 def write_batch(paths: DataPaths, kind: str, users: pd.DataFrame | None,

@@ -32,7 +32,6 @@ from churn.features.schema import feature_specs, schema_from_json
 from churn.registry.registry import LoadedModel, ModelRegistry, RegistryError
 from churn.sampling.users import shard_of
 from churn.storage.files import atomic_path, atomic_write_json
-from churn.storage.generations import Generation, current, publish
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
@@ -126,10 +125,8 @@ def resolve_as_of(paths: DataPaths, as_of: dt.date | None) -> dt.date:
 
 
 def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, as_of: dt.date | None = None,
-                top_k: int = 100, shard: tuple[int, int] | None = None, threads: int = 1,
-                inputs: dict[str, Generation] | None = None) -> ScoreResult:
-    """Score eligible users as of a date; publish scores.parquet, top_k.csv and summary.json
-    together as one generation of predictions/<date>/ (shards merge into it)."""
+                top_k: int = 100, shard: tuple[int, int] | None = None, threads: int = 1) -> ScoreResult:
+    """Score eligible users as of a date; write scores.parquet, top_k.csv and summary.json."""
     start = time.perf_counter()
     loaded = load_production(registry)
     day = resolve_as_of(paths, as_of)
@@ -141,16 +138,14 @@ def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, 
         features = features.loc[shard_of(features["user_id"].to_numpy(), shard[1]) == shard[0]]
     scorer = model_scorer(loaded, threads)
     ranked = rank_scores(score_frame(loaded, features, scorer), loaded.version)
-    out_dir = scores_dir(paths.unbound(), day)
+    out_dir = scores_dir(paths, day)
     suffix = shard_suffix(shard)
+    scores_path, top_k_path = write_outputs(ranked, out_dir, suffix, top_k)
     result = ScoreResult(day.isoformat(), loaded.version, scorer.kind, len(ranked), eligible, candidates,
-                         None if shard is None else f"{shard[0]}/{shard[1]}", str(out_dir / f"scores{suffix}.parquet"),
-                         str(out_dir / f"top_k{suffix}.csv"), str(out_dir / f"summary{suffix}.json"),
+                         None if shard is None else f"{shard[0]}/{shard[1]}", str(scores_path),
+                         str(top_k_path), str(out_dir / f"summary{suffix}.json"),
                          round(time.perf_counter() - start, 3))
-    with publish(paths, scores_area(day), step="batch-score", merge=True,
-                 inputs={**(inputs or {}), "model": model_ref(loaded)}) as pub:
-        write_outputs(ranked, pub.dir, suffix, top_k)
-        write_summary(result, ranked, pub.dir)
+    write_summary(result, ranked)
     log.info("batch-score %s: %d of %d users scored with %s (%s path) in %.2fs -> %s", day, len(ranked),
              candidates, loaded.version, scorer.kind, result.seconds, out_dir)
     return result
@@ -169,16 +164,11 @@ def write_outputs(ranked: pd.DataFrame, out_dir: Path, suffix: str, top_k: int) 
     return scores_path, top_k_path
 
 
-def write_summary(result: ScoreResult, ranked: pd.DataFrame, directory: Path, **extra: Any) -> Path:
-    """The run's summary JSON (result, risk figures, `extra`) into `directory` (a staging
-    directory: it becomes visible with the scores and top-K it describes, or not at all)."""
-    return atomic_write_json(directory / Path(result.summary_path).name,
+def write_summary(result: ScoreResult, ranked: pd.DataFrame, **extra: Any) -> Path:
+    """The run's summary JSON (result, risk figures, `extra`), atomically; last, so its presence
+    means the scores and top-K beside it are complete."""
+    return atomic_write_json(result.summary_path,
                              {**result.to_dict(), **risk_summary(ranked["risk"].to_numpy()), **extra})
-
-
-def model_ref(loaded: LoadedModel) -> dict[str, Any]:
-    """How predictions record the model they came from (version and weights digest)."""
-    return {"version": loaded.version, "model_sha256": loaded.card.get("model_sha256")}
 
 
 def risk_summary(risk: np.ndarray) -> dict[str, Any]:
@@ -197,8 +187,7 @@ def read_scores(paths: DataPaths, as_of: dt.date | None = None) -> tuple[dt.date
     if not days:
         raise DataError(f"{root}: no predictions (run `ml_jobs batch-score`)")
     name = as_of.isoformat() if as_of else days[-1]
-    gen = current(paths.root, scores_area(dt.date.fromisoformat(name)))
-    folder = gen.dir if gen is not None else root / name  # one generation, resolved once
+    folder = root / name
     files = [folder / "scores.parquet"] if (folder / "scores.parquet").is_file() \
         else sorted(folder.glob("scores.shard-*.parquet"))
     if not files:
@@ -207,11 +196,6 @@ def read_scores(paths: DataPaths, as_of: dt.date | None = None) -> tuple[dt.date
     return dt.date.fromisoformat(name), frame
 
 
-def scores_area(day: dt.date) -> str:
-    """The area of one as-of date's outputs (full, shards and merged alike)."""
-    return f"predictions/{day.isoformat()}"
-
-
 def scores_dir(paths: DataPaths, day: dt.date) -> Path:
     """Where the outputs of one as-of date live (full, shards and merged alike)."""
-    return paths.area(scores_area(day))
+    return paths.predictions / day.isoformat()

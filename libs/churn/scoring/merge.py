@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.scoring.batch import (ScoreResult, rank_scores, resolve_as_of, scores_area, scores_dir, shard_suffix,
+from churn.scoring.batch import (ScoreResult, rank_scores, resolve_as_of, scores_dir, shard_suffix,
                                  write_outputs, write_summary)
 from churn.sampling.users import shard_of
 from churn.storage.files import DataError, read_json
-from churn.storage.generations import current, publish
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
 
@@ -104,20 +103,17 @@ def merge_shards(paths: DataPaths, total: int, *, as_of: dt.date | None = None, 
     batch-score) into scores.parquet, top_k.csv and summary.json of one full run."""
     start = time.perf_counter()
     day = as_of or resolve_as_of(paths, None)
-    gen = current(paths.root, scores_area(day))
-    out_dir = scores_dir(paths.unbound(), day)
-    shards = read_shards(gen.dir if gen is not None else out_dir, total)  # one generation, resolved once
+    out_dir = scores_dir(paths, day)
+    shards = read_shards(out_dir, total)
     run = check_run(shards, day)
     union = pd.concat([s.scores[["user_id", "as_of_date", "risk"]] for s in shards], ignore_index=True)
     ranked = rank_scores(union, run["model_version"])
+    scores_path, top_k_path = write_outputs(ranked, out_dir, "", top_k)
     scorer = ",".join(sorted({str(s.summary.get("scorer")) for s in shards}))
     result = ScoreResult(run["as_of"], run["model_version"], scorer, len(ranked), run["eligible"],
-                         run["candidates"], None, str(out_dir / "scores.parquet"), str(out_dir / "top_k.csv"),
+                         run["candidates"], None, str(scores_path), str(top_k_path),
                          str(out_dir / "summary.json"), round(time.perf_counter() - start, 3))
-    inputs: dict[str, Any] = {"shards": {"generation": gen.id if gen else None, "digest": gen.digest if gen else None}}
-    with publish(paths, scores_area(day), step="merge-shards", merge=True, inputs=inputs) as pub:
-        write_outputs(ranked, pub.dir, "", top_k)
-        write_summary(result, ranked, pub.dir, merged_shards=total)
+    write_summary(result, ranked, merged_shards=total)
     log.info("merge-shards %s: %d shards, %d users ranked (%s) in %.2fs -> %s", day, total, len(ranked),
              run["model_version"], result.seconds, out_dir)
     return result

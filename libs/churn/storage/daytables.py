@@ -6,14 +6,12 @@ of the whole table, and readers select days by file name without opening the oth
 folder keeps the name the single file had (`features/features.parquet/`), like the datasets
 Spark and pyarrow write, and every reader of `churn.storage.tables` accepts it.
 
-Each day file is written atomically (replaced, never rewritten in place: a published generation
-shares unchanged files with the next one, `churn.storage.generations`); a day with no rows has no file.
+Each day file is written atomically; a day with no rows has no file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -23,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from churn.storage.files import DataError, remove_path
-from churn.storage.tables import atomic_write_parquet, read_parquet
+from churn.storage.files import DataError
+from churn.storage.tables import atomic_write_parquet
 
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
@@ -73,7 +71,7 @@ def write_days(frame: pd.DataFrame, folder: Path, column: str = "as_of_date",
         written.append(atomic_write_parquet(part, day_file(folder, day.astype(object))))
     if wanted is not None:
         for day in wanted - set(present):
-            remove_path(day_file(folder, day.astype(object)))
+            day_file(folder, day.astype(object)).unlink(missing_ok=True)
     return written
 
 
@@ -83,7 +81,7 @@ def replace_days(frame: pd.DataFrame, folder: Path, column: str = "as_of_date") 
     keep = {p.name for p in written}
     for p in day_files(folder).values():
         if p.name not in keep:
-            remove_path(p)
+            p.unlink()
     return written
 
 
@@ -95,7 +93,6 @@ def read_days_of(folder: Path, first: dt.date | None, last: dt.date | None, user
     not the files' size: what a shard of users or a training sample reads. None when no day
     file lies in the range.
     """
-    folder = Path(os.path.realpath(folder))  # one generation (immutable); filtered, so not hashed
     files = [str(p) for d, p in day_files(folder).items() if (first is None or d >= first) and (last is None or d <= last)]
     if not files:
         return None
@@ -110,14 +107,13 @@ def read_days_of(folder: Path, first: dt.date | None, last: dt.date | None, user
 
 def read_days(folder: Path, first: dt.date | None = None, last: dt.date | None = None,
               columns: Iterable[str] | None = None) -> pd.DataFrame:
-    """Rows of the days in [first, last] (either end open), concatenated in day order.
-
-    The folder is resolved once (a published generation is immutable, so every day comes
-    from one version) and each day file is a verified read (`tables.read_parquet`).
-    """
-    folder = Path(os.path.realpath(folder))
+    """Rows of the days in [first, last] (either end open), concatenated in day order."""
     files = [p for d, p in day_files(folder).items() if (first is None or d >= first) and (last is None or d <= last)]
     if not files:
         raise DataError(f"{folder}: no day files between {first or 'the start'} and {last or 'the end'}")
-    frames = [read_parquet(p, columns=columns) for p in files]
+    try:
+        frames = [pd.read_parquet(p, engine="pyarrow", columns=list(columns) if columns is not None else None)
+                  for p in files]
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{folder}: cannot read a day file ({type(exc).__name__}: {exc})") from exc
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -167,8 +167,8 @@ def locked_temp(parent: Path, name: str, directory: bool = False) -> tuple[Path,
 
 def remove_path(path: Path) -> None:
     """Remove a file, symlink or directory tree (missing is fine); a fault-injection point."""
-    with naming_disk_full(path), contextlib.suppress(FileNotFoundError):
-        faults.point("remove", path)
+    faults.point("remove", path)
+    with contextlib.suppress(FileNotFoundError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:

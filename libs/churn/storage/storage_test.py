@@ -26,7 +26,7 @@ from churn.storage.tables import atomic_write_parquet, read_parquet
 
 def test_layout(tmp_path: Path) -> None:
     p = DataPaths.from_root(tmp_path).ensure()
-    for name in ("registry", "predictions", "monitoring", "locks"):  # areas appear when published
+    for name in ("raw", "processed", "features", "labels", "registry", "predictions", "monitoring"):
         assert (tmp_path / name).is_dir()
     assert p.user_days == tmp_path / "processed" / "user_days.parquet"
 
@@ -233,49 +233,3 @@ def test_a_full_disk_while_recording_the_holder_does_not_leak_the_lock(tmp_path:
             pass
     with FileLock(path, timeout=0.5):  # free again
         pass
-
-
-def test_publish_switches_all_files_at_once_and_verifies_reads(tmp_path: Path) -> None:
-    from churn.storage.faults import FailAt, SimulatedCrash, injecting
-    from churn.storage.generations import current, publish
-
-    paths = DataPaths.from_root(tmp_path)
-    with publish(paths, "features", step="t", inputs={"x": {"digest": "1"}}) as pub:
-        atomic_write_text(pub.dir / "a.txt", "a1")
-        atomic_write_text(pub.dir / "b.txt", "b1")
-    first = current(tmp_path, "features")
-    assert first is not None and sorted(first.files) == ["a.txt", "b.txt"] and first.inputs == {"x": {"digest": "1"}}
-    for at in range(1, 9):  # die anywhere before the switch of the second publish: the first stays whole
-        with injecting(FailAt(at, "crash")), pytest.raises(SimulatedCrash):
-            with publish(paths, "features", step="t") as pub:
-                atomic_write_text(pub.dir / "a.txt", "a2")
-                atomic_write_text(pub.dir / "b.txt", "b2")
-        now = current(tmp_path, "features")
-        assert now is not None and now.id == first.id and now.verify() == []
-    (tmp_path / "features" / "a.txt").write_text("tampered")
-    with pytest.raises(DataError, match="a.txt: changed since it was published"):
-        read_json(tmp_path / "features" / "a.txt")
-
-
-def test_a_switch_that_died_leaves_a_temp_link_that_the_next_sweep_removes(tmp_path: Path) -> None:
-    from churn.storage.faults import SimulatedCrash, injecting
-    from churn.storage.generations import current, publish, sweep
-
-    paths = DataPaths.from_root(tmp_path)
-    with publish(paths, "features", step="t") as pub:
-        atomic_write_text(pub.dir / "a.txt", "1")
-    first = current(tmp_path, "features")
-
-    dead = []
-
-    def die_at_the_switch(op: str, path: Path) -> None:  # and stay dead: no clean-up runs
-        if dead or (op == "rename" and path == tmp_path / "features"):
-            dead.append(path)
-            raise SimulatedCrash(str(path))
-
-    with injecting(die_at_the_switch), pytest.raises(SimulatedCrash):
-        with publish(paths, "features", step="t") as pub:
-            atomic_write_text(pub.dir / "a.txt", "2")
-    (link,) = tmp_path.glob(".tmp-link-features-*")
-    assert current(tmp_path, "features").id == first.id
-    assert link in sweep(tmp_path) and not link.is_symlink()
