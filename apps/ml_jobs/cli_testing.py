@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,11 @@ class Cli:
         result = self(*args)
         assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         return result
+
+    def copy(self, root: Path) -> "Cli":
+        """A Cli on a copy of this data root at `root` (a test's private root, or a reference run)."""
+        shutil.copytree(self.root, root, symlinks=True)
+        return Cli(root)
 
     def history(self) -> list[dict]:
         path = self.root / "registry" / "history.jsonl"

@@ -32,9 +32,7 @@ def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> Cli:
 
 @pytest.fixture()
 def cli(bootstrapped: Cli, tmp_path: Path) -> Cli:
-    root = tmp_path / "root"
-    shutil.copytree(bootstrapped.root, root, symlinks=True)
-    return Cli(root)
+    return bootstrapped.copy(tmp_path / "root")
 
 
 def snapshot(root: Path, skip: set[str] = frozenset()) -> dict[str, tuple[int, int]]:
@@ -110,8 +108,7 @@ def test_the_daily_update_as_indexed_job_pods_then_merge_equals_one_update(cli: 
     """`update --shard I/N` in each pod, then `merge-update N`: the day files of one update."""
     cli.ok("generate", "--next-days", "1")
     cli.ok("ingest-inbox")
-    one = Cli(tmp_path / "one")
-    shutil.copytree(cli.root, one.root, symlinks=True)
+    one = cli.copy(tmp_path / "one")
     one.ok("update")
     pods = [cli.ok("update", "--shard", f"{i}/3") for i in (2, 0)]  # any order
     assert all("merge-update 3" in p.stdout for p in pods), pods[0].stdout

@@ -9,7 +9,6 @@ is named by the others, and the Job's retry completes the cycle.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,9 +31,7 @@ def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> Cli:
 @pytest.fixture()
 def cli(bootstrapped: Cli, tmp_path: Path) -> Cli:
     """A copy of the bootstrapped root with the next day waiting in its inbox."""
-    root = tmp_path / "root"
-    shutil.copytree(bootstrapped.root, root, symlinks=True)
-    cli = Cli(root)
+    cli = bootstrapped.copy(tmp_path / "root")
     cli.ok("generate", "--next-days", "1")
     return cli
 
@@ -73,8 +70,7 @@ def assert_same_cycle(sharded: Path, single: Path) -> None:
 
 
 def test_three_pods_at_once_equal_one_daily_run(cli: Cli, tmp_path: Path) -> None:
-    single = Cli(tmp_path / "single")
-    shutil.copytree(cli.root, single.root, symlinks=True)
+    single = cli.copy(tmp_path / "single")
     single.ok("daily")
     runs = pods(cli)
     for run in runs:
@@ -92,8 +88,7 @@ def test_three_pods_at_once_equal_one_daily_run(cli: Cli, tmp_path: Path) -> Non
 
 
 def test_a_pod_that_never_starts_is_named_and_the_retried_job_completes(cli: Cli, tmp_path: Path) -> None:
-    single = Cli(tmp_path / "single")
-    shutil.copytree(cli.root, single.root, symlinks=True)
+    single = cli.copy(tmp_path / "single")
     single.ok("daily")
     usual = cli.config.read_text()
     cli.config.write_text(usual + "sharding: {wait_seconds: 5}\n")
