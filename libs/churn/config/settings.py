@@ -125,7 +125,6 @@ class GeneratorSettings:
     days: Positive = 120
     seed: Int = 42
     start_date: IsoDate = "2025-01-01"
-    chunk_users: Positive = 50_000
     # users
     paid_share: Probability = 0.35
     engagement_alpha: Float = 2.0

@@ -1,12 +1,17 @@
 """Seeded, vectorised synthetic users and events (docs/domain.md#data, every knob in config).
 
 Why vectorised: the reference looped in Python over every user-day and session; here each
-chunk of users is drawn as arrays (user x day activity matrix, then sessions, then events),
-so 100k users x 120 days (about 24M events) takes seconds, and chunking by users bounds
-memory so 1M users stream to Parquet chunk by chunk.
+stream of users is drawn as arrays (user x day activity matrix, then sessions, then events),
+so 100k users x 120 days (about 24M events) takes seconds.
 
-Determinism: users and churn are drawn from `default_rng(seed)`; the events of chunk k from
-`default_rng([seed, 1, k])`. Same settings (including `chunk_users`) -> identical files.
+Why in shards: the events of 1,000,000 users x 120 days (240M) do not fit in a pod; they are
+drawn and written a shard of about `sharding.shard_users` users at a time (whole streams of
+`STREAM_USERS`), so peak memory follows the shard size, as in every heavy step (#16).
+
+Determinism: users and churn are drawn from `default_rng(seed)`; the events of users
+[k * STREAM_USERS, (k + 1) * STREAM_USERS) from `default_rng([seed, 1, k])`. So the events do
+not depend on the shard size (`//libs/churn/data:generate_test`: sharded == in one piece),
+and a world of at most STREAM_USERS users draws exactly as before shards existed.
 
 `engagement_score` is written to the raw users table because it drives behaviour (and lets tests
 check the generator), but it is hidden: `churn.data.prepare` drops it, so it can never
@@ -34,6 +39,9 @@ HIDDEN_USER_COLUMNS: tuple[str, ...] = ("engagement_score",)
 
 _LOGIN, _ENROLL, _VIDEO, _QUIZ, _PAY_OK, _PAY_FAIL, _TICKET = range(7)  # positions in EVENT_TYPES
 _DAY_S = 86_400
+# Users per random stream: the unit of the event draws, so the data do not depend on the shard
+# size; small enough that a shard holds several (a shard is a whole number of streams).
+STREAM_USERS = 5_000
 
 
 @dataclass(frozen=True)
@@ -209,17 +217,26 @@ def _assemble(cfg: GeneratorSettings, pop: Population, lo: int, parts: list, rng
     )
 
 
-def iter_event_chunks(cfg: GeneratorSettings, pop: Population | None = None) -> Iterator[pd.DataFrame]:
-    """Events chunk by chunk of `cfg.chunk_users` users, with global event ids 1..N."""
+def iter_event_chunks(cfg: GeneratorSettings, pop: Population | None = None,
+                      shard_users: int = STREAM_USERS) -> Iterator[pd.DataFrame]:
+    """Events a shard at a time, with global event ids 1..N (in user order).
+
+    A shard is the whole streams of about `shard_users` users (at least one stream); the
+    events are the same whatever the shard size, only the memory held at once changes."""
     pop = pop or draw_population(cfg)
+    per = max(1, shard_users // STREAM_USERS) * STREAM_USERS
     next_id = 1
-    for chunk_no, lo in enumerate(range(0, cfg.n_users, cfg.chunk_users)):
-        hi = min(lo + cfg.chunk_users, cfg.n_users)
-        ev = chunk_events(cfg, pop, lo, hi, chunk_no)
+    for lo in range(0, cfg.n_users, per):
+        hi = min(lo + per, cfg.n_users)
+        streams = [chunk_events(cfg, pop, s, min(s + STREAM_USERS, hi), s // STREAM_USERS)
+                   for s in range(lo, hi, STREAM_USERS)]
+        ev = pd.concat(streams, ignore_index=True) if len(streams) > 1 else streams[0]
+        del streams
         ev.insert(0, "event_id", np.arange(next_id, next_id + len(ev), dtype=np.int64))
         next_id += len(ev)
         log.debug("generated users %d..%d: %d events", lo + 1, hi, len(ev))
         yield ev
+        del ev  # before the next shard is drawn: one shard in memory at a time
 
 
 def with_shift(cfg: GeneratorSettings, simulate_shift: bool | None) -> GeneratorSettings:
@@ -229,28 +246,34 @@ def with_shift(cfg: GeneratorSettings, simulate_shift: bool | None) -> Generator
     return replace(cfg, shift=replace(cfg.shift, enabled=simulate_shift))
 
 
-def generate(cfg: GeneratorSettings, simulate_shift: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def generate(cfg: GeneratorSettings, simulate_shift: bool | None = None,
+             shard_users: int = STREAM_USERS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(users, events) in memory: for tests and small data (use `write_raw` for large runs)."""
     cfg = with_shift(cfg, simulate_shift)
     pop = draw_population(cfg)
-    chunks = list(iter_event_chunks(cfg, pop))
+    chunks = list(iter_event_chunks(cfg, pop, shard_users))
     events = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
     return pop.users, events
 
 
-def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | None = None) -> GenerateResult:
+def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | None = None,
+              shard_users: int = STREAM_USERS) -> GenerateResult:
     """Generate and write the raw data as one batch that replaces all earlier raw data.
 
-    Events stream chunk by chunk into the date partitions (`churn.raw.store`); nothing is
-    visible until the batch commits.
+    Events stream shard by shard (`shard_users`: `sharding.shard_users`) into the date
+    partitions (`churn.raw.store`), one part per day and shard; nothing is visible until the
+    batch commits.
     """
     t0 = time.perf_counter()
     cfg = with_shift(cfg, simulate_shift)
     pop = draw_population(cfg)
     n_events = 0
     with BatchWriter(paths, "generate", replace=True) as writer:
-        for ev in iter_event_chunks(cfg, pop):
+        for i, ev in enumerate(iter_event_chunks(cfg, pop, shard_users)):
             n_events += writer.add_events(ev)
+            del ev
+            log.info("generate: shard %d of about %d users written (%d events so far, %.1fs)",
+                     i + 1, shard_users, n_events, time.perf_counter() - t0)
         writer.set_users(pop.users)
         writer.commit({"seed": cfg.seed, "simulate_shift": cfg.shift.enabled})
     user_days = int(np.sum(cfg.days - pop.first_day))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from churn.config.settings import GeneratorSettings
-from churn.data.generate import EVENT_TYPES, generate, write_raw
+from churn.data.generate import EVENT_TYPES, STREAM_USERS, generate, iter_event_chunks, write_raw
 from churn.raw.store import read_events, read_users
 from churn.storage.paths import DataPaths
 
@@ -72,13 +72,15 @@ def test_engaged_users_are_more_active(defaults: tuple[pd.DataFrame, pd.DataFram
     assert corr > 0.5
 
 
-def test_chunking_keeps_ids_and_order() -> None:
-    cfg = dataclasses.replace(SMALL, chunk_users=70)
-    users, events = generate(cfg)
-    assert events["event_id"].tolist() == list(range(1, len(events) + 1))
-    assert events["user_id"].is_monotonic_increasing
-    _, one_chunk = generate(SMALL)
-    assert abs(len(events) - len(one_chunk)) < 0.05 * len(one_chunk)
+def test_shards_give_the_same_events_as_one_piece() -> None:
+    """Memory follows the shard size (sharding.shard_users), the data do not (#16)."""
+    cfg = dataclasses.replace(SMALL, n_users=2 * STREAM_USERS + 700, days=20)
+    users, whole = generate(cfg, shard_users=10**9)
+    shards = list(iter_event_chunks(cfg, shard_users=STREAM_USERS))
+    assert len(shards) == 3 and [s["user_id"].max() for s in shards[:2]] == [STREAM_USERS, 2 * STREAM_USERS]
+    pd.testing.assert_frame_equal(pd.concat(shards, ignore_index=True), whole)
+    assert whole["event_id"].tolist() == list(range(1, len(whole) + 1))
+    assert whole["user_id"].is_monotonic_increasing
 
 
 def test_late_signups_have_no_event_before_signup() -> None:
@@ -111,8 +113,8 @@ def test_simulated_shift_lowers_recent_activity() -> None:
 
 def test_write_raw_streams_atomic_files(tmp_path: Path) -> None:
     paths = DataPaths.from_root(tmp_path)
-    cfg = dataclasses.replace(SMALL, chunk_users=100)
-    res = write_raw(cfg, paths)
+    cfg = SMALL
+    res = write_raw(cfg, paths, shard_users=100)
     users, events = generate(cfg)
     got_users = read_users(paths)
     got_events = read_events(paths).sort_values("event_id", ignore_index=True)  # stored by day

@@ -81,7 +81,8 @@ def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResul
     paths = data_paths(settings).ensure()
 
     def body() -> StepResult:
-        res = write_raw(settings.generator, paths, simulate_shift=simulate_shift)
+        res = write_raw(settings.generator, paths, simulate_shift=simulate_shift,
+                        shard_users=settings.sharding.shard_users)
         return StepResult("generate", res.events, 0.0, [res.users_path, res.events_path],
                           detail={"users": res.users, "events": res.events, "simulate_shift": simulate_shift})
 
