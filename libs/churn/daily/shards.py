@@ -12,11 +12,16 @@ Layout of a sharded update (beside the data root's areas, never read by other st
     shards/update/of-NNN/shard-III/features.parquet
     shards/update/of-NNN/shard-III/labels.parquet
     shards/update/of-NNN/shard-III/shard.json          written last: the plan it ran, the row groups
+    shards/update/of-NNN/events/shard-III.arrow        in one process: this shard's raw events
 
 The merge checks that all N shards ran the same plan on the same raw data, concatenates each
 recomputed day's shard files sorted by user_id (the order of an unsharded run, so the day files
 are equal row for row) into the areas, then writes the update state and removes the shards.
 Memory: a shard holds its own users' rows only; the merge one day of every user at a time.
+
+In one process the raw events are read ONCE and partitioned to the shards (`partition_events`:
+day by day, each shard's rows appended to its own Arrow file), so N shards cost one pass over
+the raw data, not N filtered passes.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -36,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churn.errors import DataError
+from churn.raw.contract import EVENT_TYPES
 from churn.sampling.users import shard_of
 from churn.storage.daytables import day_file
 from churn.storage.files import atomic_path, atomic_write_json, read_json
@@ -79,6 +85,71 @@ def run_dir(paths: DataPaths, shards: int) -> Path:
 
 def shard_dir(paths: DataPaths, shard: tuple[int, int]) -> Path:
     return run_dir(paths, shard[1]) / f"shard-{shard[0]:03d}"
+
+
+def events_file(paths: DataPaths, shard: tuple[int, int]) -> Path:
+    """Where `partition_events` puts shard I's raw events (inside the run: removed with it)."""
+    return run_dir(paths, shard[1]) / "events" / f"shard-{shard[0]:03d}.arrow"
+
+
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # fast; 1M users' events are ~8 GB uncompressed
+
+
+def partition_events(paths: DataPaths, shards: int, days: Iterable[dt.date],
+                     read_day: Callable[[dt.date], pd.DataFrame]) -> list[Path]:
+    """Read the raw events of `days` once, day by day (`read_day`), and append each shard's
+    rows (stable user hash) to `events_file(shard)`, order kept; returns the N files.
+
+    `event_type` is stored as its code in the contract's EVENT_TYPES (-1: missing or outside
+    them, which `clean_events` drops alike), so every day's dictionary agrees in one file.
+    Memory: one day of events."""
+    files = [events_file(paths, (i, shards)) for i in range(shards)]
+    files[0].parent.mkdir(parents=True, exist_ok=True)
+    writers: list[pa.ipc.RecordBatchFileWriter] = []
+    try:
+        for day in days:
+            ev = read_day(day)
+            if not len(ev):
+                continue
+            table = _coded(ev).replace_schema_metadata(None)
+            del ev
+            shard = shard_of(table.column("user_id").to_numpy(), shards)
+            order = np.argsort(shard, kind="stable")
+            bounds = np.searchsorted(shard[order], np.arange(shards + 1))
+            table = table.take(pa.array(order))
+            if not writers:
+                writers = [pa.ipc.new_file(str(f), table.schema, options=_IPC) for f in files]
+            for i, w in enumerate(writers):
+                if bounds[i + 1] > bounds[i]:
+                    w.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]))
+    finally:
+        for w in writers:
+            w.close()
+    return files
+
+
+def _coded(events: pd.DataFrame) -> pa.Table:
+    cols = {c: events[c] for c in events.columns}
+    etype = events["event_type"]
+    labels = pd.Index(etype.cat.categories.astype(str)) if isinstance(etype.dtype, pd.CategoricalDtype) else None
+    if labels is not None:
+        lookup = np.append(pd.Index(EVENT_TYPES).get_indexer(labels), -1).astype(np.int8)
+        cols["event_type"] = lookup[etype.cat.codes.to_numpy()]
+    else:
+        cols["event_type"] = pd.Index(EVENT_TYPES).get_indexer(etype.astype("object")).astype(np.int8)
+    return pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
+
+
+def read_partition(paths: DataPaths, shard: tuple[int, int], columns: Iterable[str]) -> pd.DataFrame | None:
+    """Shard I's raw events as `partition_events` stored them (event_type categorical again);
+    None when that shard had no event."""
+    path = events_file(paths, shard)
+    if not path.is_file():
+        return None
+    with pa.memory_map(str(path)) as source:
+        frame = pa.ipc.open_file(source).read_all().to_pandas()
+    frame["event_type"] = pd.Categorical.from_codes(frame["event_type"].to_numpy(), categories=list(EVENT_TYPES))
+    return frame[list(columns)]
 
 
 def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:

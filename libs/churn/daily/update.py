@@ -52,7 +52,9 @@ from churn.daily.shards import (
     Plan,
     check_shards,
     merge_tables,
+    partition_events,
     raw_signature_digest,
+    read_partition,
     remove_run,
     run_dir,
     users_of_shard,
@@ -209,9 +211,16 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
             write_days(frame, _areas(paths)[name], days=days)
         rows = {name: len(frame) for name, (frame, _) in tables.items()}
     else:
+        t1 = time.perf_counter()
+        first, newest = dt.date.fromisoformat(plan.first), dt.date.fromisoformat(plan.newest)
+        partition_events(paths, n, _days(first, newest),
+                         lambda day: read_events(paths, columns=EVENT_INPUT_COLUMNS, start=day, end=day))
+        log.info("update: raw events of %s..%s partitioned to %d shards in %.1fs", first, newest, n,
+                 time.perf_counter() - t1)
         for i in range(n):
             t1 = time.perf_counter()
-            write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan, sharded=True))
+            write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan,
+                                                      sharded=True, partition=(i, n)))
             log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
         rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(paths))
         remove_run(paths, n)
@@ -294,16 +303,20 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
 _LABEL_GRID_COLUMNS = ["user_id", "as_of_date", "day_index", "active"]
 
 
-def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, sharded: bool
-             ) -> dict[str, tuple[pd.DataFrame, list[dt.date]]]:
+def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, sharded: bool,
+             partition: tuple[int, int] | None = None) -> dict[str, tuple[pd.DataFrame, list[dt.date]]]:
     """Grid, feature and label rows of the plan's days for `users` (one shard, or everyone).
 
     The new grid days stay in memory for the features and labels; only the older days they
-    look back on are read, and (`sharded`) only these users' rows of them.
+    look back on are read, and (`sharded`) only these users' rows of them. `partition`: this
+    shard's raw events were partitioned already (`partition_events`, in one process); else they
+    are read filtered by its users (a pod).
     """
     start, first, newest = (dt.date.fromisoformat(x) for x in (plan.start, plan.first, plan.newest))
     ids = users["user_id"].to_numpy().astype(np.int64) if sharded else None
-    events = read_events(paths, columns=EVENT_INPUT_COLUMNS, start=first, end=newest, user_ids=ids)
+    events = read_partition(paths, partition, EVENT_INPUT_COLUMNS) if partition is not None else None
+    if events is None:
+        events = read_events(paths, columns=EVENT_INPUT_COLUMNS, start=first, end=newest, user_ids=ids)
     cleaned, _ = clean_events(events, users, first, newest)
     del events
     carry = _carry(paths, users, first - _ONE, ids) if first > start else None
