@@ -34,6 +34,7 @@ from churn.config.settings import Settings
 from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
 from churn.raw.store import EVENTS_SCHEMA, read_users
 from churn.raw.store import day_files as raw_day_files
+from churn.sampling.users import shard_count, shard_of
 from churn.storage.files import DataError, atomic_write_json
 from churn.storage.paths import DataPaths
 
@@ -60,6 +61,7 @@ class Violation:
     message: str
     file: str = ""
     rows: list[int] = field(default_factory=list)  # first offending rows of `file` (0-based), when known
+    shards: list[str] = field(default_factory=list)  # user-hash shards "I/N" of those rows (`ml_jobs validate`)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ class ValidationReport:
             head = f"validation OK: {len(self.rules_checked)} rules, {self.users} users, {self.events} events"
             return "\n".join([head] + self.notes())
         lines = [f"validation FAILED: {len(self.violations)} of {len(self.rules_checked)} rules violated"]
-        lines += [f"  {v.rule} [{v.table}.{v.column}{' in ' + v.file if v.file else ''}]: {v.message}: "
+        lines += [f"  {v.rule} [{v.table}.{v.column}{' in ' + v.file if v.file else ''}"
+                  f"{', user-hash shard ' + ', '.join(v.shards) if v.shards else ''}]: {v.message}: "
                   f"{v.count} rows{', at rows ' + str(v.rows) if v.rows else ''}, e.g. {v.examples}"
                   for v in self.violations]
         return "\n".join(lines + self.notes())
@@ -387,11 +390,16 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     t0 = time.perf_counter()
     exp = Expectations.from_settings(settings)
     users = read_users(paths)
+    shards = shard_count(len(users), settings.sharding.shard_users)
     report = validate_frames(users, None, exp)
+    report.violations = _with_shards(report.violations, users, shards)
     parts = [p for files in raw_day_files(paths).values() for p in files]
     for part in parts:
         sub = ValidationReport(files={"events": str(part)})
-        validate_frames(None, _read_part(part), exp, known_users=users, report=sub)
+        frame = _read_part(part)
+        validate_frames(None, frame, exp, known_users=users, report=sub)
+        sub.violations = _with_shards(sub.violations, frame, shards)
+        del frame
         _merge(report, sub)
     if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
         sub = ValidationReport()
@@ -407,6 +415,18 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
              report.users, report.events, len(parts), len(report.violations), report.seconds)
     (log.info if report.ok else log.error)("%s", report.summary())
     return report
+
+
+def _with_shards(violations: list[Violation], frame: pd.DataFrame, shards: int) -> list[Violation]:
+    """`violations` of `frame` with the user-hash shards ("I/N") of their offending rows."""
+    if "user_id" not in frame.columns:
+        return violations
+    out = []
+    for v in violations:
+        ids = pd.to_numeric(frame["user_id"].iloc[v.rows], errors="coerce").dropna().to_numpy() if v.rows else []
+        found = sorted(set(shard_of(np.asarray(ids, dtype=np.int64), shards).tolist())) if len(ids) else []
+        out.append(dataclasses.replace(v, shards=[f"{i}/{shards}" for i in found]) if found else v)
+    return out
 
 
 def _read_part(path: Path) -> pd.DataFrame:
@@ -433,11 +453,15 @@ def _merge(report: ValidationReport, part: ValidationReport) -> None:
         extra = int(more[1].split()[0]) + 1 if len(more) == 2 else 1
         report.violations[i] = dataclasses.replace(
             old, count=old.count + v.count, examples=(old.examples + v.examples)[:MAX_EXAMPLES],
-            file=f"{more[0]} (+{extra} more files)")
+            file=f"{more[0]} (+{extra} more files)", shards=_union_shards(old.shards, v.shards))
     for col, values in part.vocabularies.items():
         report.vocabularies[col] = sorted(set(report.vocabularies.get(col, [])) | set(values))[:MAX_VOCABULARY]
     for kind, n in part.unknown_event_types.items():
         report.unknown_event_types[kind] = report.unknown_event_types.get(kind, 0) + n
+
+
+def _union_shards(a: list[str], b: list[str]) -> list[str]:
+    return sorted(set(a) | set(b), key=lambda s: int(s.split("/")[0]))
 
 
 _IDS_PER_BUCKET = 50_000_000  # event ids held at once by the check across parts (8 bytes each)

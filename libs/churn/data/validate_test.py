@@ -12,6 +12,7 @@ import pytest
 
 from churn.config.settings import GeneratorSettings, Settings
 from churn.data.generate import generate, write_raw
+from churn.sampling.users import shard_of
 from churn.data.validate import Expectations, ValidationReport, run_validate, validate_frames
 
 SETTINGS = Settings(generator=GeneratorSettings(n_users=200, days=40, seed=3))
@@ -154,15 +155,19 @@ def test_raw_data_is_validated_part_by_part_and_a_bad_part_is_named_with_its_row
     other.loc[0, "event_id"] = int(frame["event_id"].iloc[0])  # the same id in two files
     other.to_parquet(other_part, index=False)
 
-    report = run_validate(SETTINGS, paths)
+    sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
+    report = run_validate(sharded, paths)
     rules = _by_rule(report)
     negative = rules["events.watch_minutes.non_negative"]
     assert negative.count == 2 and negative.file == str(bad_part) and negative.rows == [3, 7]
+    # ... and the user-hash shards (of `update`'s 4 shards of 50 users) those rows belong to
+    want = sorted({int(s) for s in shard_of(frame.loc[[3, 7], "user_id"].to_numpy(), 4)})
+    assert negative.shards == [f"{i}/4" for i in want]
     dup = rules["events.event_id.unique"]
     assert dup.count == 1 and dup.examples == [int(frame["event_id"].iloc[0])]
     assert str(bad_part) in dup.file or str(other_part) in dup.file
     summary = report.summary()
-    assert f"in {bad_part}" in summary and "at rows [3, 7]" in summary
+    assert f"in {bad_part}, user-hash shard {want[0]}/4" in summary and "at rows [3, 7]" in summary
 
 
 def test_raw_data_without_events_is_reported_as_such(tmp_path: Path) -> None:
