@@ -265,16 +265,58 @@ def compare_feature(spec: FeatureSpec, base: np.ndarray, recent: np.ndarray,
 # ------------------------------------------------------------------ windows and samples
 
 
+def row_keys(user_ids: np.ndarray, dates: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A stable pseudo-random key per (user, as-of date): each user's row of smallest key is the
+    one the check keeps, whichever rows are read together (so it can be chosen day by day)."""
+    days = np.asarray(dates).astype("datetime64[D]").astype(np.int64).view(np.uint64)
+    return splitmix64((splitmix64(np.asarray(user_ids, dtype=np.int64), seed) ^ days).view(np.int64))
+
+
+def _first_per_user(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Positions of each user's smallest key, in user_id order."""
+    order = np.lexsort((keys, ids))
+    sorted_ids = ids[order]
+    return order[np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]] if len(order) else order
+
+
 def one_row_per_user(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One hash-chosen row per user (rows of one user on consecutive days are near copies)."""
+    """One hash-chosen row per user, sorted by user_id (rows of one user on consecutive days are
+    near copies): the row of smallest `row_keys`."""
     if frame.empty:
         return frame
-    ordered = frame.sort_values(["user_id", "as_of_date"], kind="stable")
-    users = ordered["user_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    counts = np.diff(np.r_[starts, len(users)])
-    pick = starts + (splitmix64(users[starts], seed) % counts.astype(np.uint64)).astype(np.int64)
-    return ordered.iloc[pick]
+    keys = row_keys(frame["user_id"].to_numpy(), frame["as_of_date"].to_numpy(), seed)
+    return frame.iloc[_first_per_user(frame["user_id"].to_numpy().astype(np.int64), keys)]
+
+
+class WindowSample:
+    """The schema matrix of one hash-chosen eligible row per user of a window, fed a day (or
+    any group of rows) at a time: memory is one group plus one row per user, not the window's
+    rows (1,000,000 users x 60 days of features do not fit). Equal to `sample` on all rows."""
+
+    def __init__(self, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0) -> None:
+        self.specs, self.window_days, self.seed = specs, window_days, seed
+        self.ids = np.empty(0, dtype=np.int64)  # sorted
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.matrix = np.empty((0, len(specs)), dtype=np.float64)
+
+    def add(self, rows: pd.DataFrame) -> None:
+        rows = one_row_per_user(rows.loc[eligible_mask(rows, self.window_days)], self.seed)
+        if rows.empty:
+            return
+        ids = rows["user_id"].to_numpy().astype(np.int64)
+        keys = row_keys(ids, rows["as_of_date"].to_numpy(), self.seed)
+        all_ids = np.concatenate([self.ids, ids])
+        all_keys = np.concatenate([self.keys, keys])
+        keep = _first_per_user(all_ids, all_keys)
+        matrix = np.concatenate([self.matrix, frame_matrix(rows, self.specs)])
+        self.ids, self.keys, self.matrix = all_ids[keep], all_keys[keep], matrix[keep]
+
+
+def sample(rows: pd.DataFrame, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0) -> np.ndarray:
+    """Schema matrix of one row per eligible user of a window's feature rows (all in memory)."""
+    acc = WindowSample(specs, window_days, seed)
+    acc.add(rows)
+    return acc.matrix
 
 
 def windows(all_dates: Sequence[dt.date], train_as_of: Sequence[str], recent_days: int
@@ -298,11 +340,6 @@ def training_window(card: dict[str, Any]) -> list[str]:
     return list(train_as_of)
 
 
-def sample(rows: pd.DataFrame, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0) -> np.ndarray:
-    """Schema matrix of one row per eligible user of a window's feature rows."""
-    return frame_matrix(one_row_per_user(rows.loc[eligible_mask(rows, window_days)], seed), specs)
-
-
 def compare_samples(base: np.ndarray, recent: np.ndarray, specs: Sequence[FeatureSpec],
                     cfg: MonitoringSettings) -> tuple[str, list[FeatureDrift], dict[str, Any]]:
     """(overall status, per-feature results, thresholds) for two schema matrices.
@@ -324,16 +361,28 @@ def drift_report(frames: Sequence[pd.DataFrame], dates: Sequence[Sequence[dt.dat
                  ) -> DriftReport:
     """The report for the feature rows of the training window and of the recent window.
 
-    Apart from reading, this is the whole check: `drift_check` reads the rows from the
-    features file; the false-alarm test (tests/drift) passes rows computed in memory.
+    Apart from reading, this is the whole check: `drift_check` feeds the rows day by day to
+    the same samplers; the false-alarm test (tests/drift) passes rows computed in memory.
     """
     t0 = time.perf_counter()
+    specs, skipped = _specs(card, cfg, frames, source)
+    base, recent = (sample(rows, specs, window_days, seed) for rows in frames)
+    return _report(base, recent, specs, skipped, dates, card, cfg, t0)
+
+
+def _specs(card: dict[str, Any], cfg: MonitoringSettings, frames: Sequence[pd.DataFrame], source: str
+           ) -> tuple[tuple[FeatureSpec, ...], list[str]]:
     specs, skipped = select_specs(model_specs(card), cfg.features)
     absent = [s.name for s in specs if any(s.name not in rows.columns for rows in frames)]
     if absent:
         raise DataError(f"{source}: no column(s) {absent}, which the production model {card.get('version')} "
                         "uses (re-run `ml_jobs features`)")
-    base, recent = (sample(rows, specs, window_days, seed) for rows in frames)
+    return specs, skipped
+
+
+def _report(base: np.ndarray, recent: np.ndarray, specs: Sequence[FeatureSpec], skipped: list[str],
+            dates: Sequence[Sequence[dt.date]], card: dict[str, Any], cfg: MonitoringSettings, t0: float
+            ) -> DriftReport:
     status, results, thresholds = compare_samples(base, recent, specs, cfg)
     (train_dates, recent_dates) = dates
     report = DriftReport(
@@ -348,10 +397,21 @@ def drift_report(frames: Sequence[pd.DataFrame], dates: Sequence[Sequence[dt.dat
 
 def drift_check(features_path: Any, card: dict[str, Any], cfg: MonitoringSettings, window_days: int,
                 seed: int = 0) -> DriftReport:
-    """Compare the production model's training window with the recent window of a features file."""
+    """Compare the production model's training window with the recent window of a features file.
+
+    The rows are read one as-of day at a time into `WindowSample`s, so memory is one day of
+    every user plus one row per user, not the windows' rows (#16: 1,000,000 users)."""
     t0 = time.perf_counter()
     dates = windows(feature_dates(features_path), training_window(card), cfg.recent_days)
-    frames = [read_features(features_path, d) for d in dates]
-    report = drift_report(frames, dates, card, cfg, window_days, seed, source=str(features_path))
+    first = read_features(features_path, dates[1][-1:])
+    specs, skipped = _specs(card, cfg, [first], str(features_path))
+    samples = []
+    for window in dates:
+        acc = WindowSample(specs, window_days, seed)
+        for day in window:
+            acc.add(first if day == dates[1][-1] else read_features(features_path, [day]))
+        samples.append(acc.matrix)
+    del first
+    report = _report(samples[0], samples[1], specs, skipped, dates, card, cfg, t0)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
