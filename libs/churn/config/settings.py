@@ -338,16 +338,18 @@ class ShardingSettings:
     """How many users the heavy steps hold in memory at once (`ml_jobs update`'s grid, features
     and labels are computed shard by shard of the stable user hash, `churn.sampling.users`).
 
-    `shard_users`: users per shard in one process; peak memory follows it, not the number of
-    users (measured per shard in the README's Benchmarks). A data root of at most this many
-    users is processed in one piece, exactly as before sharding.
+    `shard_users`: users per shard in one process (the update, and generate's chunks); peak
+    memory follows it, not the number of users. 12,500: the 120-day update of 100,000 users
+    peaked at 1.3 GiB in 8 shards and 2.1 GiB in 4, and took less time (README, Benchmarks).
+    A data root of at most this many users is processed in one piece, exactly as before
+    sharding. `validate` names the shards of this size that bad rows belong to.
 
     `wait_seconds`: how long a pod of the sharded daily cycle (`ml_jobs daily --shard I/N`, the
     `indexed-daily` component) waits for the other shards at each barrier before it fails naming
     them; below the Job's activeDeadlineSeconds (7200), so a missing pod is reported, not killed.
     """
 
-    shard_users: Positive = 25_000
+    shard_users: Positive = 12_500
     wait_seconds: Positive = 3600
 
 
