@@ -114,3 +114,38 @@ def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_s
     res = update.merge_update(s, paths, 2)
     assert res.mode == "full" and res.newest_day == batch.last_day.isoformat()
     assert_equal_to_rebuild(s, paths)
+
+
+def test_an_in_process_run_that_fails_leaves_the_areas_and_no_shard_files(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard failing mid-run (here: the disk full at the third shard's write) leaves the
+    day files of the last complete update and removes its own partitions and shard folders,
+    which would otherwise keep the disk full; the rerun completes."""
+    import errno
+
+    s = with_shard_users(small_settings(tmp_path), 70)  # 300 users -> 5 shards
+    paths = DataPaths.from_root(tmp_path)
+    seed_raw(s, paths)
+    update.run_update(s, paths)
+    before = {name: {d: read_parquet(p) for d, p in day_files(f).items()} for name, f in folders(paths).items()}
+    world.next_days(s.generator, paths, 1)
+    assert [o.ok for o in inbox.ingest_inbox(s, paths)] == [True]
+    real, calls = update.write_shard, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(update, "write_shard", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        update.run_update(s, paths)
+    assert not (paths.root / "shards" / "update").exists(), "partitions and shard folders removed"
+    for name, f in folders(paths).items():
+        assert list(day_files(f)) == list(before[name])
+        for d, p in day_files(f).items():
+            pd.testing.assert_frame_equal(read_parquet(p), before[name][d], obj=f"{name} {d}")
+    monkeypatch.setattr(update, "write_shard", real)
+    assert update.run_update(s, paths).mode == "incremental"
+    assert_equal_to_rebuild(s, paths)

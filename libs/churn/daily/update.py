@@ -211,20 +211,31 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
             write_days(frame, _areas(paths)[name], days=days)
         rows = {name: len(frame) for name, (frame, _) in tables.items()}
     else:
-        t1 = time.perf_counter()
-        first, newest = dt.date.fromisoformat(plan.first), dt.date.fromisoformat(plan.newest)
-        partition_events(paths, n, _days(first, newest),
-                         lambda day: read_events(paths, columns=EVENT_INPUT_COLUMNS, start=day, end=day))
-        log.info("update: raw events of %s..%s partitioned to %d shards in %.1fs", first, newest, n,
-                 time.perf_counter() - t1)
-        for i in range(n):
-            t1 = time.perf_counter()
-            write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan,
-                                                      sharded=True, partition=(i, n)))
-            log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
-        rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(paths))
-        remove_run(paths, n)
+        try:
+            rows = _in_shards(settings, paths, users, plan, n)
+        finally:  # also on a failure (a full disk): nothing of an in-process run can be reused
+            remove_run(paths, n)
     return _finish(settings, paths, users, files, plan, result, rows, t0)
+
+
+def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, n: int) -> dict[str, int]:
+    """The update in N shards one after the other: raw events partitioned once, each shard
+    computed into its folder, then merged into the areas; returns the rows per table."""
+    t1 = time.perf_counter()
+    first, newest = dt.date.fromisoformat(plan.first), dt.date.fromisoformat(plan.newest)
+    partition_events(paths, n, _days(first, newest),
+                     lambda day: read_events(paths, columns=EVENT_INPUT_COLUMNS, start=day, end=day))
+    log.info("update: raw events of %s..%s partitioned to %d shards in %.1fs", first, newest, n,
+             time.perf_counter() - t1)
+    for i in range(n):
+        t1 = time.perf_counter()
+        write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan,
+                                                  sharded=True, partition=(i, n)))
+        log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
+    t1 = time.perf_counter()
+    rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(paths))
+    log.info("update: %d shards merged into the day files in %.1fs", n, time.perf_counter() - t1)
+    return rows
 
 
 def merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateResult:
