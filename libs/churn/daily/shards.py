@@ -13,15 +13,17 @@ Layout of a sharded update (beside the data root's areas, never read by other st
     shards/update/of-NNN/shard-III/labels.parquet
     shards/update/of-NNN/shard-III/shard.json          written last: the plan it ran, the row groups
     shards/update/of-NNN/events/shard-III.arrow        in one process: this shard's raw events
+    shards/update/of-NNN/grid/shard-III.arrow          ... and the grid days it looks back on
 
 The merge checks that all N shards ran the same plan on the same raw data, concatenates each
 recomputed day's shard files sorted by user_id (the order of an unsharded run, so the day files
 are equal row for row) into the areas, then writes the update state and removes the shards.
 Memory: a shard holds its own users' rows only; the merge one day of every user at a time.
 
-In one process the raw events are read ONCE and partitioned to the shards (`partition_events`:
-day by day, each shard's rows appended to its own Arrow file), so N shards cost one pass over
-the raw data, not N filtered passes.
+In one process the raw events, and the grid days an incremental update looks back on, are
+read ONCE and partitioned to the shards (`partition_events`, `partition_grid`: day by day,
+each shard's rows appended to its own Arrow file), so N shards cost one pass over them, not N
+filtered passes.
 """
 
 from __future__ import annotations
@@ -104,28 +106,53 @@ def partition_events(paths: DataPaths, shards: int, days: Iterable[dt.date],
     them, which `clean_events` drops alike), so every day's dictionary agrees in one file.
     Memory: one day of events."""
     files = [events_file(paths, (i, shards)) for i in range(shards)]
+    _partition(files, days, read_day, lambda ev: _coded(ev).replace_schema_metadata(None))
+    return files
+
+
+def grid_file(paths: DataPaths, shard: tuple[int, int]) -> Path:
+    """Where `partition_grid` puts shard I's look-back grid rows (inside the run)."""
+    return run_dir(paths, shard[1]) / "grid" / f"shard-{shard[0]:03d}.arrow"
+
+
+def partition_grid(paths: DataPaths, shards: int, days: Iterable[dt.date],
+                   read_day: Callable[[dt.date], pd.DataFrame | None]) -> list[Path]:
+    """The grid days an incremental update looks back on (`days`), read once and partitioned
+    like the raw events (`grid_file`), so N shards do not each scan every user's 59 days."""
+    files = [grid_file(paths, (i, shards)) for i in range(shards)]
+    _partition(files, days, read_day, lambda frame: pa.Table.from_pandas(frame, preserve_index=False))
+    return files
+
+
+def _partition(files: list[Path], days: Iterable[dt.date], read_day: Callable[[dt.date], pd.DataFrame | None],
+               encode: Callable[[pd.DataFrame], pa.Table]) -> None:
+    """Each day's rows (`read_day`) split by the user hash over `files` (an Arrow file per
+    shard), appended in day order; the first day's schema (and pandas metadata) for all."""
+    shards = len(files)
     files[0].parent.mkdir(parents=True, exist_ok=True)
     writers: list[pa.ipc.RecordBatchFileWriter] = []
+    schema: pa.Schema | None = None
     try:
         for day in days:
-            ev = read_day(day)
-            if not len(ev):
+            frame = read_day(day)
+            if frame is None or not len(frame):
                 continue
-            table = _coded(ev).replace_schema_metadata(None)
-            del ev
+            table = encode(frame)
+            del frame
+            if schema is None:
+                schema = table.schema
+                writers = [pa.ipc.new_file(str(f), schema, options=_IPC) for f in files]
+            table = table.replace_schema_metadata(schema.metadata)
             shard = shard_of(table.column("user_id").to_numpy(), shards)
             order = np.argsort(shard, kind="stable")
             bounds = np.searchsorted(shard[order], np.arange(shards + 1))
             table = table.take(pa.array(order))
-            if not writers:
-                writers = [pa.ipc.new_file(str(f), table.schema, options=_IPC) for f in files]
             for i, w in enumerate(writers):
                 if bounds[i + 1] > bounds[i]:
                     w.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]))
     finally:
         for w in writers:
             w.close()
-    return files
 
 
 def _coded(events: pd.DataFrame) -> pa.Table:
@@ -142,14 +169,24 @@ def _coded(events: pd.DataFrame) -> pa.Table:
 
 def read_partition(paths: DataPaths, shard: tuple[int, int], columns: Iterable[str]) -> pd.DataFrame | None:
     """Shard I's raw events as `partition_events` stored them (event_type categorical again);
-    None when that shard had no event."""
-    path = events_file(paths, shard)
+    None when no day had an event."""
+    frame = _read_arrow(events_file(paths, shard))
+    if frame is None:
+        return None
+    frame["event_type"] = pd.Categorical.from_codes(frame["event_type"].to_numpy(), categories=list(EVENT_TYPES))
+    return frame[list(columns)]
+
+
+def read_grid_partition(paths: DataPaths, shard: tuple[int, int]) -> pd.DataFrame | None:
+    """Shard I's look-back grid rows (`partition_grid`), in day order; None if none was partitioned."""
+    return _read_arrow(grid_file(paths, shard))
+
+
+def _read_arrow(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     with pa.memory_map(str(path)) as source:
-        frame = pa.ipc.open_file(source).read_all().to_pandas()
-    frame["event_type"] = pd.Categorical.from_codes(frame["event_type"].to_numpy(), categories=list(EVENT_TYPES))
-    return frame[list(columns)]
+        return pa.ipc.open_file(source).read_all().to_pandas()
 
 
 def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:

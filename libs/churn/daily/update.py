@@ -37,7 +37,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,9 @@ from churn.daily.shards import (
     check_shards,
     merge_tables,
     partition_events,
+    partition_grid,
     raw_signature_digest,
+    read_grid_partition,
     read_partition,
     remove_run,
     run_dir,
@@ -133,12 +135,40 @@ def _first_grid_day(users: pd.DataFrame, start: dt.date) -> pd.Series:
     return signup.where(signup > start, start)
 
 
-def _carry(paths: DataPaths, users: pd.DataFrame, day: dt.date, shard_ids: np.ndarray | None) -> np.ndarray:
-    """Per user (aligned with `users`): the last active day on grid day `day` (NEVER_ACTIVE if none).
+GridReader = Callable[[dt.date, dt.date, "Iterable[str] | None"], "pd.DataFrame | None"]
 
-    `shard_ids`: `users` is one shard; only its rows of that day are read."""
+
+def _grid_reader(paths: DataPaths, ids: np.ndarray | None, partition: tuple[int, int] | None) -> GridReader:
+    """(first, last, columns) -> the users' stored grid rows of those days, in day order: from
+    the shard's partition (`partition_grid`, in one process) or read filtered by `ids`."""
+    frame = read_grid_partition(paths, partition) if partition is not None else None
+    if frame is None:
+        return lambda first, last, columns=None: read_days_of(paths.user_days, first, last, ids, columns)
+    days = frame["as_of_date"].to_numpy().astype("datetime64[D]")
+
+    def read(first: dt.date, last: dt.date, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        keep = (days >= np.datetime64(first, "D")) & (days <= np.datetime64(last, "D"))
+        rows = frame.loc[keep, list(columns) if columns is not None else frame.columns]
+        return rows.reset_index(drop=True)
+
+    return read
+
+
+def _lookback_days(settings: Settings, plan: Plan) -> list[dt.date]:
+    """The stored grid days an update of `plan` reads (the features' and the labels' look-back
+    and the carry of d - 1): none for a full build."""
+    start, first = dt.date.fromisoformat(plan.start), dt.date.fromisoformat(plan.first)
+    if first <= start:
+        return []
+    features = first - _ONE * (history_days(settings.features.windows_days) - 1)
+    labels = first - _ONE * (2 * settings.churn.window_days - 1)
+    return _days(max(min(features, labels), start), first - _ONE)
+
+
+def _carry(read_grid: GridReader, users: pd.DataFrame, day: dt.date) -> np.ndarray:
+    """Per user (aligned with `users`): the last active day on grid day `day` (NEVER_ACTIVE if none)."""
     out = np.full(len(users), NEVER_ACTIVE, dtype=np.int64)
-    prev = read_days_of(paths.user_days, day, day, shard_ids, ["user_id", "last_active_day"])
+    prev = read_grid(day, day, ["user_id", "last_active_day"])
     if prev is None:
         return out
     ids = users["user_id"].to_numpy().astype(np.int64)
@@ -227,6 +257,12 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
                      lambda day: read_events(paths, columns=EVENT_INPUT_COLUMNS, start=day, end=day))
     log.info("update: raw events of %s..%s partitioned to %d shards in %.1fs", first, newest, n,
              time.perf_counter() - t1)
+    look = _lookback_days(settings, plan)
+    if look:
+        t1 = time.perf_counter()
+        partition_grid(paths, n, look, lambda day: read_days_of(paths.user_days, day, day, None))
+        log.info("update: grid days %s..%s looked back on partitioned in %.1fs", look[0], look[-1],
+                 time.perf_counter() - t1)
     for i in range(n):
         t1 = time.perf_counter()
         write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan,
@@ -320,8 +356,8 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
 
     The new grid days stay in memory for the features and labels; only the older days they
     look back on are read, and (`sharded`) only these users' rows of them. `partition`: this
-    shard's raw events were partitioned already (`partition_events`, in one process); else they
-    are read filtered by its users (a pod).
+    shard's raw events and look-back grid days were partitioned already (`partition_events`,
+    `partition_grid`, in one process); else they are read filtered by its users (a pod).
     """
     start, first, newest = (dt.date.fromisoformat(x) for x in (plan.start, plan.first, plan.newest))
     ids = users["user_id"].to_numpy().astype(np.int64) if sharded else None
@@ -330,13 +366,14 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
         events = read_events(paths, columns=EVENT_INPUT_COLUMNS, start=first, end=newest, user_ids=ids)
     cleaned, _ = clean_events(events, users, first, newest)
     del events
-    carry = _carry(paths, users, first - _ONE, ids) if first > start else None
+    read_grid = _grid_reader(paths, ids, partition)
+    carry = _carry(read_grid, users, first - _ONE) if first > start else None
     grid = build_user_days(users, cleaned, first, newest, day_offset=(first - start).days, last_active_before=carry)
     del cleaned
     grid_days = _days(first, newest)
 
     lookback = max(first - _ONE * (history_days(settings.features.windows_days) - 1), start)
-    history = read_days_of(paths.user_days, lookback, first - _ONE, ids) if lookback < first else None
+    history = read_grid(lookback, first - _ONE, None) if lookback < first else None
     features = compute_features(_with_history(history, grid), settings.features.windows_days,
                                 as_of_dates=grid_days, data_start=start)
     del history
@@ -346,7 +383,7 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
     label_days = _days(lo, hi)
     if label_days:
         g_lo = max(lo - _ONE * (w - 1), start)
-        history = read_days_of(paths.user_days, g_lo, first - _ONE, ids, _LABEL_GRID_COLUMNS) if g_lo < first else None
+        history = read_grid(g_lo, first - _ONE, _LABEL_GRID_COLUMNS) if g_lo < first else None
         labels = build_labels(_with_history(history, grid[_LABEL_GRID_COLUMNS]), w)
         labels = labels[labels["as_of_date"].to_numpy().astype("datetime64[D]") >= np.datetime64(lo, "D")]
         labels = labels.reset_index(drop=True)
