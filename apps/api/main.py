@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.util
+import os
 import sys
+from types import ModuleType
 from typing import Sequence
 
 
@@ -53,6 +56,71 @@ def block_pydantic_v1() -> None:
     sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
 
 
+def disable_pydantic_plugins() -> None:
+    """Tell pydantic not to look for plugins (none is installed in the image).
+
+    Why: pydantic's documented switch `PYDANTIC_DISABLE_PLUGINS`; without it the first model
+    scans the entry points of every installed distribution (~1% of the start). An explicit
+    value in the environment is kept.
+    """
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
+def import_fastapi_deferring_openapi_models() -> None:
+    """Import FastAPI with the validators of its own models built on first use, not at import.
+
+    Why: `fastapi.openapi.models` defines ~40 pydantic models of the OpenAPI document, each
+    compiled into a validator when the module is imported (~6% of the start); they are used
+    only to check the document, when /openapi.json is first asked for. pydantic's
+    `defer_build` postpones exactly that; FastAPI does not set it, so the default is switched
+    for the duration of this import only (models defined later, ours included, are built as
+    usual). If pydantic's internals differ (another version), FastAPI is imported plainly.
+    main_test checks that the models are deferred and apps/api's OpenAPI tests that the
+    document is unchanged.
+    """
+    if "fastapi" in sys.modules:
+        return
+    try:
+        from pydantic._internal._config import config_defaults
+    except ImportError:
+        config_defaults = {}
+    if config_defaults.get("defer_build") is not False:
+        import fastapi  # noqa: F401
+        return
+    config_defaults["defer_build"] = True
+    try:
+        import fastapi  # noqa: F401,F811
+    finally:
+        config_defaults["defer_build"] = False
+
+
+def import_uvicorn_server() -> ModuleType:
+    """`uvicorn` with its `Config` and `Server`, without running the package's `__init__`.
+
+    Why: uvicorn's `__init__` imports its command line (`uvicorn.main`: click) and, through
+    it, the reload and multi-worker supervisors (multiprocessing): ~3% of the start, none of
+    it used by a server started from Python. The package module is created from its spec
+    (so `uvicorn.*` submodules import as usual) and given the two names the API uses. If
+    something imported uvicorn already, that module is returned.
+    """
+    if "uvicorn" in sys.modules:
+        return sys.modules["uvicorn"]
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.loader is None:
+        raise ImportError("uvicorn is not installed")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["uvicorn"] = package
+    try:
+        from uvicorn.config import Config
+        from uvicorn.server import Server
+    except BaseException:
+        del sys.modules["uvicorn"]
+        raise
+    package.Config = Config  # type: ignore[attr-defined]
+    package.Server = Server  # type: ignore[attr-defined]
+    return package
+
+
 def freeze_startup_objects() -> None:
     """Move the ~130k objects created by imports out of the garbage collector's reach, and
     turn the collector (off since `main` began) back on.
@@ -73,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # turns it back on. That is why these imports are here and not at the top.
     gc.disable()
     block_pydantic_v1()
-    import uvicorn
+    disable_pydantic_plugins()
+    import_fastapi_deferring_openapi_models()
+    uvicorn = import_uvicorn_server()
 
     from apps.api.app import create_app
     from apps.api.logs import configure_logging, log_event

@@ -46,3 +46,41 @@ def test_main_serves_the_production_model_and_logs_json(tmp_path: Path) -> None:
     events = [line["event"] for line in lines]
     assert "api_config" in events and "model_loaded" in events and "api_stopped" in events
     assert all({"ts", "level", "event"} <= set(line) for line in lines)
+
+
+LEAN_START = """
+import json, sys
+from apps.api import main
+main.block_pydantic_v1()
+main.disable_pydantic_plugins()
+main.import_fastapi_deferring_openapi_models()
+uvicorn = main.import_uvicorn_server()
+from apps.api.app import create_app
+from apps.api.server import server_config
+import fastapi.openapi.models as models
+deferred = not models.OpenAPI.__pydantic_complete__
+print(json.dumps({
+    "deferred": deferred,
+    "loaded": sorted(name for name in ("click", "uvicorn.main", "uvicorn.supervisors", "numpy.ma", "yaml")
+                     if sys.modules.get(name) is not None),
+    "server": [uvicorn.Config.__module__, uvicorn.Server.__module__],
+    "plugins": __import__("os").environ["PYDANTIC_DISABLE_PLUGINS"],
+    "document": models.OpenAPI.model_validate({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}}).openapi,
+}))
+"""
+
+
+def test_the_start_imports_only_what_serving_needs() -> None:
+    """The start-time savings of main.py hold (README, Benchmarks): FastAPI's OpenAPI models
+    are built on first use, uvicorn's command line and supervisors are not imported, and the
+    deferred models still validate a document when asked."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    result = subprocess.run([sys.executable, "-c", LEAN_START], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    facts = json.loads(result.stdout)
+    assert facts["deferred"], "FastAPI's OpenAPI models were built at import"
+    assert facts["loaded"] == ["yaml"], facts["loaded"]  # yaml: the config file is YAML
+    assert facts["server"] == ["uvicorn.config", "uvicorn.server"]
+    assert facts["plugins"] == "__all__"
+    assert facts["document"] == "3.1.0"

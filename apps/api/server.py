@@ -255,6 +255,8 @@ def server_config(app: Any, api: ApiSettings, metrics: ApiMetrics, host: str, po
         host=host,
         port=port,
         http=limited_protocol(api, metrics),
+        ws="none",  # no WebSocket routes; "auto" tries to import two libraries the image lacks
+        loop="asyncio",  # "auto" tries uvloop first (not installed: README, Benchmarks)
         timeout_keep_alive=api.keepalive_timeout_seconds,  # type: ignore[arg-type] (call_later takes a float)
         backlog=min(2048, api.max_connections * 2),
         log_config=None,  # keep our JSON handler

@@ -197,7 +197,7 @@ def forest_one_row(form: ForestForm) -> Callable[[np.ndarray], float]:
     categorical = np.flatnonzero(form.category_row >= 0)
     by_feature = tuple(
         (int(column), at, form.category_left[form.category_row[at]].T.copy())
-        for column in np.unique(form.feature[categorical])
+        for column in sorted(set(form.feature[categorical].tolist()))  # np.unique would import numpy.ma
         for at in [categorical[form.feature[categorical] == column]]
     )
 
