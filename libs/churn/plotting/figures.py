@@ -19,10 +19,7 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def subplots(*args: Any, **kwargs: Any) -> Iterator[tuple[Figure, Any]]:
     """`plt.subplots(*args, **kwargs)` on the Agg backend; the figure is closed on exit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from churn.plotting.backend import plt
 
     fig, axes = plt.subplots(*args, **kwargs)
     try:
