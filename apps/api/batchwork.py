@@ -77,15 +77,23 @@ class BatchPool:
         self._executor: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Fork the workers now (call before starting any thread) and wait until each answers."""
+        """Fork the workers now (call before starting any thread); their start is not waited for.
+
+        Why not wait: with the fork context the executor forks every worker inside the first
+        `submit`, so the fork happens here, before the reloader's thread exists; the workers'
+        own start (closing inherited sockets, nice) then runs on another core while the API
+        loads its model and starts listening (waiting for it was 15-50 ms of the API's start).
+        A worker that fails to start breaks the pool: the first batch request gets the 503 of
+        a lost worker and a new pool (`answer`).
+        """
         self._executor = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
             initargs=(self._config, self._validator, self._chunk_rows),
         )
-        for future in [self._executor.submit(_ping) for _ in range(self._workers)]:
-            future.result()
+        for _ in range(self._workers):
+            self._executor.submit(_ping)
 
     def pids(self) -> list[int]:
         """Process ids of the workers (operations and tests)."""
