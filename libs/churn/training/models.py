@@ -27,6 +27,11 @@ def build_baseline(specs: Sequence[FeatureSpec], random_state: int = 0) -> Pipel
 
     Numerics: median imputation with a missing indicator, because a missing quiz mean
     ("no quiz in the window") is information, not zero.
+
+    Solver: Newton steps with a Cholesky solve (scikit-learn's choice when rows far outnumber
+    the ~50 encoded columns): the same penalised optimum, reached in 6 iterations where lbfgs
+    stopped at its tolerance after 170 (2,000 users: fit 0.3 s against 0.75 s of CPU, holdout
+    PR-AUC 0.8266 against 0.8264; README, Benchmarks).
     """
     categorical = Pipeline([
         ("impute", SimpleImputer(strategy="constant", fill_value=MISSING_CODE)),
@@ -40,7 +45,8 @@ def build_baseline(specs: Sequence[FeatureSpec], random_state: int = 0) -> Pipel
         ("cat", categorical, categorical_indices(specs)),
         ("num", numeric, numeric_indices(specs)),
     ], sparse_threshold=0.0)
-    clf = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=random_state)
+    clf = LogisticRegression(class_weight="balanced", solver="newton-cholesky", max_iter=100,
+                             random_state=random_state)
     return Pipeline([("pre", pre), ("clf", clf)])
 
 
