@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-max", type=int, default=100_000,
                     help="largest size also run unsharded (the code before #16) as the baseline")
     ap.add_argument("--png", default=None, help="write the figure of seconds and peak memory against users here")
+    ap.add_argument("--runs-json", default=None, help="also save every run's figures here (JSON)")
+    ap.add_argument("--plot-runs", default=None,
+                    help="comma-separated --runs-json files: print their table (and --png) without running")
     ap.add_argument("--config", default=None, help="YAML config (default: built-in)")
     ap.add_argument("--profile", default=None, metavar="STEP",
                     help="print where the time of one step goes (cProfile, e.g. update, train, daily)")
@@ -257,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_scale.child(pipeline_scale.child_settings(base, args.users, shard_users, args.root), Path(args.child_json),
                              args.profile)
         return 0
+    if args.plot_runs:
+        print(pipeline_scale.plot_runs([Path(p) for p in args.plot_runs.split(",")], Path(args.png) if args.png else None))
+        return 0
     if not args.per_step:
         sizes = [int(x) for x in args.sizes.split(",")]
         print(f"pipeline bench: {os.cpu_count()} CPUs, {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB, "
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
         print(pipeline_scale.scale_table(__file__, sizes, shard_users, args.baseline_max, args.config,
                                          Path(args.png) if args.png else None, Path(args.root) if args.root else None,
-                                         args.profile))
+                                         args.profile, Path(args.runs_json) if args.runs_json else None))
         return 0
     gen = dataclasses.replace(base.generator, n_users=args.users, days=args.days or base.generator.days,
                               seed=base.generator.seed if args.seed is None else args.seed)

@@ -209,8 +209,32 @@ def plot(runs: list[Run], path: Path) -> Path:
     return atomic_write_bytes(path, png)
 
 
+def save_runs(runs: list[Run], path: Path) -> Path:
+    """The runs' figures as JSON (`--runs-json`), so sizes measured in separate invocations (a
+    1,000,000-user run takes most of an hour) can be drawn in one figure (`--plot-runs`)."""
+    return atomic_write_bytes(path, json.dumps([dataclasses.asdict(r) for r in runs], indent=1).encode())
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    runs = []
+    for path in paths:
+        for d in json.loads(Path(path).read_text()):
+            runs.append(Run(**{**d, "load": tuple(d["load"])}))
+    return sorted(runs, key=lambda r: (r.users, r.code))
+
+
+def plot_runs(paths: list[Path], png: Path | None) -> str:
+    """The table (and figure) of runs saved by earlier invocations, without running anything."""
+    runs = load_runs(paths)
+    table = render(runs)
+    if png is not None:
+        table += f"\nfigure: {plot(runs, png)}"
+    return table
+
+
 def scale_table(main_file: str, sizes: list[int], shard_users: int, baseline_max: int, config: str | None,
-                png: Path | None, scratch: Path | None, profile: str | None = None) -> str:
+                png: Path | None, scratch: Path | None, profile: str | None = None,
+                runs_json: Path | None = None) -> str:
     """Every size sharded and (up to `baseline_max` users) unsharded; prints as it goes."""
     scratch = scratch or Path(tempfile.gettempdir())
     runs = []
@@ -221,6 +245,8 @@ def scale_table(main_file: str, sizes: list[int], shard_users: int, baseline_max
                   file=sys.stderr, flush=True)
             runs.append(run_child(main_file, users, su, config, scratch, profile))
             print(render(runs[-1:]).splitlines()[2], file=sys.stderr, flush=True)
+            if runs_json is not None:
+                save_runs(runs, runs_json)
         if users > baseline_max:
             runs.append(Run(users, "unsharded", note=f"not run: above --baseline-max {baseline_max:,} (the unsharded "
                                                      "update holds every user's grid and features at once: about "
