@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 from churn.config.settings import Settings
 from churn.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UsageError
-from churn.pipeline.prefetch import prefetch_imports
 from churn.raw.store import raw_digest, read_manifest, require_raw
 from churn.registry.registry import ModelRegistry
 from churn.storage.files import DataError, atomic_write_json, read_json, require_file, sweep_dead_temps
@@ -562,8 +561,7 @@ def bootstrap_steps(settings: Settings) -> list[tuple[str, Callable[[], StepResu
     """The steps of `bootstrap`, in order, as (name, run): also what bench/pipeline_bench.py times."""
     return [
         ("generate", lambda: step_generate(settings)),
-        # with the later steps' libraries imported meanwhile (churn.pipeline.prefetch)
-        ("validate", lambda: (prefetch_imports(), step_validate(settings))[1]),
+        ("validate", lambda: step_validate(settings)),
         ("update", lambda: step_update(settings)),  # the first update builds grid, features, labels
         ("training-set", lambda: step_training_set(settings)),
         ("train", lambda: step_train(settings)),

@@ -1,8 +1,7 @@
 """matplotlib with the headless Agg backend selected, imported once (for `figures`).
 
-Why a module: selecting the backend must happen before `matplotlib.pyplot` is imported, and
-importing this module does both, so a background import (`churn.pipeline.prefetch`) leaves
-matplotlib exactly as `figures.subplots` would.
+Why a module: the backend must be selected before `matplotlib.pyplot` is imported; importing
+this module does both, in that order, whoever imports matplotlib first.
 """
 
 from __future__ import annotations
