@@ -31,6 +31,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -344,6 +345,28 @@ def _smaps_kib(pid: int, keys: tuple[str, ...]) -> int:
     return total
 
 
+STARTS = 5  # process starts per server; the start figure is their median
+
+
+def start_measured(name: str, command: list[str], env: dict[str, str], starts: int = STARTS) -> Server:
+    """Start the server `starts` times (each on a fresh port, all but the last stopped again);
+    the returned server's `startup_seconds` is the median of the starts.
+
+    Why several: one start is one sample of a figure that varies by +-15% from start to start
+    on this machine (the scheduler, the page cache); the median of five is stable to a few
+    percent, for both servers alike.
+    """
+    seconds: list[float] = []
+    for attempt in range(starts):
+        port = free_port()
+        server = start_server(name, command + ["--port", str(port)], port, env)
+        seconds.append(server.startup_seconds)
+        if attempt < starts - 1:
+            server.stop()
+    server.startup_seconds = statistics.median(seconds)
+    return server
+
+
 def start_server(name: str, command: list[str], port: int, env: dict[str, str]) -> Server:
     """Start a server process; startup time = spawn until /ready answers 200."""
     started = time.perf_counter()
@@ -510,8 +533,7 @@ def run(args: argparse.Namespace) -> int:
         for name, (command, image) in servers.items():
             print(f"measuring {name} ...", file=sys.stderr)
             image_mb = layout_sizes(RUNFILES / image)[1] / 1e6
-            port = free_port()
-            server = start_server(name, command + ["--port", str(port)], port, env)
+            server = start_measured(name, command, env)
             try:
                 figures[name] = measure(server, image_mb, requests, args.rate, args, env, rows[0], name == "baseline")
             finally:
@@ -533,7 +555,7 @@ def rows_for(args: argparse.Namespace) -> list[Row]:
     """(figure, how to print it, target, check of the API against the baseline, phase of the load)."""
     return [
         ("image, unpacked (MB)", lambda f: f"{f.image_mb:.1f}", "< 150", lambda a, b: a.image_mb < 150.0, "start"),
-        ("process start to /ready 200 (s)", lambda f: f"{f.startup_s:.2f}", "< 0.5",
+        (f"process start to /ready 200 (s, median of {STARTS})", lambda f: f"{f.startup_s:.2f}", "< 0.5",
          lambda a, b: a.startup_s < 0.5, "start"),
         ("single-row saturation (req/s)", lambda f: f"{f.saturation.throughput:,.0f}", ">= 5,000",
          lambda a, b: a.saturation.throughput >= 5000.0, "saturation"),
