@@ -219,6 +219,20 @@ def write_shard(paths: DataPaths, shard: tuple[int, int], plan: Plan,
     return folder
 
 
+def written_for(paths: DataPaths, shard: tuple[int, int], plan: Plan) -> dict[str, Any] | None:
+    """The marker of shard (I, N) if a previous attempt already wrote it for this very plan.
+
+    Why a retried pod must not recompute it: its complete old output may already be merged by
+    another pod (`merge_update` accepts it: same plan), and writing it again would recreate the
+    merged run's folder (or remove files a running merge reads), leaving a run no merge ends.
+    """
+    marker = shard_dir(paths, shard) / MARKER
+    if not marker.is_file():
+        return None
+    done = read_json(marker)
+    return done if Plan.from_dict(done["plan"]) == plan else None
+
+
 def table_file(folder: Path, table: str) -> Path:
     return folder / f"{table}.parquet"
 

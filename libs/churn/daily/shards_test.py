@@ -104,13 +104,20 @@ def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_s
         update.merge_update(s, paths, 2)
 
     update.run_update(s, paths, shard=(1, 2))
+    # a retried pod: the shard it wrote for this plan is kept as it is (another pod may be
+    # merging it right now, and a rewrite would recreate a merged run's folder)
+    marker = shards.shard_dir(paths, (1, 2)) / shards.MARKER
+    written = marker.stat()
+    again = update.run_update(s, paths, shard=(1, 2))
+    assert "already written for this plan" in again.reason and again.feature_rows > 0
+    assert (marker.stat().st_ino, marker.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     # new raw data after the shards ran: the merge would mix two updates
     batch = world.next_days(s.generator, paths, 1)
     assert [o.ok for o in inbox.ingest_inbox(s, paths)] == [True]
     with pytest.raises(DataError, match=r"shard 0/2 ran another update \(.*newest: .* vs " + batch.last_day.isoformat()):
         update.merge_update(s, paths, 2)
     for i in range(2):
-        update.run_update(s, paths, shard=(i, 2))
+        assert f"shard {i}/2 written" in update.run_update(s, paths, shard=(i, 2)).reason  # another plan: recomputed
     res = update.merge_update(s, paths, 2)
     assert res.mode == "full" and res.newest_day == batch.last_day.isoformat()
     assert_equal_to_rebuild(s, paths)

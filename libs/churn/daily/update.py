@@ -61,6 +61,7 @@ from churn.daily.shards import (
     run_dir,
     users_of_shard,
     write_shard,
+    written_for,
 )
 from churn.errors import DataError
 from churn.sampling.users import shard_count
@@ -228,10 +229,15 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
         return prep
     users, files, plan, result = prep
     if shard is not None:
-        tables = _compute(settings, paths, users_of_shard(users, shard), plan, sharded=shard[1] > 1)
-        write_shard(paths, shard, plan, tables)
-        _count(result, {name: len(frame) for name, (frame, _) in tables.items()}, plan)
-        result.reason += f"; shard {shard[0]}/{shard[1]} written, merge with `ml_jobs merge-update {shard[1]}`"
+        done = written_for(paths, shard, plan)
+        if done is not None:  # a retried pod: its previous attempt ran this plan to the end
+            _count(result, done["rows"], plan)
+            result.reason += f"; shard {shard[0]}/{shard[1]} already written for this plan (an earlier attempt)"
+        else:
+            tables = _compute(settings, paths, users_of_shard(users, shard), plan, sharded=shard[1] > 1)
+            write_shard(paths, shard, plan, tables)
+            _count(result, {name: len(frame) for name, (frame, _) in tables.items()}, plan)
+            result.reason += f"; shard {shard[0]}/{shard[1]} written, merge with `ml_jobs merge-update {shard[1]}`"
         result.seconds = round(time.perf_counter() - t0, 3)
         return result
     n = shard_count(len(users), settings.sharding.shard_users)
