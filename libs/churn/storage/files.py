@@ -295,6 +295,18 @@ MANIFEST_NAME = "MANIFEST"  # JSON; no .json suffix, so globs for outputs (*.jso
 GENERATIONS_DIR = ".generations"  # <root>/.generations/<area>/<id>/: published generations
 
 
+def load_manifest(manifest: Path) -> dict[str, Any]:
+    """A generation's MANIFEST (written by `generations.write_manifest`): `files` maps each
+    relative path to {"sha256", "size"}, `inputs` the step's input digests."""
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{manifest}: cannot read the generation manifest ({exc})") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("files"), dict):
+        raise DataError(f"{manifest}: not a generation manifest (no 'files' mapping)")
+    return doc
+
+
 def _manifest_entry(real: Path) -> tuple[Path, dict[str, Any]] | None:
     """(manifest path, entry) of the published generation holding `real`, if any.
 
@@ -310,11 +322,7 @@ def _manifest_entry(real: Path) -> tuple[Path, dict[str, Any]] | None:
             return None
         manifest = parent / MANIFEST_NAME
         if manifest.is_file():
-            try:
-                files = json.loads(manifest.read_text(encoding="utf-8")).get("files", {})
-            except (OSError, ValueError) as exc:
-                raise DataError(f"{manifest}: cannot read the generation manifest ({exc})") from exc
-            entry = files.get(real.relative_to(parent).as_posix())
+            entry = load_manifest(manifest).get("files", {}).get(real.relative_to(parent).as_posix())
             return None if entry is None else (manifest, entry)
     return None
 
