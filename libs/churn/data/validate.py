@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from churn.config.settings import Settings
+from churn.data.unique_ids import Duplicates, IdBuckets
 from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
 from churn.raw.store import EVENTS_SCHEMA, read_users
 from churn.raw.store import day_files as raw_day_files
@@ -382,8 +382,9 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
 
     Why part by part: the raw events of 1,000,000 users x 120 days do not fit in memory, one
     day's part does. Every rule is local to an event and the users table, except unique
-    event ids, which are then checked across parts from the id columns alone (in buckets of
-    the ids). A violation names the part file and the first offending rows in it (0-based),
+    event ids: each part's ids go to N hash buckets on disk as the part is read (N: the
+    update's shard count, `churn.data.unique_ids`), then each bucket is checked alone, so the
+    check holds about 1/N of the ids, not all 240M of 1,000,000 users. A violation names the part file and the first offending rows in it (0-based),
     and says how many other part files had it too. The caller (CLI) exits 1 when `report.ok`
     is False.
     """
@@ -394,19 +395,21 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     report = validate_frames(users, None, exp)
     report.violations = _with_shards(report.violations, users, shards)
     parts = [p for files in raw_day_files(paths).values() for p in files]
-    for part in parts:
-        sub = ValidationReport(files={"events": str(part)})
-        frame = _read_part(part)
-        validate_frames(None, frame, exp, known_users=users, report=sub)
-        sub.violations = _with_shards(sub.violations, frame, shards)
-        del frame
-        _merge(report, sub)
-    if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
-        sub = ValidationReport()
-        validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=users, report=sub)
-        _merge(report, sub)
-    if parts and not any(v.rule == "events.event_id.unique" for v in report.violations):
-        _ids_unique_across(Checker(report), parts)
+    with IdBuckets(paths.root / "shards" / "validate", shards) as buckets:
+        for i, part in enumerate(parts):
+            sub = ValidationReport(files={"events": str(part)})
+            frame = _read_part(part)
+            validate_frames(None, frame, exp, known_users=users, report=sub)
+            sub.violations = _with_shards(sub.violations, frame, shards)
+            buckets.add(i, _ids_of(frame))
+            del frame
+            _merge(report, sub)
+        if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
+            sub = ValidationReport()
+            validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=users, report=sub)
+            _merge(report, sub)
+        if parts and not any(v.rule == "events.event_id.unique" for v in report.violations):
+            _ids_unique_across(Checker(report), parts, buckets.duplicates(), shards)
     report.rules_checked = list(dict.fromkeys(report.rules_checked))
     report.ok = not report.violations
     report.seconds = round(time.perf_counter() - t0, 3)
@@ -464,34 +467,25 @@ def _union_shards(a: list[str], b: list[str]) -> list[str]:
     return sorted(set(a) | set(b), key=lambda s: int(s.split("/")[0]))
 
 
-_IDS_PER_BUCKET = 50_000_000  # event ids held at once by the check across parts (8 bytes each)
+def _ids_of(frame: pd.DataFrame) -> np.ndarray:
+    """A part's event ids as int64 (missing ones, already a violation of their own, left out)."""
+    ids = frame["event_id"]
+    return ids.dropna().to_numpy(dtype=np.int64) if ids.hasnans else ids.to_numpy(dtype=np.int64)
 
 
-def _ids_unique_across(chk: Checker, parts: list[Path]) -> None:
-    """events.event_id.unique across part files: ids bucketed by value, one bucket at a time."""
-    counts = [pq.ParquetFile(p).metadata.num_rows for p in parts]
-    buckets = max(1, -(-sum(counts) // _IDS_PER_BUCKET))
-    dup_ids: list[np.ndarray] = []
-    dup_files: set[int] = set()
-    for b in range(buckets):
-        ids, owner = [], []
-        for i, p in enumerate(parts):
-            col = pq.read_table(p, columns=["event_id"]).column("event_id").to_numpy()
-            mine = col[col % buckets == b] if buckets > 1 else col
-            ids.append(mine)
-            owner.append(np.full(len(mine), i, dtype=np.int32))
-        allids, allowner = np.concatenate(ids), np.concatenate(owner)
-        order = np.argsort(allids, kind="stable")
-        sid, sown = allids[order], allowner[order]
-        same = sid[1:] == sid[:-1]
-        if same.any():
-            dup_ids.append(np.unique(sid[1:][same]))
-            dup_files |= set(sown[1:][same].tolist()) | set(sown[:-1][same].tolist())
-    if not dup_ids:
+def _ids_unique_across(chk: Checker, parts: list[Path], dups: Duplicates, shards: int) -> None:
+    """events.event_id.unique across part files, from the ids' hash buckets (`IdBuckets`):
+    the violation names the first part file holding a duplicate, its rows there (0-based) and
+    their user-hash shards, and the other part files."""
+    if not len(dups.ids):
         chk.passed("events.event_id.unique")
         return
-    found = np.concatenate(dup_ids)
-    files = sorted(dup_files)
-    chk.add(Violation("events.event_id.unique", "events", "event_id", int(len(found)),
-                      [int(x) for x in found[:MAX_EXAMPLES]], "duplicate event ids with different contents "
-                      "(in different part files)", f"{parts[files[0]]} (+{len(files) - 1} more files)"))
+    first = _read_part(parts[dups.parts[0]])
+    rows = np.flatnonzero(np.isin(first["event_id"].to_numpy(), dups.ids))[:MAX_EXAMPLES].tolist()
+    others = [str(parts[i]) for i in dups.parts[1:]]
+    also = ", ".join(others[:MAX_EXAMPLES]) + (f" and {len(others) - MAX_EXAMPLES} more" if len(others) > MAX_EXAMPLES else "")
+    found = Violation("events.event_id.unique", "events", "event_id", int(len(dups.ids)),
+                      [int(x) for x in dups.ids[:MAX_EXAMPLES]],
+                      f"duplicate event ids with different contents (in different part files; also in {also})",
+                      f"{parts[dups.parts[0]]} (+{len(others)} more files)", rows=rows)
+    chk.add(_with_shards([found], first, shards)[0])

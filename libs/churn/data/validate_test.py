@@ -179,3 +179,133 @@ def test_raw_data_without_events_is_reported_as_such(tmp_path: Path) -> None:
     write_batch(paths, "users only", users.drop(columns=["engagement_score"]), [])
     report = run_validate(SETTINGS, paths)
     assert not report.ok and "events.rows.not_empty" in _by_rule(report)
+
+
+def _reference_duplicates(paths) -> tuple[list[int], set[str]]:
+    """Duplicate ids across all part files and the files holding them, all ids at once (the
+    check before the hash buckets)."""
+    import pyarrow.parquet as pq
+
+    from churn.raw.store import day_files
+
+    parts = [p for files in day_files(paths).values() for p in files]
+    ids = [pq.read_table(p, columns=["event_id"]).column("event_id").to_numpy() for p in parts]
+    values, counts = np.unique(np.concatenate(ids), return_counts=True)
+    dup = values[counts > 1]
+    return dup.tolist(), {str(p) for p, col in zip(parts, ids) if np.isin(col, dup).any()}
+
+
+def test_duplicates_across_parts_are_found_bucket_by_bucket(tmp_path: Path) -> None:
+    """Two ids copied into parts of other days, the two ids in different hash buckets: one
+    violation with both ids (the verdict of all ids checked at once), naming the first part
+    file, its rows and the other files; the scratch buckets are gone afterwards."""
+    import pyarrow.parquet as pq
+
+    from churn.data.unique_ids import _SEED
+    from churn.raw.store import day_files
+    from churn.sampling.users import splitmix64
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    days = list(day_files(paths).values())
+    source = pq.read_table(days[2][0]).to_pandas()
+    bucket = splitmix64(source["event_id"].to_numpy(), _SEED) % np.uint64(4)
+    a = int(source["event_id"].iloc[0])
+    b = int(source["event_id"].iloc[int(np.flatnonzero(bucket != bucket[0])[0])])
+    for day, ids in ((7, [a]), (11, [b, a])):  # a in three files, b in two
+        part = days[day][0]
+        frame = pq.read_table(part).to_pandas()
+        frame.loc[list(range(len(ids))), "event_id"] = ids
+        frame.to_parquet(part, index=False)
+
+    want_ids, want_files = _reference_duplicates(paths)
+    sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
+    report = run_validate(sharded, paths)  # 200 users / 50: 4 buckets
+    dup = _by_rule(report)["events.event_id.unique"]
+    assert not report.ok and sorted(dup.examples) == sorted(want_ids) == sorted([a, b]) and dup.count == 2
+    assert dup.file == f"{days[2][0]} (+2 more files)" and want_files == {str(days[d][0]) for d in (2, 7, 11)}
+    first_rows = np.flatnonzero(source["event_id"].isin([a, b]).to_numpy()).tolist()
+    assert dup.rows == first_rows
+    assert dup.shards == [f"{i}/4" for i in sorted(set(shard_of(source["user_id"].to_numpy()[first_rows], 4).tolist()))]
+    assert str(days[7][0]) in dup.message and str(days[11][0]) in dup.message
+    assert not (paths.root / "shards").exists(), "the scratch buckets are removed"
+    # the same verdict in one bucket (the unsharded size)
+    one = _by_rule(run_validate(SETTINGS, paths))["events.event_id.unique"]
+    assert (one.count, sorted(one.examples), one.file, one.rows) == (dup.count, sorted(dup.examples), dup.file, dup.rows)
+
+
+def test_a_duplicate_within_one_part_is_reported_with_its_rows(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from churn.raw.store import day_files
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    part = list(day_files(paths).values())[4][0]
+    frame = pq.read_table(part).to_pandas()
+    frame.loc[6, "event_id"] = int(frame.loc[2, "event_id"])
+    frame.to_parquet(part, index=False)
+    sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
+    report = run_validate(sharded, paths)
+    dup = _by_rule(report)["events.event_id.unique"]
+    assert (dup.count, dup.file, dup.rows) == (2, str(part), [2, 6])
+    assert _reference_duplicates(paths)[0] == [int(frame.loc[2, "event_id"])]
+    assert not (paths.root / "shards").exists()
+
+
+def test_a_full_disk_while_bucketing_ids_names_the_file_and_removes_the_buckets(tmp_path: Path) -> None:
+    import errno
+    import os
+
+    from churn.storage import faults
+    from churn.storage.files import StorageFullError
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    report_before = paths.validation_report.exists()
+    seen: list[Path] = []
+
+    def full(op: str, path: Path) -> None:
+        if op == "write" and "event-ids" in str(path):
+            seen.append(path)
+            if len(seen) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    from churn.data import unique_ids
+
+    sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
+    with faults.injecting(full), pytest.raises(StorageFullError, match="bucket-"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(unique_ids, "_FLUSH_IDS", 100)  # write the buckets while parts are read
+            run_validate(sharded, paths)
+    assert len(seen) == 2
+    assert not (paths.root / "shards").exists(), "the scratch buckets are removed on a failure too"
+    assert paths.validation_report.exists() == report_before
+    assert run_validate(sharded, paths).ok
+
+
+def test_id_buckets_equal_one_sort_of_all_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random parts with planted duplicates (within a part and across parts), buckets flushed
+    to disk and still buffered: the same duplicate ids and holding parts as one sort."""
+    from churn.data import unique_ids
+
+    monkeypatch.setattr(unique_ids, "_FLUSH_IDS", 500)
+    rng = np.random.default_rng(5)
+    parts = [rng.choice(10**9, size=int(rng.integers(0, 3000)), replace=False) for _ in range(40)]
+    parts[3][:4] = parts[17][10:14]
+    parts[30][5] = parts[30][6]
+    parts[39][0] = parts[0][0] if len(parts[0]) else 1
+    for buckets in (1, 3, 16):
+        with unique_ids.IdBuckets(tmp_path / "scratch", buckets) as b:
+            for i, ids in enumerate(parts):
+                b.add(i, ids)
+            got = b.duplicates()
+            assert any(f.suffix == ".arrow" for f in b.folder.iterdir()) or buckets == 1
+        values, counts = np.unique(np.concatenate(parts), return_counts=True)
+        want = values[counts > 1]
+        assert got.ids.tolist() == want.tolist() and len(want) >= 6
+        assert got.parts == [i for i, ids in enumerate(parts) if np.isin(ids, want).any()]
+        assert not (tmp_path / "scratch").exists()
