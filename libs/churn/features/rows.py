@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,44 @@ def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise DataError(f"{path}: cannot read features ({type(exc).__name__}: {exc})") from exc
     return table.to_pandas()
+
+
+def feature_batches(path: Path, day: dt.date, rows: int) -> Iterator[pd.DataFrame]:
+    """The feature rows of `day`, at most `rows` at a time, in file order (at least one frame,
+    maybe empty): what `read_features(path, [day])` returns, in pieces.
+
+    Why: one as-of day holds a row per user (1M rows at 1,000,000 users); batch-score needs
+    each row alone, so it reads the day once, a piece at a time (pages streamed: memory
+    follows `rows`, not the day file's row groups).
+    """
+    require_file(path, "features")
+    try:
+        if Path(path).is_dir():
+            file = day_files(path).get(day)
+            if file is None:
+                yield read_features(path, [day])
+                return
+            with pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False) as pf:
+                schema = pf.schema_arrow
+                empty = True
+                for batch in pf.iter_batches(batch_size=max(1, rows)):
+                    empty = False
+                    yield pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata).to_pandas()
+                if empty:
+                    yield schema.empty_table().to_pandas()
+            return
+        dataset = pads.dataset(str(path), format="parquet")
+        kind = dataset.schema.field("as_of_date").type
+        wanted = pads.field("as_of_date").isin(pa.array(np.asarray([day], dtype="datetime64[D]")).cast(kind))
+        empty = True
+        for batch in dataset.to_batches(filter=wanted, batch_size=max(1, rows)):
+            if len(batch):
+                empty = False
+                yield pa.Table.from_batches([batch]).replace_schema_metadata(dataset.schema.metadata).to_pandas()
+        if empty:
+            yield dataset.schema.empty_table().to_pandas()
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read features of {day} ({type(exc).__name__}: {exc})") from exc
 
 
 def eligible_mask(features: pd.DataFrame, window_days: int) -> np.ndarray:

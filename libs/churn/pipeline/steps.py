@@ -337,7 +337,7 @@ def step_batch_score(settings: Settings, as_of: dt.date | None = None, top_k: in
         require_file(paths.features_file, "features")
         res = batch_score(paths, registry_for(paths), settings.churn.window_days, as_of=as_of,
                           top_k=top_k or settings.scoring.top_k, shard=shard,
-                          threads=settings.scoring.threads)
+                          threads=settings.scoring.threads, rows_at_once=settings.sharding.shard_users)
         return StepResult("batch-score", res.rows, 0.0, [res.scores_path, res.top_k_path, res.summary_path],
                           message=f"as of {res.as_of}: {res.rows} users scored with {res.model_version} "
                                   f"({res.scorer} path)", detail=res.to_dict())

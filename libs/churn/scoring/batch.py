@@ -9,6 +9,9 @@ Sharding (`shard=(i, n)`): a user belongs to shard splitmix64(user_id) mod n, st
 runs and processes, so n Indexed-Job pods score disjoint user sets whose union is the full
 population; each writes shard-suffixed files, ranked within the shard only. `ml_jobs
 merge-shards N` (churn.scoring.merge) turns them into the files of one full run.
+
+Memory: the day's feature rows are read and scored a piece at a time (`sharding.shard_users`
+rows, `feature_batches`); only the scored users' (user_id, as_of_date, risk) are held whole.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from churn.compiled.check_rows import edge_rows, valid_rows
 from churn.compiled.scorer import Scorer, compile_scorer
 from churn.errors import DataError
 from churn.features.matrix import frame_matrix
-from churn.features.rows import eligible_mask, feature_dates, read_features
+from churn.features.rows import eligible_mask, feature_batches, feature_dates
 from churn.features.schema import feature_specs, schema_from_json
 from churn.registry.registry import LoadedModel, ModelRegistry, RegistryError
 from churn.sampling.users import shard_of
@@ -125,19 +128,32 @@ def resolve_as_of(paths: DataPaths, as_of: dt.date | None) -> dt.date:
 
 
 def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, as_of: dt.date | None = None,
-                top_k: int = 100, shard: tuple[int, int] | None = None, threads: int = 1) -> ScoreResult:
-    """Score eligible users as of a date; write scores.parquet, top_k.csv and summary.json."""
+                top_k: int = 100, shard: tuple[int, int] | None = None, threads: int = 1,
+                rows_at_once: int = 12_500) -> ScoreResult:
+    """Score eligible users as of a date; write scores.parquet, top_k.csv and summary.json.
+
+    The day's feature rows are read and scored `rows_at_once` (`sharding.shard_users`) at a
+    time (`feature_batches`): a row's risk depends on that row alone, so the pieces give the
+    risks of the whole day; only (user_id, as_of_date, risk) of the scored users are kept for
+    the ranking. Memory: one piece of feature rows plus 24 bytes per scored user, not the
+    day's feature rows of every user.
+    """
     start = time.perf_counter()
     loaded = load_production(registry)
     day = resolve_as_of(paths, as_of)
-    features = read_features(paths.features_file, [day])
-    candidates = len(features)
-    features = features.loc[eligible_mask(features, window_days)]
-    eligible = len(features)
-    if shard is not None:
-        features = features.loc[shard_of(features["user_id"].to_numpy(), shard[1]) == shard[0]]
     scorer = model_scorer(loaded, threads)
-    ranked = rank_scores(score_frame(loaded, features, scorer), loaded.version)
+    candidates = eligible = 0
+    pieces: list[pd.DataFrame] = []
+    for features in feature_batches(paths.features_file, day, rows_at_once):
+        candidates += len(features)
+        features = features.loc[eligible_mask(features, window_days)]
+        eligible += len(features)
+        if shard is not None:
+            features = features.loc[shard_of(features["user_id"].to_numpy(), shard[1]) == shard[0]]
+        if len(features) or not pieces:
+            pieces.append(score_frame(loaded, features, scorer))
+    scores = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
+    ranked = rank_scores(scores, loaded.version)
     out_dir = scores_dir(paths, day)
     suffix = shard_suffix(shard)
     scores_path, top_k_path = write_outputs(ranked, out_dir, suffix, top_k)

@@ -170,3 +170,49 @@ def test_score_distribution_uses_the_scoring_models_threshold(bootstrapped):
     assert report["threshold"] == 0.35
     assert report["share_above_threshold"] == pytest.approx(float((scores["risk"] >= 0.35).mean()))
     assert report["reference"]["holdout_flagged_share"] == loaded.card["metrics"]["flagged_share"]
+
+
+def _outputs(result) -> tuple[pd.DataFrame, bytes, dict]:
+    summary = json.loads(open(result.summary_path).read())
+    summary.pop("seconds")
+    return read_parquet(result.scores_path), open(result.top_k_path, "rb").read(), summary
+
+
+def test_batch_score_in_pieces_writes_the_files_of_one_piece(bootstrapped):
+    """Scored 20 rows at a time (also as shard 1/3 of an Indexed Job), the scores (every
+    user, rank and risk), the top-K and the summary equal those of the day read whole."""
+    settings, paths, registry, _ = bootstrapped
+    day = feature_dates(paths.features_file)[-1]
+    for shard in (None, (1, 3)):
+        whole = _outputs(batch_score(paths, registry, settings.churn.window_days, top_k=10, shard=shard,
+                                     rows_at_once=10**9))
+        pieces = _outputs(batch_score(paths, registry, settings.churn.window_days, top_k=10, shard=shard,
+                                      rows_at_once=20))
+        pd.testing.assert_frame_equal(pieces[0], whole[0])
+        assert pieces[1:] == whole[1:] and whole[2]["rows"] == len(whole[0]) > 20 * 3
+        if shard is None:  # ... and the read of the whole day before pieces
+            features = read_features(paths.features_file, [day])
+            assert whole[2]["candidates"] == len(features)
+            assert whole[2]["eligible"] == int(eligible_mask(features, settings.churn.window_days).sum())
+
+
+def test_feature_batches_are_the_day_in_pieces(bootstrapped, tmp_path):
+    """In the day files and in a single features file (the layout before day files)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from churn.features.rows import feature_batches
+
+    _, paths, _, _ = bootstrapped
+    day = feature_dates(paths.features_file)[-1]
+    whole = read_features(paths.features_file, [day])
+    single = tmp_path / "features.parquet"
+    pq.write_table(pa.Table.from_pandas(read_features(paths.features_file, feature_dates(paths.features_file)[-3:]),
+                                        preserve_index=False), single, row_group_size=100)
+    for path in (paths.features_file, single):
+        pieces = list(feature_batches(path, day, 50))
+        assert len(pieces) > 2 and all(len(p) <= 50 for p in pieces)
+        pd.testing.assert_frame_equal(pd.concat(pieces, ignore_index=True), read_features(path, [day]))
+        pd.testing.assert_frame_equal(read_features(path, [day]), whole, check_categorical=False)
+    none = list(feature_batches(single, day + dt.timedelta(days=1), 50))
+    assert len(none) == 1 and len(none[0]) == 0 and list(none[0].columns) == list(whole.columns)
