@@ -38,7 +38,7 @@ from churn.errors import UsageError
 from churn.ingest.normalize import Normalized, normalize, rename
 from churn.ingest.readers import read_table
 from churn.raw.contract import EVENTS, TABLES, USERS
-from churn.raw.store import BatchWriter, Manifest, read_events, read_manifest, read_users
+from churn.raw.store import BatchWriter, Manifest, distinct_values, read_events, read_manifest, read_users
 from churn.storage.files import atomic_write_json
 from churn.storage.paths import DataPaths
 
@@ -177,8 +177,7 @@ def _new_values(report: ValidationReport, paths: DataPaths, stored: Manifest, st
             if col in stored_users.columns:
                 before[col] = {str(v) for v in stored_users[col].dropna().unique()}
     if stored.parts and "course_id" in report.vocabularies:
-        courses = read_events(paths, columns=["course_id"])["course_id"]
-        before["course_id"] = {str(v) for v in courses.dropna().unique()}
+        before["course_id"] = distinct_values(paths, "course_id")
     for col, values in report.vocabularies.items():
         report.new_values[col] = sorted(set(values) - before.get(col, set()))
 

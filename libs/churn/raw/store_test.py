@@ -115,3 +115,16 @@ def test_missing_raw_data_names_both_ways_in(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no raw events.*ml_jobs ingest"):
         read_events(paths)
     assert len(read_users(paths)) == 1
+
+
+def test_distinct_values_of_a_column_over_every_stored_day(tmp_path: Path) -> None:
+    from churn.raw.store import distinct_values
+
+    paths = DataPaths.from_root(tmp_path)
+    write_batch(paths, "ingest", USERS, [_events(1, ["2024-03-01", "2024-03-02"])])
+    later = _events(100, ["2024-03-02", "2024-03-05"])
+    later["course_id"] = [None, "rust-101", "k8s"] * (len(later) // 3)
+    write_batch(paths, "ingest", None, [later])
+    want = {str(v) for v in read_events(paths, columns=["course_id"])["course_id"].dropna().unique()}
+    assert distinct_values(paths, "course_id") == want == {"k8s", "new-course", "rust-101"}
+    assert distinct_values(paths, "event_type") == {"login", "video_watch", "quiz_attempt"}
