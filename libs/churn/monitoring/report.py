@@ -13,6 +13,8 @@ from pathlib import Path
 from churn.monitoring.drift import DriftReport, FeatureDrift
 from churn.plotting.figures import figure_png, subplots
 from churn.storage.files import atomic_write_json, atomic_write_text
+from churn.storage.generations import publish
+from churn.storage.paths import DRIFT_AREA, DataPaths
 
 
 def feature_png(feature: FeatureDrift) -> bytes:
@@ -72,8 +74,20 @@ missing share), at a family-wise alpha of {t["alpha"]} Bonferroni-corrected over
 
 
 def write_report(report: DriftReport, out_dir: Path) -> tuple[Path, Path]:
-    """Write drift/<recent end>.json and .html under `out_dir`."""
-    stem = out_dir / "drift" / report.recent_window[1]
+    """Write <recent end>.json and .html into `out_dir` (a generation being published)."""
+    stem = out_dir / report.recent_window[1]
     json_path = atomic_write_json(stem.with_suffix(".json"), report.to_dict())
     html_path = atomic_write_text(stem.with_suffix(".html"), render_html(report))
     return json_path, html_path
+
+
+def publish_report(report: DriftReport, paths: DataPaths, inputs: dict[str, str]) -> tuple[Path, Path]:
+    """Publish the JSON and the HTML together as a new generation of `monitoring/drift/`.
+
+    Why: written one after the other in place, a kill between them left a new JSON beside the
+    old HTML. The generation carries the earlier days' reports; `inputs` (the features'
+    digest, the model version) go into its MANIFEST. Returns the paths as readers open them.
+    """
+    with publish(paths.root, DRIFT_AREA, inputs=inputs, carry=True) as out:
+        json_path, html_path = write_report(report, out)
+    return paths.drift_reports / json_path.name, paths.drift_reports / html_path.name

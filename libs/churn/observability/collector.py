@@ -32,7 +32,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from churn.registry.registry import ABORTED, CARD_FILE, PENDING, PRODUCTION, ModelRegistry, RegistryError
-from churn.storage.paths import DataPaths
+from churn.storage.generations import current
+from churn.storage.paths import DRIFT_AREA, DataPaths
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,12 @@ class BatchCollector(Collector):
     # ------------------------------------------------------------------ sections
 
     def _drift(self) -> list[Metric]:
-        """monitoring/drift/<recent window end>.json, the newest."""
-        path = newest((self.paths.monitoring / "drift").glob("*.json"))
+        """monitoring/drift/<recent window end>.json, the newest, of the generation current now.
+
+        Resolved once (`generations.current`), so the listing and the read see one generation
+        even if drift-check publishes the next one meanwhile."""
+        reports = current(self.paths.root, DRIFT_AREA)
+        path = None if reports is None else newest(reports.glob("*.json"))
         if path is None:
             return []
         report = self.files.read(path)

@@ -14,6 +14,10 @@ from churn.errors import DataError
 from churn.storage.files import locked_temp
 
 
+# Areas published as generations (`churn.storage.generations`): `<root>/<area>` is a symlink.
+DRIFT_AREA = "monitoring/drift"
+
+
 @dataclass(frozen=True)
 class DataPaths:
     """Directories and well-known files under the data root (nothing is created on init)."""
@@ -51,6 +55,11 @@ class DataPaths:
     @property
     def monitoring(self) -> Path:
         return self.root / "monitoring"
+
+    @property
+    def drift_reports(self) -> Path:
+        """`monitoring/drift/`: one JSON + HTML per recent-window end, published together."""
+        return self.root / DRIFT_AREA
 
     @property
     def locks(self) -> Path:

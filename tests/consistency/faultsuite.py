@@ -1,0 +1,189 @@
+"""The fault-injection suite's harness: a failure at each storage point of a command, then checks.
+
+For one command: a clean run on a copy of the seeded root counts its fault points
+(`faults.Recorder`) and gives the new state; then for each point i and each mode (crash: as
+after kill -9, nothing more reaches the disk; enospc: the error path runs), on a fresh copy of
+the seeded root (built once per test target, never per point):
+
+  (a) every reader sees the complete old or the complete new state of each area the command
+      publishes (the verified bytes of the current generation, compared with the seeded
+      root's and the clean run's);
+  (b) rerunning the command succeeds and gives the clean run's new state;
+  (c) the registry's history explains the production alias (after the fault and the rerun);
+  (d) no temp file or directory survives the rerun.
+
+Commit points (renames and symlink switches) are all injected; other points (writes, mkdirs,
+links, removals) too unless there are more than `sample` of them, then `sample` of them
+chosen with a fixed seed. Each target prints its counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from churn.config.settings import Settings
+from churn.errors import ChurnError
+from churn.pipeline.steps import StepResult, bootstrap
+from churn.pipeline.testing import tiny_settings
+from churn.registry.registry import ModelRegistry
+from churn.storage import faults, generations
+from churn.storage.files import MANIFEST_NAME, is_temp_name, read_verified
+
+# A tiny world: every step runs in about a second, so one command's points take ~a minute.
+USERS, DAYS = 200, 90
+COMMIT_OPS = ("rename", "symlink")
+MODES = ("crash", "enospc")
+# fields that differ between two clean runs of one command on one root (timings, clocks)
+VOLATILE = frozenset({"seconds", "generated_at", "created", "at", "written_at"})
+
+
+def seed(root: Path) -> Path:
+    """Bootstrap the tiny world into `root` (once per test target)."""
+    results = bootstrap(tiny_settings(root, users=USERS, days=DAYS))
+    assert [r.exit_code for r in results] == [0] * len(results), [(r.name, r.message) for r in results]
+    return root
+
+
+def settings_for(root: Path) -> Settings:
+    return tiny_settings(root, users=USERS, days=DAYS)
+
+
+def _normalized(name: str, data: bytes) -> str:
+    """sha256 of a file's content, without the fields that change between two clean runs."""
+    if name.endswith(".json"):
+        def strip(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: strip(v) for k, v in value.items() if k not in VOLATILE}
+            if isinstance(value, list):
+                return [strip(v) for v in value]
+            return value
+        data = json.dumps(strip(json.loads(data)), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def view(root: Path, area: str) -> dict[str, str]:
+    """What a reader of `area` sees: {file: normalized sha256} of the generation current now,
+    each file read once through `read_verified` (so a torn or rewritten file fails here)."""
+    gen = generations.current(root, area)
+    if gen is None:
+        return {}
+    return {p.relative_to(gen).as_posix(): _normalized(p.name, read_verified(p))
+            for p in sorted(gen.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def temps(root: Path) -> list[Path]:
+    return [Path(d) / n for d, dirs, files in os.walk(root) for n in [*dirs, *files] if is_temp_name(n)]
+
+
+def explain(root: Path) -> None:
+    """(c): the production alias is explained by a committed history line (or there is none)."""
+    registry = ModelRegistry(root)
+    registry.reconcile()
+    if registry.get_alias() is not None:
+        assert registry.explain_alias() is not None
+
+
+@dataclass
+class Command:
+    """One command of the suite: how to run it on a root and what its readers see.
+
+    `areas`: the generation areas it publishes (read by `view`); `readers`: other states,
+    each a function of the root (e.g. the raw store's manifest and the files it lists);
+    `after_rerun`: extra checks of the healed root (e.g. no unlisted leftover)."""
+
+    name: str
+    run: Callable[[Settings], StepResult]
+    areas: tuple[str, ...] = ()
+    ok_exits: tuple[int, ...] = (0,)
+    readers: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
+    after_rerun: Callable[[Path], None] | None = None
+
+    def state(self, root: Path) -> dict[str, Any]:
+        """Everything a reader sees, by area or reader name."""
+        out: dict[str, Any] = {area: view(root, area) for area in self.areas}
+        out.update({name: read(root) for name, read in self.readers.items()})
+        return out
+
+
+@dataclass
+class Counts:
+    command: str
+    points: int = 0
+    commit_points: int = 0
+    injected_points: int = 0
+    injections: int = 0
+    consistent: int = 0
+    seconds: float = 0.0
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(self.ops.items()))
+        return (f"fault injection {self.command}: {self.points} points ({ops}; {self.commit_points} commit), "
+                f"{self.injected_points} injected x {len(MODES)} modes = {self.injections} injections, "
+                f"{self.consistent} consistent, {self.seconds:.0f} s")
+
+
+def _copy(seeded: Path, dest: Path) -> Path:
+    shutil.copytree(seeded, dest, symlinks=True)
+    return dest
+
+
+def run_suite(command: Command, seeded: Path, work: Path, sample: int = 40, rng_seed: int = 14) -> Counts:
+    """Inject a crash and an ENOSPC at each chosen point of `command`; assert (a)-(d) each time."""
+    t0 = time.perf_counter()
+    counts = Counts(command.name)
+    old = command.state(seeded)
+    clean = _copy(seeded, work / "clean")
+    recorder = faults.Recorder()
+    with faults.injecting(recorder):
+        result = command.run(settings_for(clean))
+    assert result.exit_code in command.ok_exits, (command.name, result.message)
+    new = command.state(clean)
+    for name in new:  # else (a) could not tell a torn state from the old one
+        assert new[name] and new[name] != old[name], f"{command.name}: the clean run changed nothing in {name}"
+    shutil.rmtree(clean)
+    counts.points = len(recorder.ops)
+    for op, _ in recorder.ops:
+        counts.ops[op] = counts.ops.get(op, 0) + 1
+    commit = [i for i, (op, _) in enumerate(recorder.ops, 1) if op in COMMIT_OPS]
+    other = [i for i in range(1, counts.points + 1) if i not in commit]
+    if len(other) > sample:
+        other = sorted(random.Random(rng_seed).sample(other, sample))
+    chosen = sorted(commit + other)
+    counts.commit_points, counts.injected_points = len(commit), len(chosen)
+    for at in chosen:
+        for mode in MODES:
+            root = _copy(seeded, work / f"{mode}-{at}")
+            fail = faults.FailAt(at, mode)
+            with faults.injecting(fail):
+                try:
+                    command.run(settings_for(root))
+                except (faults.SimulatedCrash, ChurnError, OSError):
+                    pass
+            assert fail.fired is not None, (command.name, mode, at)
+            where = (command.name, mode, at, fail.fired[0], str(fail.fired[1].relative_to(root)))
+            counts.injections += 1
+            seen = command.state(root)
+            for name in seen:  # (a): each area old or new, never a mix
+                assert seen[name] in (old[name], new[name]), (*where, name)
+            explain(root)  # (c)
+            rerun = command.run(settings_for(root))  # (b)
+            assert rerun.exit_code in command.ok_exits, (*where, rerun.message)
+            assert command.state(root) == new, where
+            if command.after_rerun is not None:
+                command.after_rerun(root)
+            explain(root)
+            assert not temps(root), (*where, temps(root))  # (d)
+            counts.consistent += 1
+            shutil.rmtree(root)
+    counts.seconds = time.perf_counter() - t0
+    print(counts.line())
+    return counts
