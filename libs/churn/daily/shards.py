@@ -46,7 +46,7 @@ from churn.errors import DataError
 from churn.raw.contract import EVENT_TYPES
 from churn.sampling.users import shard_of
 from churn.storage.daytables import day_file
-from churn.storage.files import atomic_path, atomic_write_json, read_json
+from churn.storage.files import DurableRenames, atomic_path, atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -305,20 +305,20 @@ def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Pat
     for name in TABLES:
         files = [pq.ParquetFile(table_file(shard_dir(paths, (i, shards)), name)) for i in range(shards)]
         total = 0
-        for day in days_of[name]:
-            parts = [f.read_row_group(m["row_groups"][name][day]) for f, m in zip(files, markers)
-                     if day in m["row_groups"][name]]
-            target = day_file(areas[name], dt.date.fromisoformat(day))
-            if not parts:
-                target.unlink(missing_ok=True)
-                continue
-            table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-            # each shard's rows are in user order: a stable sort restores the global order
-            table = table.take(pa.array(np.argsort(table.column("user_id").to_numpy(), kind="stable")))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp:
-                pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary_columns(table.schema))
-            total += table.num_rows
+        with DurableRenames() as group:  # the day files fsynced in one pass, then renamed
+            for day in days_of[name]:
+                parts = [f.read_row_group(m["row_groups"][name][day]) for f, m in zip(files, markers)
+                         if day in m["row_groups"][name]]
+                target = day_file(areas[name], dt.date.fromisoformat(day))
+                if not parts:
+                    target.unlink(missing_ok=True)
+                    continue
+                table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+                # each shard's rows are in user order: a stable sort restores the global order
+                table = table.take(pa.array(np.argsort(table.column("user_id").to_numpy(), kind="stable")))
+                pq.write_table(table, group.path(target), compression="zstd",
+                               use_dictionary=dictionary_columns(table.schema))
+                total += table.num_rows
         rows[name] = total
     return rows
 

@@ -6,7 +6,8 @@ of the whole table, and readers select days by file name without opening the oth
 folder keeps the name the single file had (`features/features.parquet/`), like the datasets
 Spark and pyarrow write, and every reader of `churn.storage.tables` accepts it.
 
-Each day file is written atomically; a day with no rows has no file.
+Each day file is written atomically (`files.DurableRenames`: the day files of one write
+are fsynced in one pass, renamed, and their folder fsynced once); a day with no rows has no file.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from churn.storage.files import DataError
-from churn.storage.tables import atomic_write_parquet
+from churn.storage.files import DataError, DurableRenames
+from churn.storage.tables import write_parquet
 
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
@@ -64,11 +65,14 @@ def write_days(frame: pd.DataFrame, folder: Path, column: str = "as_of_date",
     bounds = list(starts[1:]) + [len(order)]
     written: list[Path] = []
     wanted = None if days is None else {np.datetime64(d, "D") for d in days}
-    for day, lo, hi in zip(present, starts, bounds):
-        if wanted is not None and day not in wanted:
-            continue
-        part = frame.iloc[order[lo:hi]].reset_index(drop=True)
-        written.append(atomic_write_parquet(part, day_file(folder, day.astype(object))))
+    with DurableRenames() as group:
+        for day, lo, hi in zip(present, starts, bounds):
+            if wanted is not None and day not in wanted:
+                continue
+            part = frame.iloc[order[lo:hi]].reset_index(drop=True)
+            target = day_file(folder, day.astype(object))
+            write_parquet(part, group.path(target))
+            written.append(target)
     if wanted is not None:
         for day in wanted - set(present):
             day_file(folder, day.astype(object)).unlink(missing_ok=True)

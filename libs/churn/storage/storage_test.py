@@ -233,3 +233,87 @@ def test_a_full_disk_while_recording_the_holder_does_not_leak_the_lock(tmp_path:
             pass
     with FileLock(path, timeout=0.5):  # free again
         pass
+
+
+def _day_tables(folder: Path, days: int = 5) -> list[Path]:
+    return [folder / f"2025-01-0{d + 1}.txt" for d in range(days)]
+
+
+def test_durable_renames_fsync_every_temp_before_the_first_rename_and_each_folder_once(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    """The order that keeps each file atomic and durable: all temps written and fsynced, then
+    renamed, then one fsync per folder (2 per file before: the file and its folder)."""
+    import os
+
+    from churn.storage.faults import injecting
+    from churn.storage.files import DurableRenames
+
+    targets = _day_tables(tmp_path / "a", 4) + _day_tables(tmp_path / "b", 3)
+    for t in targets:
+        atomic_write_text(t, "old")
+    events: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        events.append(("fsync-dir" if path.is_dir() else "fsync", path.name if not path.is_dir() else str(path)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with injecting(lambda op, path: events.append((op, path.name))):
+        with DurableRenames(max_open=100) as group:
+            for t in targets:
+                group.path(t).write_text(f"new {t.name}")
+    kinds = [k for k, _ in events]
+    assert kinds.count("write") == kinds.count("fsync") == kinds.count("rename") == len(targets)
+    last_fsync, first_rename = max(i for i, k in enumerate(kinds) if k == "fsync"), kinds.index("rename")
+    assert max(i for i, k in enumerate(kinds) if k == "write") < first_rename and last_fsync < first_rename
+    assert sorted(p for k, p in events if k == "fsync-dir") == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert min(i for i, k in enumerate(kinds) if k == "fsync-dir") > max(i for i, k in enumerate(kinds) if k == "rename")
+    assert all(t.read_text() == f"new {t.name}" for t in targets)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(t.name for t in targets[:4])
+    with DurableRenames(max_open=2) as group:  # more files than temps held open: groups of 2
+        for t in targets:
+            group.path(t).write_text("third")
+    assert all(t.read_text() == "third" for t in targets) and group.renamed == targets
+
+
+def test_durable_renames_a_full_disk_replaces_nothing_and_a_crash_leaves_old_or_new(tmp_path: Path) -> None:
+    from churn.storage.faults import FailAt, SimulatedCrash, injecting
+    from churn.storage.files import DurableRenames, StorageFullError, sweep_dead_temps
+
+    targets = _day_tables(tmp_path)
+    for t in targets:
+        atomic_write_text(t, "old")
+    calls: list[str] = []
+
+    def full_at_third_write(op: str, path: Path) -> None:
+        calls.append(op)
+        if calls.count("write") == 3 and op == "write":
+            raise OSError(28, "No space left on device", str(path))
+
+    with injecting(full_at_third_write), pytest.raises(StorageFullError, match=f"{targets[2]}: no space left"):
+        with DurableRenames() as group:
+            for t in targets:
+                group.path(t).write_text("new")
+    assert [t.read_text() for t in targets] == ["old"] * 5, "nothing replaced before every file was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets), "no temp left"
+
+    with pytest.raises(StorageFullError, match=f"{targets[1]}: no space left"):
+        with DurableRenames() as group:
+            for i, t in enumerate(targets):
+                tmp = group.path(t)
+                if i == 1:
+                    raise OSError(28, "No space left on device")
+                tmp.write_text("new")
+    assert [t.read_text() for t in targets] == ["old"] * 5 and len(list(tmp_path.iterdir())) == 5
+
+    crash = FailAt(len(targets) + 2, "crash")  # 5 writes, then the second rename: a kill -9 there
+    with injecting(crash), pytest.raises(SimulatedCrash):
+        with DurableRenames() as group:
+            for t in targets:
+                group.path(t).write_text("new")
+    assert crash.fired == ("rename", targets[1])
+    assert [t.read_text() for t in targets] == ["new"] + ["old"] * 4, "each file complete, old or new"
+    assert len(sweep_dead_temps(tmp_path)) == 4, "the dead run's temps are swept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets)

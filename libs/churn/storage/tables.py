@@ -14,10 +14,15 @@ import pandas as pd
 from churn.storage.files import DataError, atomic_path
 
 
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """A pandas DataFrame as Parquet (pyarrow, zstd, no index) at `path` (a temp of a caller)."""
+    df.to_parquet(path, engine="pyarrow", compression="zstd", index=False)
+
+
 def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     """Write a pandas DataFrame as Parquet (pyarrow, zstd, no index) atomically."""
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, engine="pyarrow", compression="zstd", index=False)
+        write_parquet(df, tmp)
     return Path(path)
 
 
