@@ -247,14 +247,40 @@ def _duplicated(series: pd.Series) -> np.ndarray:
     return series.duplicated(keep=False).to_numpy()
 
 
-def _lookup(ids: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Row of each id in `known` (-1 = not there), by binary search: 24M events in a second."""
-    if len(known) == 0:
-        return np.full(len(ids), -1, dtype=np.int64)
-    order = np.argsort(known, kind="stable")
-    pos = np.clip(np.searchsorted(known[order], ids), 0, len(known) - 1)
-    row = order[pos]
-    return np.where(known[row] == ids, row, -1)
+@dataclass(frozen=True)
+class KnownUsers:
+    """The users events may belong to, indexed once: their ids sorted for binary search,
+    whether they are unique, and their signup times.
+
+    Why once: `validate` checks every raw part file against the same users table; sorting
+    and hashing its ids and converting its signup dates again for each part cost O(users)
+    per part, so O(users x parts), quadratic in the users (12,000 parts at 1,000,000 users).
+    `ok`: the usable columns (`user_id`, `signup_date`) the rules may rely on.
+    """
+
+    frame: pd.DataFrame
+    ok: frozenset[str]
+    sorted_ids: np.ndarray
+    order: np.ndarray
+    unique: bool
+    signup: np.ndarray | None
+
+    @classmethod
+    def of(cls, users: pd.DataFrame, ok: set[str] | frozenset[str] | None = None) -> "KnownUsers":
+        usable = frozenset({"user_id", "signup_date"} & set(users.columns) if ok is None else ok)
+        ids = users["user_id"].to_numpy() if "user_id" in usable else np.zeros(0, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        unique = bool(users["user_id"].is_unique) if "user_id" in usable else False
+        signup = (users["signup_date"].to_numpy().astype("datetime64[us]")
+                  if {"user_id", "signup_date"} <= usable and unique else None)
+        return cls(users, usable, ids[order], order, unique, signup)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each id in `frame` (-1 = not there), by binary search."""
+        if len(self.sorted_ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.sorted_ids, ids), 0, len(self.sorted_ids) - 1)
+        return np.where(self.sorted_ids[pos] == ids, self.order[pos], -1)
 
 
 def _vocabularies(report: ValidationReport, table: str, df: pd.DataFrame, ok: set[str]) -> None:
@@ -286,9 +312,8 @@ def _check_users(chk: Checker, users: pd.DataFrame, exp: Expectations, skip: set
     return ok
 
 
-def _check_events(chk: Checker, events: pd.DataFrame, known: pd.DataFrame, known_ok: set[str],
-                  exp: Expectations, skip: set[str]) -> None:
-    """`known`: the users events may belong to (with signup_date when `known_ok` has it)."""
+def _check_events(chk: Checker, events: pd.DataFrame, known: KnownUsers, exp: Expectations, skip: set[str]) -> None:
+    """`known`: the users events may belong to (with signup_date when `known.ok` has it)."""
     ok = _check_schema(chk, "events", events, EVENTS, skip)
     e = events
     if "event_id" in ok:
@@ -296,8 +321,9 @@ def _check_events(chk: Checker, events: pd.DataFrame, known: pd.DataFrame, known
                  "duplicate event ids with different contents")
         chk.mask("events.event_id.positive", "events", "event_id", e, e["event_id"].to_numpy() <= 0,
                  "event ids must be > 0")
-    if "user_id" in ok and "user_id" in known_ok:
-        orphan = _lookup(e["user_id"].to_numpy(), known["user_id"].to_numpy()) < 0
+    row = known.rows(e["user_id"].to_numpy()) if "user_id" in ok and "user_id" in known.ok else None
+    if row is not None:
+        orphan = row < 0
         chk.mask("events.user_id.known_user", "events", "user_id", e, orphan,
                  "events of unknown users (not in the users table)", ["event_id", "user_id"])
     if "event_type" in ok:
@@ -315,9 +341,8 @@ def _check_events(chk: Checker, events: pd.DataFrame, known: pd.DataFrame, known
                  ["event_id", "event_time"])
         chk.mask("events.event_time.not_in_future", "events", "event_time", e, (t > exp.now).to_numpy(),
                  f"event_time after now ({exp.now.isoformat(timespec='seconds')} UTC)", ["event_id", "event_time"])
-        if "user_id" in ok and {"user_id", "signup_date"} <= known_ok and known["user_id"].is_unique:
-            row = _lookup(e["user_id"].to_numpy(), known["user_id"].to_numpy())
-            signup = known["signup_date"].to_numpy().astype("datetime64[us]")
+        if row is not None and known.signup is not None:
+            signup = known.signup
             early = (row >= 0) & (t.to_numpy() < signup[np.maximum(row, 0)]) if len(signup) else np.zeros(len(e), bool)
             chk.mask("events.event_time.after_signup", "events", "event_time", e, early,
                      "event before the user's signup date", ["event_id", "user_id", "event_time"])
@@ -350,11 +375,12 @@ def _check_values(chk: Checker, e: pd.DataFrame, ok: set[str]) -> None:
 
 
 def validate_frames(users: pd.DataFrame | None, events: pd.DataFrame | None, expectations: Expectations,
-                    known_users: pd.DataFrame | None = None, report: ValidationReport | None = None,
+                    known_users: pd.DataFrame | KnownUsers | None = None, report: ValidationReport | None = None,
                     skip: Mapping[str, set[str]] | None = None) -> ValidationReport:
     """Run every rule on in-memory tables; never raises on bad data (it reports it).
 
-    `known_users` (default `users`): the users the events may belong to; ingest passes the
+    `known_users` (default `users`): the users the events may belong to (`KnownUsers`: indexed
+    once for many calls, as `run_validate` does for its part files); ingest passes the
     stored users upserted with the batch's, so an events-only batch is checked too. A table
     that is None is not part of the batch (ingest of one table). `report` may already hold
     violations (ingest's parse rules), and `skip` names their columns per table.
@@ -366,12 +392,14 @@ def validate_frames(users: pd.DataFrame | None, events: pd.DataFrame | None, exp
     report.events = len(events) if events is not None else 0
     chk = Checker(report)
     users_ok = _check_users(chk, users, expectations, skip.get("users", set())) if users is not None else set()
-    if known_users is None:
-        known, known_ok = (users if users is not None else pd.DataFrame()), users_ok
-    else:
-        known, known_ok = known_users, {"user_id", "signup_date"} & set(known_users.columns)
     if events is not None:
-        _check_events(chk, events, known, known_ok, expectations, skip.get("events", set()))
+        if isinstance(known_users, KnownUsers):
+            known = known_users
+        elif known_users is None:
+            known = KnownUsers.of(users if users is not None else pd.DataFrame(), users_ok & {"user_id", "signup_date"})
+        else:
+            known = KnownUsers.of(known_users)
+        _check_events(chk, events, known, expectations, skip.get("events", set()))
     report.ok = not report.violations
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
@@ -395,18 +423,19 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     report = validate_frames(users, None, exp)
     report.violations = _with_shards(report.violations, users, shards)
     parts = [p for files in raw_day_files(paths).values() for p in files]
+    known = KnownUsers.of(users)
     with IdBuckets(paths.root / "shards" / "validate", shards) as buckets:
         for i, part in enumerate(parts):
             sub = ValidationReport(files={"events": str(part)})
             frame = _read_part(part)
-            validate_frames(None, frame, exp, known_users=users, report=sub)
+            validate_frames(None, frame, exp, known_users=known, report=sub)
             sub.violations = _with_shards(sub.violations, frame, shards)
             buckets.add(i, _ids_of(frame))
             del frame
             _merge(report, sub)
         if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
             sub = ValidationReport()
-            validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=users, report=sub)
+            validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=known, report=sub)
             _merge(report, sub)
         if parts and not any(v.rule == "events.event_id.unique" for v in report.violations):
             _ids_unique_across(Checker(report), parts, buckets.duplicates(), shards)

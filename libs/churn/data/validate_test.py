@@ -309,3 +309,23 @@ def test_id_buckets_equal_one_sort_of_all_ids(tmp_path: Path, monkeypatch: pytes
         assert got.ids.tolist() == want.tolist() and len(want) >= 6
         assert got.parts == [i for i, ids in enumerate(parts) if np.isin(ids, want).any()]
         assert not (tmp_path / "scratch").exists()
+
+
+def test_the_users_are_indexed_once_for_every_part_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sorting the users' ids for every part was O(users x parts): quadratic in the users."""
+    from churn.data import validate
+    from churn.raw.store import day_files
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    built = []
+    real = validate.KnownUsers.of.__func__
+
+    def counting(cls, *args, **kwargs):
+        built.append(1)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(validate.KnownUsers, "of", classmethod(counting))
+    assert run_validate(SETTINGS, paths).ok
+    assert len(built) == 1 and sum(len(f) for f in day_files(paths).values()) > 20
