@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json
+from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json, remove_path
 from churn.storage.filelock import FileLock
 from churn.storage.paths import DataPaths
 
@@ -390,12 +390,12 @@ def _delete_unlisted(paths: DataPaths, manifest: Manifest) -> None:
         root = paths.raw / sub
         if not root.is_dir():
             continue
-        for f in root.rglob("*"):
+        for f in list(root.rglob("*")):
             if f.is_file() and f not in keep:
-                f.unlink(missing_ok=True)
+                remove_path(f)  # a fault-injection point: a killed writer removes nothing
         for d in sorted((d for d in root.rglob("*") if d.is_dir()), reverse=True):
             if not any(d.iterdir()):
-                d.rmdir()
+                remove_path(d)
 
 
 def write_batch(paths: DataPaths, kind: str, users: pd.DataFrame | None,

@@ -1,0 +1,61 @@
+"""Fault injection into `generate`: raw users and events become visible together.
+
+The raw store commits a batch by replacing `raw/manifest.json` last (`churn.raw.store`): a
+reader that goes through it (every step does) sees the users and the event parts of one
+batch. Before the store, a kill left new events beside the old users, and validation passed
+them. The run under test generates another world (seed 7, 60 users, 20 days) over the
+seeded root, so the state it publishes differs in every file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from churn.config.settings import Settings
+from churn.pipeline.steps import StepResult, step_generate
+from churn.raw.store import raw_files, read_manifest
+from churn.storage.files import read_verified
+from churn.storage.paths import DataPaths
+
+from tests.consistency import faultsuite
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return faultsuite.seed(tmp_path_factory.mktemp("seeded") / "root")
+
+
+def _generate_another_world(settings: Settings) -> StepResult:
+    return step_generate(dataclasses.replace(
+        settings, generator=dataclasses.replace(settings.generator, seed=7, n_users=60, days=20)))
+
+
+def raw_state(root: Path) -> dict[str, Any]:
+    """What a reader of the raw store sees: the users table and each day's events, by content
+    (batch numbers in file names differ between a clean run and a crashed one plus a rerun)."""
+    paths = DataPaths.from_root(root)
+    m = read_manifest(paths)
+    users = hashlib.sha256(read_verified(paths.raw / m.users)).hexdigest() if m.users else None
+    days = sorted((p.date, p.rows, hashlib.sha256(read_verified(paths.raw / p.path)).hexdigest()) for p in m.parts)
+    return {"users": users, "users_rows": m.users_rows, "events": days}
+
+
+def no_unlisted_raw_file(root: Path) -> None:
+    """A crashed batch's part files are removed by the next writer."""
+    paths = DataPaths.from_root(root)
+    listed = set(raw_files(paths))
+    stray = [f for sub in ("users", "events") for f in (paths.raw / sub).rglob("*") if f.is_file() and f not in listed]
+    assert not stray, stray
+
+
+def test_generate_shows_the_old_or_the_new_raw_data_after_a_fault_at_each_point(seeded: Path, tmp_path: Path) -> None:
+    command = faultsuite.Command("generate", _generate_another_world, readers={"raw": raw_state},
+                                 after_rerun=no_unlisted_raw_file)
+    counts = faultsuite.run_suite(command, seeded, tmp_path)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points >= 20  # a rename per day file, the users file, the manifest
