@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from churn.pipeline.testing import TINY_YAML
+from churn.storage import generations
 
 from cli_testing import MAIN, Cli
 
@@ -245,7 +246,12 @@ def test_merge_refuses_missing_or_mismatched_shards_and_writes_nothing(cli):
     cli.ok("batch-score", "--shard", "1/3")
     cli.ok("batch-score", "--shard", "2/3")
     summary_path = folder / "summary.shard-002-of-003.json"
-    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "model_version": "other"}))
+    other = json.dumps({**json.loads(summary_path.read_text()), "model_version": "other"})
+    summary_path.write_text(other)  # rewritten in place: the merge's verified read refuses it
+    result = cli("merge-shards", "3")
+    assert result.returncode == 1 and "changed since it was published" in result.stderr, result.stderr
+    with generations.publish(cli.root, f"predictions/{folder.name}", carry=True) as out:
+        (out / summary_path.name).write_text(other)  # published: the run check refuses it
     before = _snapshot(folder)
     result = cli("merge-shards", "3")
     assert result.returncode == 1 and "shard 2/3" in result.stderr and "'other'" in result.stderr, result.stderr

@@ -58,9 +58,13 @@ def settings_for(root: Path) -> Settings:
     return tiny_settings(root, users=USERS, days=DAYS)
 
 
-def _normalized(name: str, data: bytes) -> str:
-    """sha256 of a file's content, without the fields that change between two clean runs."""
+def _normalized(name: str, data: bytes, roots: tuple[Path, ...]) -> str:
+    """sha256 of a file's content, without what differs between two clean runs on two copies
+    of one root (timing fields; the root's path in recorded output paths: the copy's own, or
+    the seeded root's in files copied from it)."""
     if name.endswith(".json"):
+        for root in roots:
+            data = data.replace(str(root).encode(), b"<root>")
         def strip(value: Any) -> Any:
             if isinstance(value, dict):
                 return {k: strip(v) for k, v in value.items() if k not in VOLATILE}
@@ -71,13 +75,14 @@ def _normalized(name: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def view(root: Path, area: str) -> dict[str, str]:
+def view(root: Path, area: str, seeded: Path | None = None) -> dict[str, str]:
     """What a reader of `area` sees: {file: normalized sha256} of the generation current now,
     each file read once through `read_verified` (so a torn or rewritten file fails here)."""
     gen = generations.current(root, area)
     if gen is None:
         return {}
-    return {p.relative_to(gen).as_posix(): _normalized(p.name, read_verified(p))
+    roots = (root,) if seeded is None else (root, seeded)
+    return {p.relative_to(gen).as_posix(): _normalized(p.name, read_verified(p), roots)
             for p in sorted(gen.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
 
 
@@ -108,9 +113,9 @@ class Command:
     readers: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
     after_rerun: Callable[[Path], None] | None = None
 
-    def state(self, root: Path) -> dict[str, Any]:
-        """Everything a reader sees, by area or reader name."""
-        out: dict[str, Any] = {area: view(root, area) for area in self.areas}
+    def state(self, root: Path, seeded: Path | None = None) -> dict[str, Any]:
+        """Everything a reader sees, by area or reader name (`seeded`: the root it was copied from)."""
+        out: dict[str, Any] = {area: view(root, area, seeded) for area in self.areas}
         out.update({name: read(root) for name, read in self.readers.items()})
         return out
 
@@ -148,7 +153,7 @@ def run_suite(command: Command, seeded: Path, work: Path, sample: int = 40, rng_
     with faults.injecting(recorder):
         result = command.run(settings_for(clean))
     assert result.exit_code in command.ok_exits, (command.name, result.message)
-    new = command.state(clean)
+    new = command.state(clean, seeded)
     for name in new:  # else (a) could not tell a torn state from the old one
         assert new[name] and new[name] != old[name], f"{command.name}: the clean run changed nothing in {name}"
     shutil.rmtree(clean)
@@ -173,13 +178,13 @@ def run_suite(command: Command, seeded: Path, work: Path, sample: int = 40, rng_
             assert fail.fired is not None, (command.name, mode, at)
             where = (command.name, mode, at, fail.fired[0], str(fail.fired[1].relative_to(root)))
             counts.injections += 1
-            seen = command.state(root)
+            seen = command.state(root, seeded)
             for name in seen:  # (a): each area old or new, never a mix
                 assert seen[name] in (old[name], new[name]), (*where, name)
             explain(root)  # (c)
             rerun = command.run(settings_for(root))  # (b)
             assert rerun.exit_code in command.ok_exits, (*where, rerun.message)
-            assert command.state(root) == new, where
+            assert command.state(root, seeded) == new, where
             if command.after_rerun is not None:
                 command.after_rerun(root)
             explain(root)

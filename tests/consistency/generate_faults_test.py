@@ -46,11 +46,26 @@ def raw_state(root: Path) -> dict[str, Any]:
 
 
 def no_unlisted_raw_file(root: Path) -> None:
-    """A crashed batch's part files are removed by the next writer."""
+    """A crashed batch's part files are removed by the next writer; what is left beside the
+    listed files is only what the manifest keeps for readers in flight (the state before)."""
     paths = DataPaths.from_root(root)
-    listed = set(raw_files(paths))
-    stray = [f for sub in ("users", "events") for f in (paths.raw / sub).rglob("*") if f.is_file() and f not in listed]
+    allowed = set(raw_files(paths)) | {paths.raw / f for f in read_manifest(paths).kept}
+    stray = [f for sub in ("users", "events") for f in (paths.raw / sub).rglob("*") if f.is_file() and f not in allowed]
     assert not stray, stray
+
+
+def test_a_reader_in_flight_keeps_the_files_of_the_state_it_read(seeded: Path, tmp_path: Path) -> None:
+    """It read the manifest just before a generate switched it: its files are still there."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(seeded, root, symlinks=True)
+    paths = DataPaths.from_root(root)
+    before = raw_files(paths)
+    _generate_another_world(faultsuite.settings_for(root))
+    assert all(f.is_file() for f in before)  # kept for the reader that listed them
+    _generate_another_world(faultsuite.settings_for(root))
+    assert not any(f.is_file() for f in before)  # removed by the next batch's commit
 
 
 def test_generate_shows_the_old_or_the_new_raw_data_after_a_fault_at_each_point(seeded: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from churn.storage.daytables import day_files, read_days
-from churn.storage.files import DataError, require_file
+from churn.storage.files import DataError, dataset_digest, file_digest, require_file
 
 
 def feature_dates(path: Path) -> list[dt.date]:
@@ -33,6 +33,21 @@ def feature_dates(path: Path) -> list[dt.date]:
     column = pq.read_table(path, columns=["as_of_date"]).column("as_of_date")
     unique = pa.compute.unique(column).to_numpy(zero_copy_only=False)
     return sorted(d.astype(object) for d in np.unique(np.asarray(unique).astype("datetime64[D]")))
+
+
+def features_digest(path: Path, spans: Sequence[tuple[dt.date, dt.date]] | None = None) -> str:
+    """sha256 of the features a step read, for its outputs' MANIFEST (`inputs`).
+
+    One file: its digest. A day-partitioned folder: one digest over the day files in `spans`
+    (inclusive (first, last) ranges; None = every day), so a step reading a few days of a long
+    history hashes those days, not the whole folder.
+    """
+    require_file(path, "features")
+    if not Path(path).is_dir():
+        return file_digest(path)
+    files = [f for day, f in day_files(path).items()
+             if spans is None or any(lo <= day <= hi for lo, hi in spans)]
+    return dataset_digest(files)
 
 
 def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:

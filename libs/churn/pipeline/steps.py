@@ -376,16 +376,9 @@ def step_score_distribution(settings: Settings, as_of: dt.date | None = None) ->
     return _timed("score-distribution", body, paths.root)
 
 
-def features_digest(paths: DataPaths) -> str:
-    """sha256 of the features (one file, or the day files of a day-partitioned folder)."""
-    from churn.storage.files import dataset_digest, file_digest
-
-    f = paths.features_file
-    return dataset_digest(sorted(f.rglob("*.parquet"))) if f.is_dir() else file_digest(f)
-
-
 def step_drift_check(settings: Settings) -> StepResult:
     """Drift between the production model's training window and the recent window; exit 2 on FAIL."""
+    from churn.features.rows import features_digest
     from churn.monitoring.drift import FAIL, drift_check
     from churn.monitoring.report import publish_report
     from churn.scoring.batch import load_production
@@ -395,8 +388,10 @@ def step_drift_check(settings: Settings) -> StepResult:
     def body() -> StepResult:
         require_file(paths.features_file, "features")
         loaded = load_production(registry_for(paths))
-        inputs = {"features": features_digest(paths), "model_version": str(loaded.version)}
         report = drift_check(paths.features_file, loaded.card, settings.monitoring, settings.churn.window_days)
+        spans = [(dt.date.fromisoformat(w[0]), dt.date.fromisoformat(w[1]))
+                 for w in (report.training_window, report.recent_window)]
+        inputs = {"features": features_digest(paths.features_file, spans), "model_version": str(loaded.version)}
         json_path, html_path = publish_report(report, paths, inputs)
         drifted = ", ".join(f"{f.name} ({f.status}, PSI {f.psi:.3f})" for f in report.drifted()) or "none"
         message = (f"drift {report.status}: training window {report.training_window} ({report.baseline_n} users) "

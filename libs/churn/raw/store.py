@@ -11,6 +11,8 @@ rewrite of history, and a step that needs only some days (the daily update) read
 their partitions. Why a manifest: a batch touches many files; readers only ever see the
 files the manifest lists, and the manifest is replaced atomically last, so a batch becomes
 visible whole or not at all (a crash leaves unlisted files, which the next writer deletes).
+The files a batch stops listing stay until the next batch commits (`Manifest.kept`): a reader
+that read the previous manifest just before the switch still finds them.
 Why a new users file per batch: users and events of one batch switch together.
 
 Every step reads through `read_users` / `read_events` (never a path), and `generate` and
@@ -94,6 +96,9 @@ class Manifest:
     users_rows: int = 0
     parts: tuple[Part, ...] = ()
     batches: tuple[Batch, ...] = ()
+    # files of the state before this batch, left for readers in flight (they read the previous
+    # manifest just before the switch); the next batch's commit removes them
+    kept: tuple[str, ...] = ()
 
     @property
     def dates(self) -> list[dt.date]:
@@ -112,7 +117,8 @@ class Manifest:
             raise DataError(f"raw manifest format {d.get('format')!r} is not {FORMAT}")
         return cls(int(d["batch"]), d.get("users"), int(d.get("users_rows", 0)),
                    tuple(Part(**p) for p in d.get("parts", ())),
-                   tuple(Batch(**{**b, "dates": tuple(b.get("dates", ()))}) for b in d.get("batches", ())))
+                   tuple(Batch(**{**b, "dates": tuple(b.get("dates", ()))}) for b in d.get("batches", ())),
+                   tuple(d.get("kept", ())))
 
 
 def manifest_path(paths: DataPaths) -> Path:
@@ -375,17 +381,25 @@ class BatchWriter:
                       users_rows if self._users else 0, sum(p.rows for p in self._parts),
                       tuple(sorted({p.date for p in self._parts})), detail or {})
         manifest = Manifest(self.batch, users, users_rows, parts, base.batches + (batch,))
+        listed = set(_listed(manifest))
+        manifest = dataclasses.replace(manifest, kept=tuple(f for f in _listed(base) if f not in listed))
         atomic_write_json(manifest_path(self.paths), manifest.to_dict())
         self._base = manifest
-        _delete_unlisted(self.paths, manifest)
+        _delete_unlisted(self.paths, manifest)  # the files kept by the batch before go now
         log.info("raw batch %d (%s): %d events in %d days, users %s", batch.batch, self.kind,
                  batch.events_added, len(batch.dates), users_rows if self._users else "unchanged")
         return batch
 
 
+def _listed(manifest: Manifest) -> list[str]:
+    """The files a manifest commits (relative to raw/)."""
+    return ([manifest.users] if manifest.users else []) + [p.path for p in manifest.parts]
+
+
 def _delete_unlisted(paths: DataPaths, manifest: Manifest) -> None:
-    """Remove files under raw/users and raw/events that the manifest does not list."""
-    keep = {paths.raw / f for f in ([manifest.users] if manifest.users else []) + [p.path for p in manifest.parts]}
+    """Remove files under raw/users and raw/events that the manifest neither lists nor keeps
+    (a crashed batch's files; the state before the previous batch)."""
+    keep = {paths.raw / f for f in _listed(manifest) + list(manifest.kept)}
     for sub in ("users", "events"):
         root = paths.raw / sub
         if not root.is_dir():

@@ -74,7 +74,13 @@ def test_replace_drops_everything_earlier(tmp_path: Path) -> None:
     write_batch(paths, "ingest", USERS, [_events(1, ["2024-03-01"])])
     write_batch(paths, "generate", USERS, [_events(50, ["2025-01-01"])], replace=True)
     assert read_events(paths)["event_id"].tolist() == [50, 51, 52]
-    assert sorted(p.name for p in paths.raw.rglob("*.parquet")) == ["part-000002-0000.parquet", "users-000002.parquet"]
+    # the replaced batch's files stay for a reader that read the previous manifest, until the next commit
+    assert sorted(read_manifest(paths).kept) == ["events/date=2024-03-01/part-000001-0000.parquet",
+                                                 "users/users-000001.parquet"]
+    assert len(list(paths.raw.rglob("*.parquet"))) == 4
+    write_batch(paths, "ingest", None, [_events(60, ["2025-01-02"])])
+    assert sorted(p.name for p in paths.raw.rglob("*.parquet")) == [
+        "part-000002-0000.parquet", "part-000003-0000.parquet", "users-000002.parquet"]
 
 
 def test_a_failing_batch_changes_nothing(tmp_path: Path) -> None:

@@ -16,12 +16,13 @@ rows, `feature_batches`); only the scored users' (user_id, as_of_date, risk) are
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -30,11 +31,12 @@ from churn.compiled.check_rows import edge_rows, valid_rows
 from churn.compiled.scorer import Scorer, compile_scorer
 from churn.errors import DataError
 from churn.features.matrix import frame_matrix
-from churn.features.rows import eligible_mask, feature_batches, feature_dates
+from churn.features.rows import eligible_mask, feature_batches, feature_dates, features_digest
 from churn.features.schema import feature_specs, schema_from_json
 from churn.registry.registry import LoadedModel, ModelRegistry, RegistryError
 from churn.sampling.users import shard_of
-from churn.storage.files import atomic_path, atomic_write_json
+from churn.storage.files import atomic_path, atomic_write_json, is_temp_name
+from churn.storage.generations import current, publish
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
@@ -156,12 +158,14 @@ def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, 
     ranked = rank_scores(scores, loaded.version)
     out_dir = scores_dir(paths, day)
     suffix = shard_suffix(shard)
-    scores_path, top_k_path = write_outputs(ranked, out_dir, suffix, top_k)
-    result = ScoreResult(day.isoformat(), loaded.version, scorer.kind, len(ranked), eligible, candidates,
-                         None if shard is None else f"{shard[0]}/{shard[1]}", str(scores_path),
-                         str(top_k_path), str(out_dir / f"summary{suffix}.json"),
-                         round(time.perf_counter() - start, 3))
-    write_summary(result, ranked)
+    inputs = {"features": features_digest(paths.features_file, [(day, day)]), "model_version": loaded.version}
+    with publish_day(paths, day, inputs) as tmp:
+        scores_path, top_k_path = write_outputs(ranked, tmp, suffix, top_k)
+        result = ScoreResult(day.isoformat(), loaded.version, scorer.kind, len(ranked), eligible, candidates,
+                             None if shard is None else f"{shard[0]}/{shard[1]}", str(out_dir / scores_path.name),
+                             str(out_dir / top_k_path.name), str(out_dir / f"summary{suffix}.json"),
+                             round(time.perf_counter() - start, 3))
+        write_summary(result, ranked, tmp)
     log.info("batch-score %s: %d of %d users scored with %s (%s path) in %.2fs -> %s", day, len(ranked),
              candidates, loaded.version, scorer.kind, result.seconds, out_dir)
     return result
@@ -180,11 +184,28 @@ def write_outputs(ranked: pd.DataFrame, out_dir: Path, suffix: str, top_k: int) 
     return scores_path, top_k_path
 
 
-def write_summary(result: ScoreResult, ranked: pd.DataFrame, **extra: Any) -> Path:
-    """The run's summary JSON (result, risk figures, `extra`), atomically; last, so its presence
-    means the scores and top-K beside it are complete."""
-    return atomic_write_json(result.summary_path,
+def write_summary(result: ScoreResult, ranked: pd.DataFrame, directory: Path, **extra: Any) -> Path:
+    """The run's summary JSON (result, risk figures, `extra`) into `directory` (the generation
+    being published), last, so its presence means the scores and top-K beside it are complete."""
+    return atomic_write_json(directory / Path(result.summary_path).name,
                              {**result.to_dict(), **risk_summary(ranked["risk"].to_numpy()), **extra})
+
+
+def predictions_area(day: dt.date) -> str:
+    """The generation area of one as-of date's outputs: `predictions/<date>`."""
+    return f"predictions/{day.isoformat()}"
+
+
+@contextlib.contextmanager
+def publish_day(paths: DataPaths, day: dt.date, inputs: dict[str, str]) -> Iterator[Path]:
+    """A directory for outputs of `day`; scores, top-K and summary become visible together.
+
+    Why: written one by one in place, a kill between them left scores of the new model beside
+    the top-K and summary of the old one. Carried: the day's other files (the shards of an
+    Indexed Job, each publishing its own; the merge's full files beside them).
+    """
+    with publish(paths.root, predictions_area(day), inputs=inputs, carry=True) as out:
+        yield out
 
 
 def risk_summary(risk: np.ndarray) -> dict[str, Any]:
@@ -199,11 +220,11 @@ def risk_summary(risk: np.ndarray) -> dict[str, Any]:
 def read_scores(paths: DataPaths, as_of: dt.date | None = None) -> tuple[dt.date, pd.DataFrame]:
     """Scores of a date (default: the latest scored date): the full file, else the union of shards."""
     root = paths.predictions
-    days = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    days = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_temp_name(p.name)) if root.is_dir() else []
     if not days:
         raise DataError(f"{root}: no predictions (run `ml_jobs batch-score`)")
     name = as_of.isoformat() if as_of else days[-1]
-    folder = root / name
+    folder = current(paths.root, predictions_area(dt.date.fromisoformat(name))) or root / name  # bound once
     files = [folder / "scores.parquet"] if (folder / "scores.parquet").is_file() \
         else sorted(folder.glob("scores.shard-*.parquet"))
     if not files:

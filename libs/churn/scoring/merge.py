@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.scoring.batch import (ScoreResult, rank_scores, resolve_as_of, scores_dir, shard_suffix,
-                                 write_outputs, write_summary)
+from churn.scoring.batch import (ScoreResult, predictions_area, publish_day, rank_scores, resolve_as_of,
+                                 scores_dir, shard_suffix, write_outputs, write_summary)
 from churn.sampling.users import shard_of
-from churn.storage.files import DataError, read_json
+from churn.storage.files import DataError, file_digest, read_json
+from churn.storage.generations import current
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
 
@@ -59,12 +60,14 @@ def shard_files(out_dir: Path, index: int, total: int) -> tuple[Path, Path]:
     return out_dir / f"scores{suffix}.parquet", out_dir / f"summary{suffix}.json"
 
 
-def read_shards(out_dir: Path, total: int) -> list[Shard]:
-    """Every shard of `total`; a DataError naming ALL missing files, so one re-run fixes them all."""
+def read_shards(out_dir: Path, total: int, shown: Path | None = None) -> list[Shard]:
+    """Every shard of `total`; a DataError naming ALL missing files, so one re-run fixes them all.
+
+    `out_dir`: the day's generation the merge is bound to; `shown`: the folder to name."""
     files = [shard_files(out_dir, i, total) for i in range(total)]
     missing = [path.name for pair in files for path in pair if not path.is_file()]
     if missing:
-        raise DataError(f"{out_dir}: {len(missing)} shard file(s) missing, nothing merged (run "
+        raise DataError(f"{shown or out_dir}: {len(missing)} shard file(s) missing, nothing merged (run "
                         f"`ml_jobs batch-score --shard I/{total}` for each missing I): {', '.join(missing)}")
     return [Shard(i, total, read_parquet(scores), read_json(summary)) for i, (scores, summary) in enumerate(files)]
 
@@ -104,16 +107,19 @@ def merge_shards(paths: DataPaths, total: int, *, as_of: dt.date | None = None, 
     start = time.perf_counter()
     day = as_of or resolve_as_of(paths, None)
     out_dir = scores_dir(paths, day)
-    shards = read_shards(out_dir, total)
+    bound = current(paths.root, predictions_area(day)) or out_dir  # one generation for the whole merge
+    shards = read_shards(bound, total, shown=out_dir)
     run = check_run(shards, day)
     union = pd.concat([s.scores[["user_id", "as_of_date", "risk"]] for s in shards], ignore_index=True)
     ranked = rank_scores(union, run["model_version"])
-    scores_path, top_k_path = write_outputs(ranked, out_dir, "", top_k)
     scorer = ",".join(sorted({str(s.summary.get("scorer")) for s in shards}))
-    result = ScoreResult(run["as_of"], run["model_version"], scorer, len(ranked), run["eligible"],
-                         run["candidates"], None, str(scores_path), str(top_k_path),
-                         str(out_dir / "summary.json"), round(time.perf_counter() - start, 3))
-    write_summary(result, ranked, merged_shards=total)
+    inputs = {f"shard {i}/{total}": file_digest(shard_files(bound, i, total)[1]) for i in range(total)}
+    with publish_day(paths, day, {**inputs, "model_version": str(run["model_version"])}) as tmp:
+        write_outputs(ranked, tmp, "", top_k)
+        result = ScoreResult(run["as_of"], run["model_version"], scorer, len(ranked), run["eligible"],
+                             run["candidates"], None, str(out_dir / "scores.parquet"), str(out_dir / "top_k.csv"),
+                             str(out_dir / "summary.json"), round(time.perf_counter() - start, 3))
+        write_summary(result, ranked, tmp, merged_shards=total)
     log.info("merge-shards %s: %d shards, %d users ranked (%s) in %.2fs -> %s", day, total, len(ranked),
              run["model_version"], result.seconds, out_dir)
     return result

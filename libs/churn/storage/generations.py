@@ -76,7 +76,7 @@ def store_dir(root: str | Path, area: str) -> Path:
 
 def _lock(root: str | Path, area: str) -> FileLock:
     """One publisher of an area at a time switches the pointer and prunes."""
-    return FileLock(Path(root) / "locks" / f"generations-{area.replace('/', '-')}.lock", timeout=LOCK_TIMEOUT_S)
+    return FileLock(Path(root) / "locks" / f"generations-{area.split('/')[0]}.lock", timeout=LOCK_TIMEOUT_S)
 
 
 def _new_id() -> str:
