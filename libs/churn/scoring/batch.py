@@ -29,6 +29,7 @@ import pandas as pd
 
 from churn.compiled.check_rows import edge_rows, valid_rows
 from churn.compiled.scorer import Scorer, compile_scorer
+from churn.config.settings import ShardingSettings
 from churn.errors import DataError
 from churn.features.matrix import frame_matrix
 from churn.features.rows import eligible_mask, feature_batches, feature_dates, features_digest
@@ -131,7 +132,7 @@ def resolve_as_of(paths: DataPaths, as_of: dt.date | None) -> dt.date:
 
 def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, as_of: dt.date | None = None,
                 top_k: int = 100, shard: tuple[int, int] | None = None, threads: int = 1,
-                rows_at_once: int = 12_500) -> ScoreResult:
+                rows_at_once: int = ShardingSettings().shard_users) -> ScoreResult:
     """Score eligible users as of a date; write scores.parquet, top_k.csv and summary.json.
 
     The day's feature rows are read and scored `rows_at_once` (`sharding.shard_users`) at a
