@@ -154,15 +154,21 @@ class PortableExport:
     card_entry: dict[str, Any]
 
 
-def export_portable(model: Any, check_rows: np.ndarray, meta: dict[str, Any] | None = None) -> PortableExport:
+def export_portable(model: Any, check_rows: np.ndarray, meta: dict[str, Any] | None = None,
+                    expected: np.ndarray | None = None) -> PortableExport:
     """The portable scorer of `model`, checked equal to predict_proba on `check_rows` (the holdout).
 
     Equal means |diff| <= 1e-9 on every row scored all at once, and on the first
     SINGLE_ROW_EXPORT_CHECKS rows scored one by one (as the API scores single requests). NoPortableForm names the model type when no form reproduces it.
+    `expected`: predict_proba's P(churn) of `check_rows` when the caller has it already
+    (training has scored the holdout for its metrics; predict_proba again would repeat it).
     """
     if [int(c) for c in getattr(_final_step(model), "classes_", [])] != [0, 1]:
         raise NoPortableForm(f"{type(model).__name__}: classes must be [0, 1] for a portable scorer")
-    expected = sklearn_scorer(model)(check_rows)
+    if expected is None:
+        expected = sklearn_scorer(model)(check_rows)
+    elif np.shape(expected) != (len(check_rows),):
+        raise ValueError(f"expected: {np.shape(expected)} risks for {len(check_rows)} check rows")
     problems = []
     for kind, build in (("linear", linear_form), ("trees", forest_form)):
         try:

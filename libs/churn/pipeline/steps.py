@@ -289,7 +289,8 @@ def step_promote(settings: Settings, version: str | None = None, force: bool = F
             raise UsageError("--force needs --reason (forced promotions must say why)")
         registry = registry_for(paths)
         target = version or _best_of_last_run(paths)
-        gate = None if force else holdout_gate(settings.registry.metric, settings.registry.min_improvement)
+        gate = None if force else holdout_gate(settings.registry.metric, settings.registry.min_improvement,
+                                           settings.training.threads)
         result = registry.promote(target, reason=reason or "gated promotion", gate=gate)
         d = result.decision
         verdict = "PROMOTED" if result.promoted else "NOT PROMOTED"

@@ -168,8 +168,10 @@ def forest_logit(form: ForestForm) -> LogitFunction:
     def goes_left(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
         left = (x <= form.threshold[nodes]) | ((x != x) & form.missing_left[nodes])
         if form.category_left.size:
+            # only the (row, tree) pairs at a categorical node look up a table: most are numeric
             row = form.category_row[nodes]
-            left = np.where(row >= 0, form.category_left[row, _category_slots(x)], left)
+            at = np.nonzero(row >= 0)
+            left[at] = form.category_left[row[at], _category_slots(x[at])]
         return left
 
     def many_rows(matrix: np.ndarray) -> np.ndarray:

@@ -62,6 +62,8 @@ class TrainedModel:
     metrics: dict[str, Any]
     png: bytes
     fit_seconds: float
+    holdout_risk: np.ndarray  # predict_proba's P(churn) of `scored`, the holdout matrix it was evaluated on
+    scored: np.ndarray | None = None
 
 
 @dataclass
@@ -122,13 +124,13 @@ def fit_and_evaluate(run: TrainingRun, kind: str, settings: Settings) -> Trained
     with threadpool_limits(limits=settings.training.threads or None):
         model.fit(run.train.X, run.train.y.astype(np.int64))  # type: ignore[attr-defined]
     seconds = time.perf_counter() - start
-    risk = predict_risk(model, run.test.X)
+    risk = predict_risk(model, run.test.X, settings.training.threads)
     metrics = evaluate(run.test.y, risk, settings.training.threshold)
     png = evaluation_png(run.test.y, risk, f"{kind} - holdout {run.data['test_as_of'][0]}"
                          f"..{run.data['test_as_of'][1]} ({run.test.rows} rows)")
     log.info("fitted %s on %d rows in %.1fs: PR-AUC %.4f ROC-AUC %.4f", kind, run.train.rows,
              seconds, metrics["pr_auc"] or float("nan"), metrics["roc_auc"] or float("nan"))
-    return TrainedModel(kind, model, metrics, png, seconds)
+    return TrainedModel(kind, model, metrics, png, seconds, risk, run.test.X)
 
 
 def train_models(training_set: pd.DataFrame, settings: Settings,
@@ -188,11 +190,13 @@ def portable_scorer(trained: TrainedModel, run: TrainingRun, files: dict[str, by
 
     The scorer is what the API serves (scikit-learn is not in its image); it must equal
     predict_proba on the holdout within 1e-9 (`export_portable`). A model without one is
-    registered all the same (batch jobs can use it) but refused at promotion.
+    registered all the same (batch jobs can use it) but refused at promotion. The holdout's
+    predict_proba from the evaluation is reused only if it was of this very holdout matrix.
     """
     try:
         export = export_portable(trained.model, run.test.X,
-                                 {"feature_schema": schema_to_json(run.specs), "model_kind": trained.kind})
+                                 {"feature_schema": schema_to_json(run.specs), "model_kind": trained.kind},
+                                 expected=trained.holdout_risk if trained.scored is run.test.X else None)
     except NoPortableForm as exc:
         log.warning("%s: %s; it can be registered but not promoted", trained.kind, exc)
         return None
@@ -202,9 +206,10 @@ def portable_scorer(trained: TrainedModel, run: TrainingRun, files: dict[str, by
     return export.card_entry
 
 
-def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0):
+def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0, threads: int = 1):
     """Gate: accept when there is no production model, or when the candidate's `metric` on its
     own holdout exceeds the production model's on THE SAME rows by more than `min_improvement`.
+    `threads`: OpenMP threads of the two predictions (`training.threads`; 0 = all cores).
     """
     if metric not in GATE_METRICS:
         raise ConfigError(f"registry.metric: {metric!r} not supported (use one of {GATE_METRICS})")
@@ -214,7 +219,7 @@ def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0):
             raise ValueError(f"candidate {candidate.version} has no directory")
         X, y = read_holdout(candidate.path / HOLDOUT_FILE)
         threshold = float(candidate.card.get("threshold", 0.5))
-        cand = evaluate(y, predict_risk(candidate.model, X), threshold)[metric]
+        cand = evaluate(y, predict_risk(candidate.model, X, threads), threshold)[metric]
         figures: dict[str, Any] = {"metric": metric, "candidate": cand, "min_improvement": min_improvement,
                                    "holdout_rows": int(len(y)), "holdout_positives": int(y.sum()),
                                    "holdout_as_of": candidate.card.get("training_data", {}).get("test_as_of")}
@@ -224,7 +229,7 @@ def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0):
             return GateDecision(False, "feature schema differs from production: cannot compare on the "
                                        "same holdout (promote with --force and a reason)",
                                 {**figures, "production": None})
-        prod = evaluate(y, predict_risk(production.model, X), threshold)[metric]
+        prod = evaluate(y, predict_risk(production.model, X, threads), threshold)[metric]
         figures["production"] = prod
         if cand is None or prod is None:
             return GateDecision(False, f"{metric} undefined on this holdout", figures)
