@@ -40,4 +40,4 @@ def test_batch_score_shows_the_old_or_the_new_outputs_after_a_fault_at_each_poin
     command = faultsuite.Command("batch-score", _batch_score_top_10, (f"predictions/{day}",))
     counts = faultsuite.run_suite(command, seeded, tmp_path)
     assert counts.consistent == counts.injections > 0
-    assert counts.commit_points >= 5  # scores, top-K, summary, MANIFEST, the generation, the pointer
+    assert counts.commit_points >= 2  # the generation's rename and the pointer's switch (its files are renamed inside it)

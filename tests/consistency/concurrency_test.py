@@ -72,3 +72,35 @@ def test_concurrent_promotions_and_rollbacks_keep_one_explained_chain(seeded: Pa
     assert len(changes) - before == promoted + rolled
     assert registry.get_alias() in (a, b)
     assert not [p for p in root.rglob("*") if is_temp_name(p.name)]
+
+
+def test_concurrent_retrains_and_a_promote_leave_a_consistent_registry(seeded: Path, tmp_path: Path) -> None:
+    """Two `train` and a plain `promote` at once: the trains take turns (`locks/train.lock`),
+    the promote either promotes a complete run's best or is refused in one line (a train is
+    running); then every version is complete, the run record is complete and names its own
+    versions, the history explains the alias, and no temp is left."""
+    root = tmp_path / "root"
+    shutil.copytree(seeded, root, symlinks=True)
+    config = tmp_path / "config.yaml"
+    config.write_text(TINY_YAML.format(root=root, users=USERS, days=DAYS))
+    registry = ModelRegistry(root)
+    before = set(registry.versions())
+    results = _run_all(config, [["train"], ["train"], ["promote", "--reason", "during the retrains"]])
+    trains, promote = results[:2], results[2]
+    assert [r.returncode for r in trains] == [0, 0], [r.stderr[-800:] for r in trains]
+    assert promote.returncode in (0, 1), promote.stderr[-800:]
+    if promote.returncode == 1:  # refused cleanly: one error line, no traceback
+        assert "did not finish" in promote.stderr and "Traceback" not in promote.stderr, promote.stderr[-800:]
+    record = json.loads((root / "registry" / "last_training_run.json").read_text())
+    assert record["status"] == "complete" and record["best"] in record["versions"], record
+    new = set(registry.versions()) - before
+    assert len(new) == 4 and set(record["versions"]) <= new, (new, record["versions"])
+    for version in registry.versions():  # each version complete: its model file verifies against its card
+        registry.load(version)
+    # they started together and a train takes seconds: one waited for the other, and said who holds it
+    waited = [r for r in trains if "train.lock: waiting for the lock" in r.stderr]
+    assert len(waited) == 1 and "held by pid" in waited[0].stderr, [r.stderr[-800:] for r in trains]
+    registry.reconcile()
+    assert registry.explain_alias() is not None
+    assert not [e for e in registry.history() if e.get("state") == "pending"]
+    assert not [p for p in root.rglob("*") if is_temp_name(p.name)]

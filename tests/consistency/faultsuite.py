@@ -12,9 +12,11 @@ the seeded root (built once per test target, never per point):
   (c) the registry's history explains the production alias (after the fault and the rerun);
   (d) no temp file or directory survives the rerun.
 
-Commit points (renames and symlink switches) are all injected; other points (writes, mkdirs,
-links, removals) too unless there are more than `sample` of them, then `sample` of them
-chosen with a fixed seed. Each target prints its counts.
+Commit points (renames and symlink switches that make something visible: not those inside a
+temp entry, e.g. the files of a model version or a generation being assembled, which nobody
+can see before the entry's own rename) are all injected; other points (writes, mkdirs,
+links, removals, renames inside a temp entry) too unless there are more than `sample` of
+them, then `sample` of them chosen with a fixed seed. Each target prints its counts.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from typing import Any, Callable
 
 from churn.config.settings import Settings
 from churn.errors import ChurnError
-from churn.pipeline.steps import StepResult, bootstrap
+from churn.pipeline.steps import StepResult, bootstrap, last_complete_run
+from churn.raw.store import read_manifest
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
 from churn.storage import faults, generations
 from churn.storage.files import MANIFEST_NAME, is_temp_name, read_verified
+from churn.storage.paths import DRIFT_AREA, DataPaths
 
 # A tiny world: every step runs in about a second, so one command's points take ~a minute.
 USERS, DAYS = 200, 90
@@ -84,6 +88,67 @@ def view(root: Path, area: str, seeded: Path | None = None) -> dict[str, str]:
     roots = (root,) if seeded is None else (root, seeded)
     return {p.relative_to(gen).as_posix(): _normalized(p.name, read_verified(p), roots)
             for p in sorted(gen.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def raw_state(root: Path, seeded: Path | None = None) -> dict[str, Any]:
+    """What a reader of the raw store sees: the users table and each day's events, by content
+    (batch numbers in file names differ between a clean run and a crashed one plus a rerun)."""
+    paths = DataPaths.from_root(root)
+    m = read_manifest(paths)
+    users = hashlib.sha256(read_verified(paths.raw / m.users)).hexdigest() if m.users else None
+    days = sorted((p.date, p.rows, hashlib.sha256(read_verified(paths.raw / p.path)).hexdigest()) for p in m.parts)
+    return {"users": users, "users_rows": m.users_rows, "events": days}
+
+
+def training_set_state(root: Path, seeded: Path | None = None) -> str:
+    """The verified bytes of `labels/training_set.parquet` (one file, replaced by one rename)."""
+    return hashlib.sha256(read_verified(DataPaths.from_root(root).training_set)).hexdigest()
+
+
+# card fields that differ between two trainings of the same models (ids, clocks, pickles)
+CARD_VOLATILE = frozenset({"version", "created_at", "fit_seconds", "model_sha256", "code_revision"})
+
+
+def training_state(root: Path, seeded: Path | None = None) -> dict[str, Any] | None:
+    """The last complete training run as a reader (a plain promote, an operator) finds it
+    (`steps.last_complete_run`), each of its versions complete (the model file's and the
+    portable scorer's sha256 equal the card's), by content (cards without ids and clocks)."""
+    record = last_complete_run(DataPaths.from_root(root))
+    if record is None:
+        return None
+    registry = ModelRegistry(root)
+    models = []
+    for version in record["versions"]:
+        card = registry.card(version)  # a RegistryError if the record names a missing version
+        folder = registry.version_dir(version)
+        assert hashlib.sha256(read_verified(folder / card["model_file"])).hexdigest() == card["model_sha256"]
+        if card.get("scorer"):
+            assert hashlib.sha256(read_verified(folder / card["scorer"]["file"])).hexdigest() == card["scorer"]["sha256"]
+        models.append(json.dumps({k: v for k, v in card.items() if k not in CARD_VOLATILE}, sort_keys=True))
+    return {"models": models, "best": record["versions"].index(record["best"]), "split": record["split"]}
+
+
+def production_state(root: Path, seeded: Path | None = None) -> str | None:
+    """The production alias's version (its history is checked by `explain`)."""
+    return ModelRegistry(root).get_alias()
+
+
+def predictions_state(root: Path, seeded: Path | None = None) -> dict[str, dict[str, str]]:
+    """Every predictions/<date> area, as `view` reads it."""
+    top = root / "predictions"
+    days = sorted(p.name for p in top.iterdir() if not p.name.startswith(".")) if top.is_dir() else []
+    return {day: view(root, f"predictions/{day}", seeded) for day in days}
+
+
+def drift_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
+    return view(root, DRIFT_AREA, seeded)
+
+
+# The readers by name (the full-disk driver runs them in another process): root, seeded -> state.
+STATE_READERS: dict[str, Callable[[Path, Path | None], Any]] = {
+    "raw": raw_state, "training_set": training_set_state, "training": training_state,
+    "production": production_state, "predictions": predictions_state, "drift": drift_state,
+}
 
 
 def temps(root: Path) -> list[Path]:
@@ -138,6 +203,12 @@ class Counts:
                 f"{self.consistent} consistent, {self.seconds:.0f} s")
 
 
+def is_commit(op: str, path: Path) -> bool:
+    """A rename or symlink that readers can see: its path has no temp component (a rename
+    inside a version or generation being assembled, or of a temp symlink, is invisible)."""
+    return op in COMMIT_OPS and not any(is_temp_name(part) for part in path.parts)
+
+
 def _copy(seeded: Path, dest: Path) -> Path:
     shutil.copytree(seeded, dest, symlinks=True)
     return dest
@@ -160,7 +231,7 @@ def run_suite(command: Command, seeded: Path, work: Path, sample: int = 40, rng_
     counts.points = len(recorder.ops)
     for op, _ in recorder.ops:
         counts.ops[op] = counts.ops.get(op, 0) + 1
-    commit = [i for i, (op, _) in enumerate(recorder.ops, 1) if op in COMMIT_OPS]
+    commit = [i for i, (op, path) in enumerate(recorder.ops, 1) if is_commit(op, path)]
     other = [i for i in range(1, counts.points + 1) if i not in commit]
     if len(other) > sample:
         other = sorted(random.Random(rng_seed).sample(other, sample))

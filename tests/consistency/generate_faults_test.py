@@ -10,16 +10,13 @@ seeded root, so the state it publishes differs in every file.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from churn.config.settings import Settings
 from churn.pipeline.steps import StepResult, step_generate
 from churn.raw.store import raw_files, read_manifest
-from churn.storage.files import read_verified
 from churn.storage.paths import DataPaths
 
 from tests.consistency import faultsuite
@@ -33,16 +30,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _generate_another_world(settings: Settings) -> StepResult:
     return step_generate(dataclasses.replace(
         settings, generator=dataclasses.replace(settings.generator, seed=7, n_users=60, days=20)))
-
-
-def raw_state(root: Path) -> dict[str, Any]:
-    """What a reader of the raw store sees: the users table and each day's events, by content
-    (batch numbers in file names differ between a clean run and a crashed one plus a rerun)."""
-    paths = DataPaths.from_root(root)
-    m = read_manifest(paths)
-    users = hashlib.sha256(read_verified(paths.raw / m.users)).hexdigest() if m.users else None
-    days = sorted((p.date, p.rows, hashlib.sha256(read_verified(paths.raw / p.path)).hexdigest()) for p in m.parts)
-    return {"users": users, "users_rows": m.users_rows, "events": days}
 
 
 def no_unlisted_raw_file(root: Path) -> None:
@@ -69,7 +56,7 @@ def test_a_reader_in_flight_keeps_the_files_of_the_state_it_read(seeded: Path, t
 
 
 def test_generate_shows_the_old_or_the_new_raw_data_after_a_fault_at_each_point(seeded: Path, tmp_path: Path) -> None:
-    command = faultsuite.Command("generate", _generate_another_world, readers={"raw": raw_state},
+    command = faultsuite.Command("generate", _generate_another_world, readers={"raw": faultsuite.raw_state},
                                  after_rerun=no_unlisted_raw_file)
     counts = faultsuite.run_suite(command, seeded, tmp_path)
     assert counts.consistent == counts.injections > 0

@@ -227,9 +227,14 @@ def step_train(settings: Settings) -> StepResult:
     """Train baseline + candidate on the training set and register both.
 
     The run record (last_training_run.json, what a plain `promote` uses) is first replaced by
-    a "running" record: a train killed after registering its models leaves a record that
-    says so, never one pointing at the previous run's models (docs/consistency.md).
+    a "running" record that keeps the last complete run as `previous`: a train killed after
+    registering its models leaves a record that says so (a plain `promote` refuses), never
+    one pointing at the previous run's models, and the previous run stays readable
+    (`last_complete_run`). One train at a time per data root (`locks/train.lock`, waited
+    for with the holder logged): two at once would each mark the record running and the
+    one finishing first would hide the other (docs/consistency.md).
     """
+    from churn.storage.filelock import FileLock
     from churn.storage.files import file_digest
     from churn.storage.tables import read_parquet
     from churn.training.train import register_run, train_models
@@ -238,24 +243,42 @@ def step_train(settings: Settings) -> StepResult:
 
     def body() -> StepResult:
         require_file(paths.training_set, "labels")
-        training_set = read_parquet(paths.training_set)
-        started = dt.datetime.now(dt.timezone.utc).isoformat()
-        atomic_write_json(training_run_path(paths), {"status": "running", "started_at": started})
-        run = train_models(training_set, settings)
-        registry = registry_for(paths)
-        versions = register_run(run, registry, settings, file_digest(paths.training_set))
-        table = [{"version": v, "model_kind": m.kind, **{k: m.metrics[k] for k in METRIC_COLUMNS}}
-                 for v, m in zip(versions, run.models)]
-        best = max(table, key=lambda r: r["pr_auc"] if r["pr_auc"] is not None else -1.0)["version"]
-        record = {"status": "complete", "versions": versions, "best": best, "metrics": table,
-                  "split": run.split.describe(), "started_at": started,
-                  "trained_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-        atomic_write_json(training_run_path(paths), record)
+        with FileLock(paths.locks / "train.lock", timeout=TRAIN_LOCK_TIMEOUT_S):
+            training_set = read_parquet(paths.training_set)
+            started = dt.datetime.now(dt.timezone.utc).isoformat()
+            atomic_write_json(training_run_path(paths), {"status": "running", "started_at": started,
+                                                         "previous": last_complete_run(paths)})
+            run = train_models(training_set, settings)
+            registry = registry_for(paths)
+            versions = register_run(run, registry, settings, file_digest(paths.training_set))
+            table = [{"version": v, "model_kind": m.kind, **{k: m.metrics[k] for k in METRIC_COLUMNS}}
+                     for v, m in zip(versions, run.models)]
+            best = max(table, key=lambda r: r["pr_auc"] if r["pr_auc"] is not None else -1.0)["version"]
+            record = {"status": "complete", "versions": versions, "best": best, "metrics": table,
+                      "split": run.split.describe(), "started_at": started,
+                      "trained_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            atomic_write_json(training_run_path(paths), record)  # the run's commit point
         return StepResult("train", run.train.rows, 0.0,
                           [str(registry.version_dir(v)) for v in versions] + [str(training_run_path(paths))],
                           message=format_table(table), detail=record)
 
     return _timed("train", body, paths.root)
+
+
+TRAIN_LOCK_TIMEOUT_S = 3600.0  # a train at 1,000,000 users takes minutes; a waiter logs the holder
+
+
+def last_complete_run(paths: DataPaths) -> dict[str, Any] | None:
+    """The record of the last train that finished (None if none did), also while a later one
+    runs or after one was killed: the running record keeps it as `previous`."""
+    path = training_run_path(paths)
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if record.get("status", "complete") == "complete":
+        return record
+    previous = record.get("previous")
+    return previous if isinstance(previous, dict) else None
 
 
 METRIC_COLUMNS = ("pr_auc", "roc_auc", "brier", "precision_at_threshold", "recall_at_threshold",
@@ -534,7 +557,7 @@ def step_training_set(settings: Settings) -> StepResult:
                                   f"{days.max().date()} (labels matured up to there)",
                           detail={"newest_label_day": str(days.max().date())})
 
-    return _timed("training-set", body)
+    return _timed("training-set", body, paths.root)
 
 
 def step_retrain(settings: Settings) -> list[StepResult]:
