@@ -1,1 +1,1 @@
-"""Headless matplotlib figures as PNG bytes, shared by model evaluation and drift reports."""
+"""Figures as PNG bytes: headless matplotlib (drift reports) and Pillow line charts (model evaluation)."""
