@@ -412,7 +412,8 @@ def step_drift_check(settings: Settings) -> StepResult:
     def body() -> StepResult:
         require_file(paths.features_file, "features")
         loaded = load_production(registry_for(paths))
-        report = drift_check(paths.features_file, loaded.card, settings.monitoring, settings.churn.window_days)
+        report = drift_check(paths.features_file, loaded.card, settings.monitoring, settings.churn.window_days,
+                             rows_at_once=settings.sharding.shard_users)
         spans = [(dt.date.fromisoformat(w[0]), dt.date.fromisoformat(w[1]))
                  for w in (report.training_window, report.recent_window)]
         inputs = {"features": features_digest(paths.features_file, spans), "model_version": str(loaded.version)}
