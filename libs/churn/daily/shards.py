@@ -2,28 +2,29 @@
 Kubernetes Indexed Job (`ml_jobs update --shard I/N`, then `ml_jobs merge-update N`).
 
 Why shards of users: every row of the grid, the features and the labels depends on one user's
-days only, so the users can be split into groups computed apart and concatenated. A shard is
-the stable user hash of `churn.sampling.users.shard_of` (the one `batch-score --shard` uses):
-splitmix64(user_id) mod N, the same on every run, machine and pod.
+days only, so the users can be split into groups computed apart and concatenated. A pod's
+shard is the stable user hash of `churn.sampling.users.shard_of` (the one `batch-score
+--shard` uses): splitmix64(user_id) mod N, the same on every run, machine and pod.
 
-Layout of a sharded update (beside the data root's areas, never read by other steps):
+Layout of an Indexed Job's update (beside the data root's areas, never read by other steps):
 
     shards/update/of-NNN/shard-III/user_days.parquet   this shard's rows, one row group per day
     shards/update/of-NNN/shard-III/features.parquet
     shards/update/of-NNN/shard-III/labels.parquet
     shards/update/of-NNN/shard-III/shard.json          written last: the plan it ran, the row groups
-    shards/update/of-NNN/events/shard-III.arrow        in one process: this shard's raw events
-    shards/update/of-NNN/grid/shard-III.arrow          ... and the grid days it looks back on
 
 The merge checks that all N shards ran the same plan on the same raw data, concatenates each
 recomputed day's shard files sorted by user_id (the order of an unsharded run, so the day files
 are equal row for row) into the areas, then writes the update state and removes the shards.
 Memory: a shard holds its own users' rows only; the merge one day of every user at a time.
 
-In one process the raw events, and the grid days an incremental update looks back on, are
-read ONCE and partitioned to the shards (`partition_events`, `partition_grid`: day by day,
-each shard's rows appended to its own Arrow file), so N shards cost one pass over them, not N
-filtered passes.
+In one process the pieces are contiguous ranges of user ids instead (`user_bounds`), so
+nothing needs merging: the raw events are read ONCE and partitioned to the pieces
+(`partition_events`: day by day, each piece's rows appended to
+`shards/update/of-NNN/events/shard-III.arrow`), and each piece appends its rows of every day
+as a row group to the day files, all open for the run (`DayFiles`): every row is written once,
+in its final place. A day file's row groups are ranges of user ids, so the next update's
+pieces read their own users' older days by the row groups' statistics.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churn.errors import DataError
@@ -90,62 +92,53 @@ def shard_dir(paths: DataPaths, shard: tuple[int, int]) -> Path:
 
 
 def events_file(paths: DataPaths, shard: tuple[int, int]) -> Path:
-    """Where `partition_events` puts shard I's raw events (inside the run: removed with it)."""
+    """Where `partition_events` puts piece I's raw events (inside the run: removed with it)."""
     return run_dir(paths, shard[1]) / "events" / f"shard-{shard[0]:03d}.arrow"
 
 
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # fast; 1M users' events are ~8 GB uncompressed
 
 
-def partition_events(paths: DataPaths, shards: int, days: Iterable[dt.date],
-                     read_day: Callable[[dt.date], pd.DataFrame]) -> list[Path]:
-    """Read the raw events of `days` once, day by day (`read_day`), and append each shard's
-    rows (stable user hash) to `events_file(shard)`, order kept; returns the N files.
+def user_bounds(users: int, shards: int) -> np.ndarray:
+    """Row bounds (N + 1) of N contiguous pieces of the users sorted by id, sizes differing by
+    at most one: piece I of one process is users[bounds[I]:bounds[I + 1]].
+
+    Why ranges of ids in one process (the pods keep the hash shards of `shard_of`): the day
+    files are sorted by user_id, so the pieces' rows of a day, written piece after piece, are
+    the day file in its final order (`DayFiles`), with no shard files and no merge."""
+    return (np.arange(shards + 1, dtype=np.int64) * users) // max(shards, 1)
+
+
+def users_of_piece(users: pd.DataFrame, bounds: np.ndarray, piece: int) -> pd.DataFrame:
+    return users.iloc[int(bounds[piece]):int(bounds[piece + 1])].reset_index(drop=True)
+
+
+def partition_events(paths: DataPaths, firsts: np.ndarray, days: Iterable[dt.date],
+                     read_day: Callable[[dt.date], pa.Table | None]) -> list[Path]:
+    """Read the raw events of `days` once, day by day (`read_day`, Arrow), and append each
+    piece's rows (a user id in [firsts[I], firsts[I + 1]) goes to piece I, `user_bounds`) to
+    `events_file(piece)`, order kept; returns the N files.
 
     `event_type` is stored as its code in the contract's EVENT_TYPES (-1: missing or outside
-    them, which `clean_events` drops alike), so every day's dictionary agrees in one file.
-    Memory: one day of events."""
+    them, which `clean_events` drops alike), so every day's dictionary agrees in one file; a
+    missing user id goes to piece 0, whose `clean_events` drops it as invalid.
+    Memory: one day of events; no pandas round trip (it was most of this pass)."""
+    shards = len(firsts)
     files = [events_file(paths, (i, shards)) for i in range(shards)]
-    _partition(files, days, read_day, lambda ev: _coded(ev).replace_schema_metadata(None))
-    return files
-
-
-def grid_file(paths: DataPaths, shard: tuple[int, int]) -> Path:
-    """Where `partition_grid` puts shard I's look-back grid rows (inside the run)."""
-    return run_dir(paths, shard[1]) / "grid" / f"shard-{shard[0]:03d}.arrow"
-
-
-def partition_grid(paths: DataPaths, shards: int, days: Iterable[dt.date],
-                   read_day: Callable[[dt.date], pd.DataFrame | None]) -> list[Path]:
-    """The grid days an incremental update looks back on (`days`), read once and partitioned
-    like the raw events (`grid_file`), so N shards do not each scan every user's 59 days."""
-    files = [grid_file(paths, (i, shards)) for i in range(shards)]
-    _partition(files, days, read_day, lambda frame: pa.Table.from_pandas(frame, preserve_index=False))
-    return files
-
-
-def _partition(files: list[Path], days: Iterable[dt.date], read_day: Callable[[dt.date], pd.DataFrame | None],
-               encode: Callable[[pd.DataFrame], pa.Table]) -> None:
-    """Each day's rows (`read_day`) split by the user hash over `files` (an Arrow file per
-    shard), appended in day order; the first day's schema (and pandas metadata) for all."""
-    shards = len(files)
     files[0].parent.mkdir(parents=True, exist_ok=True)
     writers: list[pa.ipc.RecordBatchFileWriter] = []
-    schema: pa.Schema | None = None
     try:
         for day in days:
-            frame = read_day(day)
-            if frame is None or not len(frame):
+            table = read_day(day)
+            if table is None or not table.num_rows:
                 continue
-            table = encode(frame)
-            del frame
-            if schema is None:
-                schema = table.schema
-                writers = [pa.ipc.new_file(str(f), schema, options=_IPC) for f in files]
-            table = table.replace_schema_metadata(schema.metadata)
-            shard = shard_of(table.column("user_id").to_numpy(), shards)
-            order = np.argsort(shard, kind="stable")
-            bounds = np.searchsorted(shard[order], np.arange(shards + 1))
+            table = _coded(table)
+            if not writers:
+                writers = [pa.ipc.new_file(str(f), table.schema, options=_IPC) for f in files]
+            uid = pc.fill_null(table.column("user_id"), 0).to_numpy()
+            piece = np.searchsorted(firsts[1:], uid, side="right").astype(np.int16 if shards < 2**15 else np.int32)
+            order = np.argsort(piece, kind="stable")  # a radix sort of small ints
+            bounds = np.searchsorted(piece[order], np.arange(shards + 1))
             table = table.take(pa.array(order))
             for i, w in enumerate(writers):
                 if bounds[i + 1] > bounds[i]:
@@ -153,40 +146,104 @@ def _partition(files: list[Path], days: Iterable[dt.date], read_day: Callable[[d
     finally:
         for w in writers:
             w.close()
+    return files
 
 
-def _coded(events: pd.DataFrame) -> pa.Table:
-    cols = {c: events[c] for c in events.columns}
-    etype = events["event_type"]
-    labels = pd.Index(etype.cat.categories.astype(str)) if isinstance(etype.dtype, pd.CategoricalDtype) else None
-    if labels is not None:
-        lookup = np.append(pd.Index(EVENT_TYPES).get_indexer(labels), -1).astype(np.int8)
-        cols["event_type"] = lookup[etype.cat.codes.to_numpy()]
-    else:
-        cols["event_type"] = pd.Index(EVENT_TYPES).get_indexer(etype.astype("object")).astype(np.int8)
-    return pa.Table.from_pandas(pd.DataFrame(cols), preserve_index=False)
+def _coded(events: pa.Table) -> pa.Table:
+    """`events` (one chunk per column) with event_type as int8 codes of EVENT_TYPES."""
+    events = events.combine_chunks()
+    column = events.column("event_type")
+    codes = []
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            labels = chunk.dictionary.cast(pa.string()).to_pylist()
+            lookup = np.append(pd.Index(EVENT_TYPES).get_indexer(labels), -1).astype(np.int8)
+            codes.append(lookup[pc.fill_null(chunk.indices, len(labels)).to_numpy()])
+        else:
+            codes.append(pd.Index(EVENT_TYPES).get_indexer(chunk.to_numpy(zero_copy_only=False)).astype(np.int8))
+    code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int8)
+    return events.set_column(events.schema.get_field_index("event_type"), "event_type", pa.array(code))
 
 
 def read_partition(paths: DataPaths, shard: tuple[int, int], columns: Iterable[str]) -> pd.DataFrame | None:
-    """Shard I's raw events as `partition_events` stored them (event_type categorical again);
+    """Piece I's raw events as `partition_events` stored them (event_type categorical again);
     None when no day had an event."""
-    frame = _read_arrow(events_file(paths, shard))
-    if frame is None:
+    path = events_file(paths, shard)
+    if not path.is_file():
         return None
+    with pa.memory_map(str(path)) as source:
+        frame = pa.ipc.open_file(source).read_all().to_pandas()
     frame["event_type"] = pd.Categorical.from_codes(frame["event_type"].to_numpy(), categories=list(EVENT_TYPES))
     return frame[list(columns)]
 
 
-def read_grid_partition(paths: DataPaths, shard: tuple[int, int]) -> pd.DataFrame | None:
-    """Shard I's look-back grid rows (`partition_grid`), in day order; None if none was partitioned."""
-    return _read_arrow(grid_file(paths, shard))
+class DayFiles:
+    """The day files of one update's plan, written at once by the pieces of one process.
 
+    Every recomputed day file of every table is open for the whole run; each piece (a
+    contiguous range of user ids, `user_bounds`, computed in id order) appends its rows of
+    each day as one row group, so a day file is every piece's rows in user order: the
+    unsharded run's rows, written once. When the block ends the files are closed, fsynced
+    and renamed together (`files.DurableRenames`), and the plan's days without a row lose
+    their file; a failure (a full disk) removes every temp and replaces nothing.
+    Memory: one piece's rows (the writers hold only their footers).
+    """
 
-def _read_arrow(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all().to_pandas()
+    def __init__(self, areas: dict[str, Path], days: dict[str, Iterable[str]]) -> None:
+        self._areas = areas
+        self._days = {name: {dt.date.fromisoformat(d) for d in ds} for name, ds in days.items()}
+        self._group = DurableRenames(max_open=sum(len(d) for d in self._days.values()) + 1)
+        self._writers: dict[tuple[str, dt.date], pq.ParquetWriter] = {}
+        self.rows = {name: 0 for name in days}
+
+    def __enter__(self) -> "DayFiles":
+        return self
+
+    def write_piece(self, tables: dict[str, tuple[pd.DataFrame, Iterable[dt.date]]]) -> None:
+        """One piece's rows of each table (rows of days outside the plan are not written)."""
+        for name, (frame, _) in tables.items():
+            self._append(name, frame)
+
+    def _append(self, name: str, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if len(dates) > 1 and not bool(np.all(dates[1:] >= dates[:-1])):  # features come by day already
+            order = np.argsort((dates - dates.min()).astype(np.int32), kind="stable")  # a day keeps user order
+            table, dates = table.take(pa.array(order)), dates[order]
+        present, starts = np.unique(dates, return_index=True)
+        ends = list(starts[1:]) + [len(dates)]
+        for day_number, a, b in zip(present, starts, ends):
+            day = dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + int(day_number))
+            if day not in self._days[name]:
+                continue
+            writer = self._writers.get((name, day))
+            if writer is None:
+                target = self._group.path(day_file(self._areas[name], day))
+                writer = pq.ParquetWriter(target, table.schema, compression="zstd",
+                                          use_dictionary=dictionary_columns(table.schema),
+                                          write_statistics=STATISTICS_COLUMNS)
+                self._writers[(name, day)] = writer
+            writer.write_table(table.slice(int(a), int(b - a)).replace_schema_metadata(writer.schema.metadata))
+            self.rows[name] += int(b - a)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        failure = exc
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except BaseException as close_exc:  # a full disk at a footer: a failed write too
+                failure = failure or close_exc
+        self._group.__exit__(type(failure) if failure else None, failure, failure.__traceback__ if failure else None)
+        if failure is not None:
+            if failure is not exc:
+                raise failure
+            return
+        for name, days in self._days.items():
+            for day in days:
+                if (name, day) not in self._writers:
+                    day_file(self._areas[name], day).unlink(missing_ok=True)
 
 
 def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:
@@ -258,6 +315,11 @@ def _write_by_day(frame: pd.DataFrame, path: Path, days: set[dt.date]) -> dict[s
     return index
 
 
+# The columns whose Parquet statistics a reader filters on (`daytables.read_days_of`: a piece
+# reads its row groups by user_id); the other columns' min/max were a fifth of the write time.
+STATISTICS_COLUMNS: list[str] = ["user_id", "as_of_date"]
+
+
 def dictionary_columns(schema: pa.Schema) -> list[str]:
     """The columns worth a Parquet dictionary: those that are one already (categories). For the
     others pyarrow's default tries one per column and row group and mostly gives up: at 100,000
@@ -316,8 +378,10 @@ def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Pat
                 table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
                 # each shard's rows are in user order: a stable sort restores the global order
                 table = table.take(pa.array(np.argsort(table.column("user_id").to_numpy(), kind="stable")))
-                pq.write_table(table, group.path(target), compression="zstd",
-                               use_dictionary=dictionary_columns(table.schema))
+                # row groups of about a shard's rows, each a range of user ids: an update in one
+                # process reads a piece's users of a day by the row groups' statistics (`DayFiles`)
+                pq.write_table(table, group.path(target), compression="zstd", row_group_size=-(-table.num_rows // shards),
+                               use_dictionary=dictionary_columns(table.schema), write_statistics=STATISTICS_COLUMNS)
                 total += table.num_rows
         rows[name] = total
     return rows

@@ -21,6 +21,7 @@ from churn.config.settings import Settings
 from churn.daily import inbox, shards, update, world
 from churn.daily.testing import assert_equal_to_rebuild, seed_raw, small_settings
 from churn.errors import DataError
+from churn.storage.files import StorageFullError
 from churn.sampling.users import shard_of
 from churn.storage.daytables import day_files
 from churn.storage.paths import DataPaths
@@ -125,9 +126,10 @@ def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_s
 
 def test_an_in_process_run_that_fails_leaves_the_areas_and_no_shard_files(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A shard failing mid-run (here: the disk full at the third shard's write) leaves the
-    day files of the last complete update and removes its own partitions and shard folders,
-    which would otherwise keep the disk full; the rerun completes."""
+    """A piece failing mid-run (here: the disk full at the third piece's write, with the
+    first two pieces' rows in the open day files) leaves the day files of the last complete
+    update and removes its temps and partitions, which would otherwise keep the disk full;
+    the rerun completes."""
     import errno
 
     s = with_shard_users(small_settings(tmp_path), 70)  # 300 users -> 5 shards
@@ -137,22 +139,24 @@ def test_an_in_process_run_that_fails_leaves_the_areas_and_no_shard_files(tmp_pa
     before = {name: {d: read_parquet(p) for d, p in day_files(f).items()} for name, f in folders(paths).items()}
     world.next_days(s.generator, paths, 1)
     assert [o.ok for o in inbox.ingest_inbox(s, paths)] == [True]
-    real, calls = update.write_shard, []
+    real, calls = shards.DayFiles.write_piece, []
 
-    def full_disk(*args, **kwargs):
-        calls.append(args[1])
-        if len(calls) == 3:
+    def full_disk(self: shards.DayFiles, tables: dict) -> None:
+        calls.append(len(tables))
+        if len(calls) == 3:  # the first two pieces' rows are in the open day files already
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(*args, **kwargs)
+        real(self, tables)
 
-    monkeypatch.setattr(update, "write_shard", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(shards.DayFiles, "write_piece", full_disk)
+    with pytest.raises(StorageFullError, match="no space left on device .*nothing was replaced"):
         update.run_update(s, paths)
-    assert not (paths.root / "shards" / "update").exists(), "partitions and shard folders removed"
+    assert len(calls) == 3
+    assert not (paths.root / "shards" / "update").exists(), "partitions removed"
     for name, f in folders(paths).items():
         assert list(day_files(f)) == list(before[name])
+        assert not [p.name for p in f.iterdir() if p.name.startswith(".tmp")], f"{name}: temps of the failed run left"
         for d, p in day_files(f).items():
             pd.testing.assert_frame_equal(read_parquet(p), before[name][d], obj=f"{name} {d}")
-    monkeypatch.setattr(update, "write_shard", real)
+    monkeypatch.setattr(shards.DayFiles, "write_piece", real)
     assert update.run_update(s, paths).mode == "incremental"
     assert_equal_to_rebuild(s, paths)

@@ -19,10 +19,11 @@ Anything that moves every row - another calendar start, a changed or removed use
 feature window or horizon - triggers a full rebuild (the log says why).
 
 Shards (`churn.daily.shards`): every row depends on one user's days only, so users are
-computed in groups of the stable user hash - in one process when there are more than
-`sharding.shard_users` users (memory follows the shard size), or one shard per pod of an
-Indexed Job (`--shard I/N`, then `merge_update`). Within a shard the new grid days stay in
-memory for the features and labels, and only the shard's rows of older days are read.
+computed in groups - in one process, when there are more than `sharding.shard_users` users,
+pieces of contiguous user ids written straight into the day files in their final order
+(memory follows the piece size), or one shard of the stable user hash per pod of an Indexed
+Job (`--shard I/N`, then `merge_update`). Within a group the new grid days stay in memory for
+the features and labels, and only the group's rows of older days are read.
 
 State (`processed/update_state.json`, written last): the calendar, the newest day covered,
 the raw part files seen per day and the settings that shape the outputs.
@@ -47,18 +48,19 @@ from churn.data.prepare import EVENT_INPUT_COLUMNS, NEVER_ACTIVE, build_user_day
 from churn.features.compute import compute_features, history_days
 from churn.labels.build import build_labels
 from churn.raw.store import day_files as raw_day_files
-from churn.raw.store import read_events, read_users, require_raw
+from churn.raw.store import read_event_files, read_events, read_users, require_raw
 from churn.daily.shards import (
+    DayFiles,
     Plan,
     check_shards,
     merge_tables,
     partition_events,
-    partition_grid,
     raw_signature_digest,
-    read_grid_partition,
     read_partition,
     remove_run,
     run_dir,
+    user_bounds,
+    users_of_piece,
     users_of_shard,
     write_shard,
     written_for,
@@ -139,31 +141,10 @@ def _first_grid_day(users: pd.DataFrame, start: dt.date) -> pd.Series:
 GridReader = Callable[[dt.date, dt.date, "Iterable[str] | None"], "pd.DataFrame | None"]
 
 
-def _grid_reader(paths: DataPaths, ids: np.ndarray | None, partition: tuple[int, int] | None) -> GridReader:
-    """(first, last, columns) -> the users' stored grid rows of those days, in day order: from
-    the shard's partition (`partition_grid`, in one process) or read filtered by `ids`."""
-    frame = read_grid_partition(paths, partition) if partition is not None else None
-    if frame is None:
-        return lambda first, last, columns=None: read_days_of(paths.user_days, first, last, ids, columns)
-    days = frame["as_of_date"].to_numpy().astype("datetime64[D]")
-
-    def read(first: dt.date, last: dt.date, columns: Iterable[str] | None = None) -> pd.DataFrame:
-        keep = (days >= np.datetime64(first, "D")) & (days <= np.datetime64(last, "D"))
-        rows = frame.loc[keep, list(columns) if columns is not None else frame.columns]
-        return rows.reset_index(drop=True)
-
-    return read
-
-
-def _lookback_days(settings: Settings, plan: Plan) -> list[dt.date]:
-    """The stored grid days an update of `plan` reads (the features' and the labels' look-back
-    and the carry of d - 1): none for a full build."""
-    start, first = dt.date.fromisoformat(plan.start), dt.date.fromisoformat(plan.first)
-    if first <= start:
-        return []
-    features = first - _ONE * (history_days(settings.features.windows_days) - 1)
-    labels = first - _ONE * (2 * settings.churn.window_days - 1)
-    return _days(max(min(features, labels), start), first - _ONE)
+def _grid_reader(paths: DataPaths, ids: np.ndarray | None) -> GridReader:
+    """(first, last, columns) -> the users' stored grid rows of those days, in day order (read
+    filtered by `ids`: a piece of contiguous ids reads only the row groups of its id range)."""
+    return lambda first, last, columns=None: read_days_of(paths.user_days, first, last, ids, columns)
 
 
 def _carry(read_grid: GridReader, users: pd.DataFrame, day: dt.date) -> np.ndarray:
@@ -255,29 +236,26 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
 
 
 def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, n: int) -> dict[str, int]:
-    """The update in N shards one after the other: raw events partitioned once, each shard
-    computed into its folder, then merged into the areas; returns the rows per table."""
+    """The update in N pieces of contiguous user ids one after the other: raw events
+    partitioned once, then each piece computed and appended to the day files (`DayFiles`);
+    returns the rows per table."""
     t1 = time.perf_counter()
     first, newest = dt.date.fromisoformat(plan.first), dt.date.fromisoformat(plan.newest)
-    partition_events(paths, n, _days(first, newest),
-                     lambda day: read_events(paths, columns=EVENT_INPUT_COLUMNS, start=day, end=day))
-    log.info("update: raw events of %s..%s partitioned to %d shards in %.1fs", first, newest, n,
+    bounds = user_bounds(len(users), n)
+    ids = users["user_id"].to_numpy()
+    raw = raw_day_files(paths)
+    partition_events(paths, ids[bounds[:-1]], _days(first, newest),
+                     lambda day: read_event_files(paths, raw[day], EVENT_INPUT_COLUMNS) if day in raw else None)
+    log.info("update: raw events of %s..%s partitioned to %d pieces in %.1fs", first, newest, n,
              time.perf_counter() - t1)
-    look = _lookback_days(settings, plan)
-    if look:
-        t1 = time.perf_counter()
-        partition_grid(paths, n, look, lambda day: read_days_of(paths.user_days, day, day, None))
-        log.info("update: grid days %s..%s looked back on partitioned in %.1fs", look[0], look[-1],
-                 time.perf_counter() - t1)
-    for i in range(n):
-        t1 = time.perf_counter()
-        write_shard(paths, (i, n), plan, _compute(settings, paths, users_of_shard(users, (i, n)), plan,
-                                                  sharded=True, partition=(i, n)))
-        log.info("update: shard %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
-    t1 = time.perf_counter()
-    rows = merge_tables(paths, n, check_shards(paths, n, plan), _areas(paths))
-    log.info("update: %d shards merged into the day files in %.1fs", n, time.perf_counter() - t1)
-    return rows
+    days = {"user_days": plan.grid_days, "features": plan.feature_days, "labels": plan.label_days}
+    with DayFiles(_areas(paths), days) as out:
+        for i in range(n):
+            t1 = time.perf_counter()
+            out.write_piece(_compute(settings, paths, users_of_piece(users, bounds, i), plan, sharded=True,
+                                     partition=(i, n)))
+            log.info("update: piece %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
+    return out.rows
 
 
 def merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateResult:
@@ -362,8 +340,8 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
 
     The new grid days stay in memory for the features and labels; only the older days they
     look back on are read, and (`sharded`) only these users' rows of them. `partition`: this
-    shard's raw events and look-back grid days were partitioned already (`partition_events`,
-    `partition_grid`, in one process); else they are read filtered by its users (a pod).
+    piece's raw events were partitioned already (`partition_events`, in one process); else
+    they are read filtered by its users (a pod).
     """
     start, first, newest = (dt.date.fromisoformat(x) for x in (plan.start, plan.first, plan.newest))
     ids = users["user_id"].to_numpy().astype(np.int64) if sharded else None
@@ -372,7 +350,7 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
         events = read_events(paths, columns=EVENT_INPUT_COLUMNS, start=first, end=newest, user_ids=ids)
     cleaned, _ = clean_events(events, users, first, newest)
     del events
-    read_grid = _grid_reader(paths, ids, partition)
+    read_grid = _grid_reader(paths, ids)
     carry = _carry(read_grid, users, first - _ONE) if first > start else None
     grid = build_user_days(users, cleaned, first, newest, day_offset=(first - start).days, last_active_before=carry)
     del cleaned
@@ -381,7 +359,7 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
     lookback = max(first - _ONE * (history_days(settings.features.windows_days) - 1), start)
     history = read_grid(lookback, first - _ONE, None) if lookback < first else None
     features = compute_features(_with_history(history, grid), settings.features.windows_days,
-                                as_of_dates=grid_days, data_start=start)
+                                as_of_dates=grid_days, data_start=start, by_day=True)
     del history
 
     w = settings.churn.window_days

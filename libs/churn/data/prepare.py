@@ -201,8 +201,14 @@ def clean_events(events: pd.DataFrame, users: pd.DataFrame, start: dt.date, end:
 
 
 def _duplicated_after_first(ids: np.ndarray) -> np.ndarray:
-    """True for every repeat of an id after its first occurrence (O(n) when ids are increasing)."""
+    """True for every repeat of an id after its first occurrence (O(n) when ids are increasing).
+
+    Why a sort first: ids are unique in valid data (validate's rule), and a sorted copy shows
+    that in a third of the time of hashing every id; only a repeat pays for the hash."""
     if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return np.zeros(len(ids), dtype=bool)
+    ordered = np.sort(ids)
+    if not bool(np.any(ordered[1:] == ordered[:-1])):
         return np.zeros(len(ids), dtype=bool)
     return pd.Series(ids).duplicated(keep="first").to_numpy()
 
@@ -282,7 +288,7 @@ def build_user_days(users: pd.DataFrame, events: pd.DataFrame, start: dt.date, e
     carry = None if last_active_before is None else np.asarray(last_active_before)[urow]
     cols["last_active_day"] = _last_active_day(cols["active"], cols["day_index"].astype(np.int64),
                                                offsets[:-1][urow], carry)
-    return pd.DataFrame(cols, columns=list(GRID_COLUMNS))
+    return pd.DataFrame(cols, columns=list(GRID_COLUMNS), copy=False)  # fresh arrays: no block copy
 
 
 def data_period(events: pd.DataFrame) -> tuple[dt.date, dt.date]:

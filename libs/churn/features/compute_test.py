@@ -132,6 +132,14 @@ def test_as_of_dates_filter_and_unsorted_input(grid: pd.DataFrame, features: pd.
     pd.testing.assert_frame_equal(got, expected)
 
 
+def test_rows_by_day_are_the_same_rows_in_day_file_order(grid: pd.DataFrame, features: pd.DataFrame) -> None:
+    """`by_day`: what the update's day files take, the same values, ordered (day, user)."""
+    got = compute_features(grid, (7, 14, 30), by_day=True)
+    expected = features.sort_values(["as_of_date", "user_id"], kind="stable").reset_index(drop=True)
+    assert not got["user_id"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(got, expected)
+
+
 def test_rejects_a_sparse_grid(grid: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="not contiguous"):
         compute_features(grid[grid["day_index"] != 40], (7,))

@@ -206,16 +206,27 @@ def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
     parts = [p for p in sorted(m.parts, key=lambda p: (p.date, p.path))
              if (wanted is None or p.date in wanted)
              and (start is None or p.date >= start.isoformat()) and (end is None or p.date <= end.isoformat())]
+    files = [paths.raw / p.path for p in parts]
+    return read_event_files(paths, files, columns, _id_filter(event_ids, user_ids)).to_pandas()
+
+
+def read_event_files(paths: DataPaths, files: Sequence[Path], columns: Sequence[str] | None = None,
+                     filter: pads.Expression | None = None) -> pa.Table:
+    """The rows of these committed part files (e.g. one day's, from `day_files`) as one Arrow
+    table in the contract's types, dictionaries unified.
+
+    Why beside `read_events`: a caller that already holds the day's files and stays in Arrow
+    (the update's partition of the raw events) reads the manifest once, not once a day, and
+    converts nothing to pandas."""
     cols = list(columns) if columns is not None else list(EVENT_COLUMNS)
-    if not parts:
-        return EVENTS_SCHEMA.empty_table().select(cols).to_pandas()
-    files = [str(paths.raw / p.path) for p in parts]
+    if not files:
+        return EVENTS_SCHEMA.empty_table().select(cols)
     try:
-        table = pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_table(
-            columns=cols, filter=_id_filter(event_ids, user_ids))
+        table = pads.dataset([str(f) for f in files], schema=EVENTS_SCHEMA, format="parquet").to_table(
+            columns=cols, filter=filter)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
-    return table.unify_dictionaries().to_pandas()
+    return table.unify_dictionaries()
 
 
 def distinct_values(paths: DataPaths, column: str) -> set[str]:

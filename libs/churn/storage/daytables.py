@@ -94,15 +94,22 @@ def read_days_of(folder: Path, first: dt.date | None, last: dt.date | None, user
     """Rows of the given users (all for None) in the day files of [first, last], in day order.
 
     Filtered while reading (pyarrow scans batch by batch), so memory follows the rows kept,
-    not the files' size: what a shard of users or a training sample reads. None when no day
-    file lies in the range.
+    not the files' size: what a shard of users or a training sample reads. The ids' range is
+    part of the filter, so row groups whose user_id statistics lie outside it are not even
+    decoded (the update's pieces of contiguous ids read their own row groups of a day file).
+    None when no day file lies in the range.
     """
     files = [str(p) for d, p in day_files(folder).items() if (first is None or d >= first) and (last is None or d <= last)]
     if not files:
         return None
     try:
         ds = pads.dataset(files, format="parquet")
-        filt = None if user_ids is None else pads.field("user_id").isin(pa.array(np.asarray(user_ids, np.int64)))
+        filt = None
+        if user_ids is not None:
+            ids = np.asarray(user_ids, np.int64)
+            filt = pads.field("user_id").isin(pa.array(ids))
+            if len(ids):
+                filt = (pads.field("user_id") >= int(ids.min())) & (pads.field("user_id") <= int(ids.max())) & filt
         table = ds.to_table(columns=list(columns) if columns is not None else None, filter=filt)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{folder}: cannot read day files {first}..{last} ({type(exc).__name__}: {exc})") from exc
