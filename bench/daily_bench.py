@@ -33,6 +33,7 @@ from churn.invocation.workdir import enter_invocation_directory
 from churn.pipeline import steps
 from churn.pipeline.steps import EXIT_OK, StepResult, with_root
 from churn.storage.daytables import day_file
+from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         base = load_config(None)
         settings = with_root(dataclasses.replace(base, generator=dataclasses.replace(base.generator, n_users=args.users)),
                              root)
-        paths = steps.data_paths(settings)
+        paths = DataPaths.from_root(root)  # unbound: the tables as published at each use
         t0 = time.perf_counter()
         for name in ("generate", "validate", "update", "training-set", "train", "promote"):
             _ok(dict(steps.bootstrap_steps(settings))[name]())

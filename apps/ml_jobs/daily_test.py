@@ -44,7 +44,7 @@ def snapshot(root: Path, skip: set[str] = frozenset()) -> dict[str, tuple[int, i
 
 
 def newest_day(cli: Cli) -> str:
-    return json.loads((cli.root / "processed" / "update_state.json").read_text())["newest_day"]
+    return json.loads((cli.root / "tables" / "update_state.json").read_text())["newest_day"]
 
 
 def test_a_new_day_flows_through_and_every_output_names_it(cli: Cli) -> None:
@@ -118,7 +118,7 @@ def test_the_daily_update_as_indexed_job_pods_then_merge_equals_one_update(cli: 
     merged = cli.ok("merge-update", "3")
     assert "merged 3 shards" in merged.stdout
     assert newest_day(cli) == newest_day(one)
-    for area in ("processed/user_days.parquet", "features/features.parquet", "labels/labels.parquet"):
+    for area in ("tables/user_days.parquet", "tables/features.parquet", "tables/labels.parquet"):
         files = sorted(p.name for p in (one.root / area).iterdir())
         assert files == sorted(p.name for p in (cli.root / area).iterdir()), area
         for name in files:

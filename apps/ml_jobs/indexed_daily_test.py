@@ -18,7 +18,7 @@ import pytest
 from cli_testing import Cli
 
 N = 3
-AREAS = ("processed/user_days.parquet", "features/features.parquet", "labels/labels.parquet")
+AREAS = ("tables/user_days.parquet", "tables/features.parquet", "tables/labels.parquet")  # one generation
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def pods(cli: Cli, indexes: range | list[int] = range(N)) -> list[subprocess.Com
 
 
 def newest_day(root: Path) -> str:
-    return json.loads((root / "processed" / "update_state.json").read_text())["newest_day"]
+    return json.loads((root / "tables" / "update_state.json").read_text())["newest_day"]
 
 
 def assert_same_cycle(sharded: Path, single: Path) -> None:

@@ -141,7 +141,7 @@ def test_corrupted_raw_fails_validation_and_nothing_downstream_runs(tmp_path):
     assert "FAILED" in result.stdout and "quiz" in result.stdout
     prepare = cli("prepare")
     assert prepare.returncode == 1 and "ml_jobs validate" in prepare.stderr
-    assert not (cli.root / "processed" / "user_days.parquet").exists()
+    assert not (cli.root / "processed" / "user_days.parquet").exists() and not (cli.root / "tables").exists()
     assert not list(cli.root.glob("features/**/*.parquet"))   # nothing downstream was written
 
 

@@ -72,7 +72,7 @@ def matured_pr_auc(settings: Settings, paths: DataPaths) -> dict[str, float]:
     """PR-AUC of the scores of every scored day whose labels have matured (t + W <= newest day)."""
     from churn.training.metrics import pr_auc
 
-    labels = day_files(paths.labels_file)
+    labels = day_files(paths.bound().labels_file)
     out = {}
     for folder in sorted(paths.predictions.iterdir()) if paths.predictions.is_dir() else []:
         day = dt.date.fromisoformat(folder.name)
@@ -96,7 +96,7 @@ def _drift_psi(result: StepResult) -> dict[str, float]:
 def run_month(settings: Settings, days: int, shift_from_day: int | None,
               on_day: Callable[[DayRow], None] | None = None) -> list[DayRow]:
     """`days` daily cycles after the seed period; the shift starts on day `shift_from_day` (1-based)."""
-    paths = steps.data_paths(settings)
+    paths = DataPaths.from_root(settings.paths.root)  # unbound: each day reads the tables as published then
     if not (paths.registry / "aliases" / "production.json").is_file():  # bootstrap: 120 days, first model
         for result in steps.bootstrap(settings):  # refuses a data root that holds anything already
             _check(result, (EXIT_OK, EXIT_DRIFT))

@@ -48,7 +48,7 @@ from churn.errors import DataError
 from churn.raw.contract import EVENT_TYPES
 from churn.sampling.users import shard_of
 from churn.storage.daytables import day_file
-from churn.storage.files import DurableRenames, atomic_path, atomic_write_json, read_json
+from churn.storage.files import DurableRenames, atomic_path, atomic_write_json, read_json, remove_path
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Plan:
     label_days: tuple[str, ...]
     raw: str  # digest of the raw part files per day the plan was made from
     users: int
+    base: str = ""  # the tables' generation it read (`churn.storage.derived.base_id`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -388,8 +389,9 @@ def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Pat
 
 
 def remove_run(paths: DataPaths, shards: int) -> None:
-    """Drop a merged run's shard files (the areas hold the rows now)."""
-    shutil.rmtree(run_dir(paths, shards), ignore_errors=True)
+    """Drop a merged run's shard files (the published tables hold the rows now); a fault
+    point (`files.remove_path`): after a crash here, the next merge finds the run merged."""
+    remove_path(run_dir(paths, shards))
     parent = run_dir(paths, shards).parent
     if parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()

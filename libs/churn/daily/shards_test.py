@@ -132,6 +132,7 @@ def test_an_in_process_run_that_fails_leaves_the_areas_and_no_shard_files(tmp_pa
     the rerun completes."""
     import errno
 
+
     s = with_shard_users(small_settings(tmp_path), 70)  # 300 users -> 5 shards
     paths = DataPaths.from_root(tmp_path)
     seed_raw(s, paths)

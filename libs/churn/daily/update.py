@@ -25,20 +25,28 @@ pieces of contiguous user ids written straight into the day files in their final
 Job (`--shard I/N`, then `merge_update`). Within a group the new grid days stay in memory for
 the features and labels, and only the group's rows of older days are read.
 
-State (`processed/update_state.json`, written last): the calendar, the newest day covered,
-the raw part files seen per day and the settings that shape the outputs.
-A crash before it is written leaves day files of a newer state and the old state file: the
-next update recomputes the same days again and converges.
+State (`update_state.json`): the calendar, the newest day covered, the raw part files seen
+per day and the settings that shape the outputs. It is published with the day files and the
+users snapshot as ONE generation of the area `tables` (`churn.storage.derived`): the day
+files of the recomputed days are written into a fresh generation, the others carried from
+the state the update read as hard links, and one pointer switches them all. A crash anywhere
+leaves the complete previous state (the next update recomputes the same days), or the
+complete new one. An in-process sharded update publishes once, after its merge; the shard
+pods of an Indexed Job write only their shard folders, and `merge_update` is the one
+publisher.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,7 +56,7 @@ from churn.data.prepare import EVENT_INPUT_COLUMNS, NEVER_ACTIVE, build_user_day
 from churn.features.compute import compute_features, history_days
 from churn.labels.build import build_labels
 from churn.raw.store import day_files as raw_day_files
-from churn.raw.store import read_event_files, read_events, read_users, require_raw
+from churn.raw.store import raw_digest, read_event_files, read_events, read_users, require_raw
 from churn.daily.shards import (
     DayFiles,
     Plan,
@@ -67,7 +75,9 @@ from churn.daily.shards import (
 )
 from churn.errors import DataError
 from churn.sampling.users import shard_count
+from churn.storage import generations
 from churn.storage.daytables import read_days_of, write_days
+from churn.storage.derived import base_id, publish_tables
 from churn.storage.files import atomic_write_json, read_json
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
@@ -78,12 +88,12 @@ _ONE = dt.timedelta(days=1)
 
 
 def state_path(paths: DataPaths) -> Path:
-    return paths.processed / "update_state.json"
+    return paths.update_state
 
 
 def users_snapshot(paths: DataPaths) -> Path:
     """The cleaned users the grid was built from (new and changed users are found against it)."""
-    return paths.processed / "users.parquet"
+    return paths.users_snapshot
 
 
 @dataclass
@@ -204,6 +214,7 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
     computed, into its shard folder (an Indexed Job's pod); `merge_update` completes the run.
     """
     t0 = time.perf_counter()
+    paths = paths.bound()  # one state of the tables read for the whole run
     prep = _prepare(settings, paths)
     if isinstance(prep, UpdateResult):
         prep.seconds = round(time.perf_counter() - t0, 3)
@@ -222,23 +233,25 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
         result.seconds = round(time.perf_counter() - t0, 3)
         return result
     n = shard_count(len(users), settings.sharding.shard_users)
-    if n == 1:
-        tables = _compute(settings, paths, users, plan, sharded=False)
-        for name, (frame, days) in tables.items():
-            write_days(frame, _areas(paths)[name], days=days)
-        rows = {name: len(frame) for name, (frame, _) in tables.items()}
-    else:
-        try:
-            rows = _in_shards(settings, paths, users, plan, n)
-        finally:  # also on a failure (a full disk): nothing of an in-process run can be reused
-            remove_run(paths, n)
-    return _finish(settings, paths, users, files, plan, result, rows, t0)
+    with _publishing(settings, paths, users, files, plan) as out:
+        if n == 1:
+            tables = _compute(settings, paths, users, plan, sharded=False)
+            for name, (frame, days) in tables.items():
+                write_days(frame, _areas(out)[name], days=days)
+            rows = {name: len(frame) for name, (frame, _) in tables.items()}
+        else:
+            try:
+                rows = _in_shards(settings, paths, users, plan, n, out)
+            finally:  # also on a failure (a full disk): nothing of an in-process run can be reused
+                remove_run(paths, n)
+    return _finish(plan, result, rows, t0)
 
 
-def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, n: int) -> dict[str, int]:
+def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, n: int,
+               out: DataPaths) -> dict[str, int]:
     """The update in N pieces of contiguous user ids one after the other: raw events
-    partitioned once, then each piece computed and appended to the day files (`DayFiles`);
-    returns the rows per table."""
+    partitioned once, then each piece computed and appended to the day files (`DayFiles`) of
+    the new generation `out`; returns the rows per table."""
     t1 = time.perf_counter()
     first, newest = dt.date.fromisoformat(plan.first), dt.date.fromisoformat(plan.newest)
     bounds = user_bounds(len(users), n)
@@ -249,32 +262,70 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
     log.info("update: raw events of %s..%s partitioned to %d pieces in %.1fs", first, newest, n,
              time.perf_counter() - t1)
     days = {"user_days": plan.grid_days, "features": plan.feature_days, "labels": plan.label_days}
-    with DayFiles(_areas(paths), days) as out:
+    with DayFiles(_areas(out), days) as files:
         for i in range(n):
             t1 = time.perf_counter()
-            out.write_piece(_compute(settings, paths, users_of_piece(users, bounds, i), plan, sharded=True,
-                                     partition=(i, n)))
+            files.write_piece(_compute(settings, paths, users_of_piece(users, bounds, i), plan, sharded=True,
+                                       partition=(i, n)))
             log.info("update: piece %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
-    return out.rows
+    return files.rows
 
 
 def merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateResult:
     """Complete an update run as N shards (`run_update(shard=(I, N))` for every I): check they
     ran the plan this update would run now, merge their rows into the areas, write the state."""
     t0 = time.perf_counter()
+    paths = paths.bound()
     prep = _prepare(settings, paths)
     if isinstance(prep, UpdateResult):
         if run_dir(paths, shards).is_dir():
-            raise DataError(f"{run_dir(paths, shards)}: shards of an update that is not due any more "
-                            f"({prep.reason}): remove the folder, or rerun the shards after new data")
+            if not _merged_already(paths, shards):
+                raise DataError(f"{run_dir(paths, shards)}: shards of an update that is not due any more "
+                                f"({prep.reason}): remove the folder, or rerun the shards after new data")
+            remove_run(paths, shards)  # a merge that published, then died before this
+            prep.reason += f"; the {shards} shards were merged already (their folder removed)"
         prep.seconds = round(time.perf_counter() - t0, 3)
         return prep
     users, files, plan, result = prep
-    rows = merge_tables(paths, shards, check_shards(paths, shards, plan), _areas(paths))
+    ran = check_shards(paths, shards, plan)
+    with _publishing(settings, paths, users, files, plan) as out:
+        rows = merge_tables(paths, shards, ran, _areas(out))
     result.reason += f"; merged {shards} shards"
-    out = _finish(settings, paths, users, files, plan, result, rows, t0)
-    remove_run(paths, shards)
-    return out
+    remove_run(paths, shards)  # after the publish: a merge that dies before it can be rerun
+    return _finish(plan, result, rows, t0)
+
+
+def _plan_digest(plan: Plan) -> str:
+    """sha256 of a plan (recorded in the MANIFEST: which shards a merge published)."""
+    return hashlib.sha256(json.dumps(plan.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _merged_already(paths: DataPaths, shards: int) -> bool:
+    """Did the current tables come from these shards (a merge killed after its publish)?"""
+    gen = paths.tables
+    if gen is None:
+        return False
+    with contextlib.suppress(DataError, OSError, KeyError, TypeError):
+        published = generations.read_manifest(gen).get("inputs", {}).get("plan")
+        return published == _plan_digest(check_shards(paths, shards, None))
+    return False
+
+
+@contextlib.contextmanager
+def _publishing(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict[dt.date, list[Path]],
+                plan: Plan) -> Iterator[DataPaths]:
+    """The new generation of the tables: the block writes the recomputed day files through the
+    yielded DataPaths; the users snapshot and the state follow, then all switch together."""
+    full = plan.first == plan.start
+    rewritten = {"user_days": None if full else plan.grid_days, "features": None if full else plan.feature_days,
+                 "labels": None if full else plan.label_days}
+    inputs = {"raw": raw_digest(paths), "raw_parts": plan.raw, "plan": _plan_digest(plan), "shape": _shape(settings)}
+    with publish_tables(paths, inputs, rewritten) as out:
+        yield out
+        atomic_write_parquet(users, out.users_snapshot)
+        atomic_write_json(out.update_state, {"start": plan.start, "newest_day": plan.newest,
+                                             "shape": _shape(settings), "raw": _signatures(paths, files),
+                                             "updated_at": dt.datetime.now(dt.timezone.utc).isoformat()})
 
 
 def _prepare(settings: Settings, paths: DataPaths
@@ -297,7 +348,7 @@ def _prepare(settings: Settings, paths: DataPaths
     iso = lambda days: tuple(d.isoformat() for d in days)  # noqa: E731
     plan = Plan(start.isoformat(), first.isoformat(), newest.isoformat(), iso(_days(first, newest)),
                 iso(_days(first, newest)), iso(_days(max(first - _ONE * w, start), newest - _ONE * w)),
-                raw_signature_digest(_signatures(paths, files)), len(users))
+                raw_signature_digest(_signatures(paths, files)), len(users), base_id(paths))
     return users, files, plan, UpdateResult(mode, why, start.isoformat(), newest.isoformat(), first.isoformat(),
                                             missing_days=missing)
 
@@ -312,14 +363,9 @@ def _count(result: UpdateResult, rows: dict[str, int], plan: Plan) -> None:
     result.grid_rows, result.feature_rows, result.label_rows = rows["user_days"], rows["features"], rows["labels"]
 
 
-def _finish(settings: Settings, paths: DataPaths, users: pd.DataFrame, files: dict[dt.date, list[Path]], plan: Plan,
-            result: UpdateResult, rows: dict[str, int], t0: float) -> UpdateResult:
-    """The users snapshot and the state (written last: the update is complete)."""
+def _finish(plan: Plan, result: UpdateResult, rows: dict[str, int], t0: float) -> UpdateResult:
+    """The counts and the log line of a published update."""
     _count(result, rows, plan)
-    atomic_write_parquet(users, users_snapshot(paths))
-    atomic_write_json(state_path(paths), {"start": plan.start, "newest_day": plan.newest,
-                                          "shape": _shape(settings), "raw": _signatures(paths, files),
-                                          "updated_at": dt.datetime.now(dt.timezone.utc).isoformat()})
     result.seconds = round(time.perf_counter() - t0, 3)
     log.info("update: %d grid, %d feature, %d label days rewritten (%d/%d/%d rows) in %.2fs; newest day %s",
              result.grid_days, result.feature_days, result.label_days, result.grid_rows, result.feature_rows,

@@ -27,8 +27,9 @@ from churn.config.settings import Settings
 from churn.data.generate import HIDDEN_USER_COLUMNS
 from churn.raw.contract import EVENT_TYPES, PLANS
 from churn.storage.files import DataError, atomic_write_json
-from churn.raw.store import read_events, read_users
+from churn.raw.store import raw_digest, read_events, read_users
 from churn.storage.daytables import replace_days
+from churn.storage.derived import publish_tables
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -321,11 +322,13 @@ def prepare_frames(users: pd.DataFrame, events: pd.DataFrame,
 
 
 def run_prepare(settings: Settings, paths: DataPaths) -> PrepareReport:
-    """Raw users and events -> processed/user_days.parquet/ (one file per day) + processed/prepare_report.json."""
+    """Raw users and events -> the grid (tables/user_days.parquet/, one file per day, published as a
+    generation of the tables: `churn.storage.derived`) + processed/prepare_report.json."""
     users = read_users(paths)
     events = read_events(paths, columns=EVENT_INPUT_COLUMNS)
     grid, report = prepare_frames(users, events)
-    replace_days(grid, paths.user_days)
+    with publish_tables(paths, {"raw": raw_digest(paths)}, {"user_days": None}) as out:
+        replace_days(grid, out.user_days)  # features and labels carried: rerun those steps
     atomic_write_json(paths.prepare_report, report.to_dict())
     log.info("prepare: %d users, %d events -> %d user-days (%s..%s), dropped %s in %.2fs",
              report.users_out, report.events_out, report.grid_rows, report.data_start, report.data_end,

@@ -247,11 +247,16 @@ def latest_date(user_days: pd.DataFrame) -> dt.date:
 
 
 def run_features(settings: "Settings", paths: "DataPaths") -> pd.DataFrame:
-    """processed/user_days.parquet/ -> features/features.parquet/ (one file per day); returns them."""
+    """The grid -> the features (one file per day, a new generation of the tables); returns them."""
     from churn.storage.daytables import replace_days
+    from churn.storage.derived import publish_tables
+    from churn.storage.files import dataset_digest
     from churn.storage.tables import read_parquet
 
+    paths = paths.bound()
     user_days = read_parquet(paths.user_days)
     features = compute_features(user_days, settings.features.windows_days)
-    replace_days(features, paths.features_file)
+    with publish_tables(paths, {"user_days": dataset_digest(paths.user_days.glob("*.parquet"))},
+                        {"features": None}) as out:
+        replace_days(features, out.features_file)
     return features

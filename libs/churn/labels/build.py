@@ -23,6 +23,8 @@ from churn.config.settings import Settings
 from churn.errors import DataError
 from churn.features.compute import KEY_COLUMNS
 from churn.storage.daytables import replace_days
+from churn.storage.derived import publish_tables
+from churn.storage.files import dataset_digest
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
 
@@ -119,8 +121,11 @@ def _key(df: pd.DataFrame) -> np.ndarray:
 
 
 def run_labels(settings: Settings, paths: DataPaths) -> pd.DataFrame:
-    """processed/user_days.parquet/ -> labels/labels.parquet/ (one file per day); returns the labels."""
+    """The grid -> the labels (one file per day, a new generation of the tables); returns them."""
+    paths = paths.bound()
     user_days = read_parquet(paths.user_days, columns=["user_id", "as_of_date", "day_index", "active"])
     labels = build_labels(user_days, settings.churn.window_days)
-    replace_days(labels, paths.labels_file)
+    with publish_tables(paths, {"user_days": dataset_digest(paths.user_days.glob("*.parquet"))},
+                        {"labels": None}) as out:
+        replace_days(labels, out.labels_file)
     return labels

@@ -44,7 +44,9 @@ class StepResult:
 
 
 def data_paths(settings: Settings) -> DataPaths:
-    return DataPaths.from_root(settings.paths.root)
+    """The layout, with the derived tables' generation resolved once: a step reads one state
+    of grid, features and labels for its whole run (`DataPaths.bound`)."""
+    return DataPaths.from_root(settings.paths.root).bound()
 
 
 def registry_for(paths: DataPaths) -> ModelRegistry:
@@ -483,9 +485,9 @@ def step_update(settings: Settings, shard: tuple[int, int] | None = None) -> Ste
 
     def body() -> StepResult:
         require_validated(paths)
-        return _update_result(paths, run_update(settings, paths, shard))
+        return _update_result(settings, run_update(settings, paths, shard))
 
-    return _timed("update", body)
+    return _timed("update", body, paths.root)
 
 
 def step_merge_update(settings: Settings, shards: int) -> StepResult:
@@ -496,12 +498,13 @@ def step_merge_update(settings: Settings, shards: int) -> StepResult:
 
     def body() -> StepResult:
         require_validated(paths)
-        return _update_result(paths, merge_update(settings, paths, shards), "merge-update")
+        return _update_result(settings, merge_update(settings, paths, shards), "merge-update")
 
-    return _timed("merge-update", body)
+    return _timed("merge-update", body, paths.root)
 
 
-def _update_result(paths: DataPaths, res: Any, name: str = "update") -> StepResult:
+def _update_result(settings: Settings, res: Any, name: str = "update") -> StepResult:
+    paths = data_paths(settings)  # the tables as published now
     message = (f"{name} ({res.mode}): {res.reason}; newest day {res.newest_day}" if res.mode == "none" else
                f"{name} ({res.mode}): {res.reason}; recomputed {res.first_recomputed}..{res.newest_day} "
                f"({res.grid_days} grid, {res.feature_days} feature, {res.label_days} label days)")

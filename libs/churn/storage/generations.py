@@ -36,7 +36,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from churn.errors import DataError
 from churn.storage import faults
@@ -137,12 +137,27 @@ def _files(directory: Path) -> list[Path]:
                   and not any(is_temp_name(part) for part in p.relative_to(directory).parts))
 
 
-def _carry(previous: Path, new: Path) -> dict[str, dict[str, Any]]:
-    """Hard-link (copy across filesystems) into `new` every file of `previous` it lacks.
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link a published file into a generation being written (a copy across filesystems
+    or where links are refused): a fault point."""
+    mkdirs(dst.parent)
+    faults.point("link", dst)
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copy2(src, dst)
 
-    For areas that accumulate (one drift report per day): the new generation holds the old
-    reports and the new one. Returns the previous MANIFEST's entries of the carried files, so
-    they are not hashed again (a published file is never rewritten in place).
+
+def _carry(previous: Path, new: Path, wanted: Callable[[str], bool] | None = None) -> dict[str, dict[str, Any]]:
+    """Hard-link (copy across filesystems) into `new` every file of `previous` it lacks
+    (and `wanted` accepts, by its relative path).
+
+    For areas that accumulate (one drift report per day, the day files of the update's
+    tables): the new generation holds the old files and the new ones. Returns the previous
+    MANIFEST's entries of the carried files, so they are not hashed again (a published file
+    is never rewritten in place): publishing costs the bytes the step wrote, not the history.
     """
     known: dict[str, dict[str, Any]] = {}
     with contextlib.suppress(DataError):
@@ -151,16 +166,9 @@ def _carry(previous: Path, new: Path) -> dict[str, dict[str, Any]]:
     for src in _files(previous):
         rel = src.relative_to(previous).as_posix()
         dst = new / rel
-        if dst.exists():
+        if dst.exists() or (wanted is not None and not wanted(rel)):
             continue
-        mkdirs(dst.parent)
-        faults.point("link", dst)
-        try:
-            os.link(src, dst)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-            shutil.copy2(src, dst)
+        link_or_copy(src, dst)
         if rel in known and known[rel].get("size") == dst.stat().st_size:
             carried[rel] = known[rel]
     return carried
@@ -272,12 +280,17 @@ def prune(root: str | Path, area: str, keep: Iterable[Path] = ()) -> list[Path]:
 
 @contextlib.contextmanager
 def publish(root: str | Path, area: str, inputs: Mapping[str, Any] | None = None,
-            carry: bool = False) -> Iterator[Path]:
+            carry: bool | Callable[[str], bool] = False,
+            check: Callable[[Path | None], None] | None = None) -> Iterator[Path]:
     """Yield a fresh directory for the step's outputs; publish them together when the block ends.
 
     `inputs`: the digests (or versions) of what the step read, recorded in the MANIFEST.
     `carry`: the new generation also holds the current one's files that the step did not
-    write (areas that accumulate, e.g. one drift report per day). On an exception nothing is
+    write (areas that accumulate, e.g. one drift report per day); a function of the relative
+    path carries only the files it accepts (the update drops the days it recomputed to no
+    rows). `check(previous)`: called under the area lock with the generation about to be
+    replaced, before anything is written; it raises to refuse (a step whose outputs were
+    computed from another generation). On an exception nothing is
     visible and the directory is removed; a full disk is one error naming the area.
     """
     link = link_path(root, area)
@@ -290,7 +303,10 @@ def publish(root: str | Path, area: str, inputs: Mapping[str, Any] | None = None
                 _remove_dead_link_temps(link)
                 _migrate(root, area)
                 previous = current(root, area)
-                known = _carry(previous, tmp) if carry and previous is not None else {}
+                if check is not None:
+                    check(previous)
+                wanted = carry if callable(carry) else None
+                known = _carry(previous, tmp, wanted) if carry and previous is not None else {}
                 write_manifest(tmp, area, inputs or {}, known)
                 final = store / _new_id()
                 faults.point("rename", final)

@@ -2,20 +2,35 @@
 
 Why: the reference project scattered path strings over its scripts; jobs, the API and the
 cluster manifests now agree on one layout under `paths.root` (a PVC in the cluster).
+
+The derived tables (the user x day grid, the features, the labels, and the update's state and
+users snapshot) live in ONE generation area, `<root>/tables` (`churn.storage.derived`), so
+one update's outputs switch together. `bound()` resolves it once: a run that reads through a
+bound DataPaths stays on one state of all three tables even if an update publishes meanwhile.
+A root from before (plain `processed/`, `features/`, `labels/` folders) is read as it is and
+migrated by the next publish.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from churn.errors import DataError
+from churn.storage import generations
 from churn.storage.files import locked_temp
 
 
 # Areas published as generations (`churn.storage.generations`): `<root>/<area>` is a symlink.
 DRIFT_AREA = "monitoring/drift"
+TABLES_AREA = "tables"  # grid, features, labels, update state: one update's outputs together
+
+# The files of the tables area, by name inside a generation (the layout before generations:
+# `legacy_tables`).
+USER_DAYS, FEATURES, LABELS = "user_days.parquet", "features.parquet", "labels.parquet"
+UPDATE_STATE, USERS_SNAPSHOT = "update_state.json", "users.parquet"
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,11 @@ class DataPaths:
     """Directories and well-known files under the data root (nothing is created on init)."""
 
     root: Path
+    # the tables' directory this DataPaths reads and writes: set by `bound()` (the generation
+    # current then, None with `tables_bound` = the layout from before generations) or by the
+    # publisher (`churn.storage.derived`: its new generation); unbound = the current one now
+    tables_at: Path | None = None
+    tables_bound: bool = False
 
     @classmethod
     def from_root(cls, root: str | Path) -> "DataPaths":
@@ -81,8 +101,47 @@ class DataPaths:
         return self.raw / "validation_report.json"
 
     @property
+    def tables(self) -> Path | None:
+        """The directory of the derived tables' generation (bound, or current now); None for a
+        root from before generations (`legacy_tables`) or without tables yet."""
+        if self.tables_bound:
+            return self.tables_at
+        return generations.current(self.root, TABLES_AREA)
+
+    def bound(self) -> "DataPaths":
+        """This layout with the tables' generation resolved once (a reader's whole run)."""
+        if self.tables_bound:
+            return self
+        return dataclasses.replace(self, tables_at=self.tables, tables_bound=True)
+
+    def writing_tables(self, directory: Path) -> "DataPaths":
+        """This layout with the tables in `directory` (a generation being written)."""
+        return dataclasses.replace(self, tables_at=Path(directory), tables_bound=True)
+
+    def legacy_tables(self) -> dict[str, Path]:
+        """{name in a generation: path} of the tables in the layout from before generations."""
+        return {USER_DAYS: self.processed / USER_DAYS, FEATURES: self.features / FEATURES,
+                LABELS: self.labels / LABELS, UPDATE_STATE: self.processed / UPDATE_STATE,
+                USERS_SNAPSHOT: self.processed / USERS_SNAPSHOT}
+
+    def _table(self, name: str) -> Path:
+        at = self.tables
+        return self.legacy_tables()[name] if at is None else at / name
+
+    @property
     def user_days(self) -> Path:
-        return self.processed / "user_days.parquet"
+        """The grid: a folder of one Parquet file per as-of day (`churn.storage.daytables`)."""
+        return self._table(USER_DAYS)
+
+    @property
+    def update_state(self) -> Path:
+        """What the last update covered (`churn.daily.update`), published with its tables."""
+        return self._table(UPDATE_STATE)
+
+    @property
+    def users_snapshot(self) -> Path:
+        """The cleaned users the grid was built from (new and changed users are found against it)."""
+        return self._table(USERS_SNAPSHOT)
 
     @property
     def prepare_report(self) -> Path:
@@ -90,11 +149,11 @@ class DataPaths:
 
     @property
     def features_file(self) -> Path:
-        return self.features / "features.parquet"
+        return self._table(FEATURES)
 
     @property
     def labels_file(self) -> Path:
-        return self.labels / "labels.parquet"
+        return self._table(LABELS)
 
     @property
     def training_set(self) -> Path:
