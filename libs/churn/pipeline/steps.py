@@ -211,7 +211,7 @@ def step_labels(settings: Settings) -> StepResult:
         require_file(paths.user_days, "prepare")
         require_file(paths.features_file, "features")
         labels = run_labels(settings, paths)
-        training_set = run_training_set(settings, paths)
+        training_set = run_training_set(settings, data_paths(settings))  # the tables with these labels
         return StepResult("labels", len(training_set), 0.0, [str(paths.labels_file), str(paths.training_set)],
                           detail={"labels": len(labels), "training_rows": len(training_set)})
 
