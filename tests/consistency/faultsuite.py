@@ -21,6 +21,7 @@ them, then `sample` of them chosen with a fixed seed. Each target prints its cou
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,7 +35,8 @@ from typing import Any, Callable
 from churn.config.settings import Settings
 from churn.errors import ChurnError
 from churn.pipeline.steps import StepResult, bootstrap, last_complete_run
-from churn.raw.store import read_manifest
+from churn.raw.store import raw_files, read_manifest
+from churn.raw.verdict import is_validated
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
 from churn.storage import faults, generations
@@ -100,6 +102,23 @@ def raw_state(root: Path, seeded: Path | None = None) -> dict[str, Any]:
     return {"users": users, "users_rows": m.users_rows, "events": days}
 
 
+def another_world(settings: Settings) -> StepResult:
+    """`generate` of another world (seed 7, 60 users, 20 days): every raw file differs."""
+    from churn.pipeline.steps import step_generate
+
+    return step_generate(dataclasses.replace(
+        settings, generator=dataclasses.replace(settings.generator, seed=7, n_users=60, days=20)))
+
+
+def no_unlisted_raw_file(root: Path) -> None:
+    """A crashed batch's part files are removed by the next writer; what is left beside the
+    listed files is only what the manifest keeps for readers in flight (the state before)."""
+    paths = DataPaths.from_root(root)
+    allowed = set(raw_files(paths)) | {paths.raw / f for f in read_manifest(paths).kept}
+    stray = [f for sub in ("users", "events") for f in (paths.raw / sub).rglob("*") if f.is_file() and f not in allowed]
+    assert not stray, stray
+
+
 def training_set_state(root: Path, seeded: Path | None = None) -> str:
     """The verified bytes of `labels/training_set.parquet` (one file, replaced by one rename)."""
     return hashlib.sha256(read_verified(DataPaths.from_root(root).training_set)).hexdigest()
@@ -144,10 +163,41 @@ def drift_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
     return view(root, DRIFT_AREA, seeded)
 
 
+def validation_state(root: Path, seeded: Path | None = None) -> dict[str, Any]:
+    """The verdict `prepare`/`update` go by on the raw data as committed now, and the report."""
+    paths = DataPaths.from_root(root)
+    report = paths.validation_report
+    roots = (root,) if seeded is None else (root, seeded)
+    return {"validated": is_validated(paths),
+            "report": _normalized(report.name, read_verified(report), roots) if report.is_file() else None}
+
+
+def score_distribution_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
+    """monitoring/score_distribution/<date>.json (one file per day, each replaced by one rename)."""
+    folder = DataPaths.from_root(root).monitoring / "score_distribution"
+    roots = (root,) if seeded is None else (root, seeded)
+    return {p.name: _normalized(p.name, read_verified(p), roots) for p in sorted(folder.glob("*.json"))}
+
+
+def derived_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
+    """What `update` writes: every file under processed/, features/, labels/ (the day files,
+    the update state), by content, followed through any pointer; temp entries excluded."""
+    roots = (root,) if seeded is None else (root, seeded)
+    out = {}
+    for top in ("processed", "features", "labels"):
+        base = Path(os.path.realpath(root / top))
+        for p in sorted(base.rglob("*")) if base.is_dir() else []:
+            rel = p.relative_to(base)
+            if p.is_file() and not any(is_temp_name(part) for part in rel.parts) and p.name != MANIFEST_NAME:
+                out[f"{top}/{rel.as_posix()}"] = _normalized(p.name, read_verified(p), roots)
+    return out
+
+
 # The readers by name (the full-disk driver runs them in another process): root, seeded -> state.
 STATE_READERS: dict[str, Callable[[Path, Path | None], Any]] = {
     "raw": raw_state, "training_set": training_set_state, "training": training_state,
     "production": production_state, "predictions": predictions_state, "drift": drift_state,
+    "validation": validation_state, "score_distribution": score_distribution_state, "derived": derived_state,
 }
 
 
@@ -168,20 +218,20 @@ class Command:
     """One command of the suite: how to run it on a root and what its readers see.
 
     `areas`: the generation areas it publishes (read by `view`); `readers`: other states,
-    each a function of the root (e.g. the raw store's manifest and the files it lists);
+    each a function of the root and the root it was copied from (e.g. `raw_state`);
     `after_rerun`: extra checks of the healed root (e.g. no unlisted leftover)."""
 
     name: str
     run: Callable[[Settings], StepResult]
     areas: tuple[str, ...] = ()
     ok_exits: tuple[int, ...] = (0,)
-    readers: dict[str, Callable[[Path], Any]] = field(default_factory=dict)
+    readers: dict[str, Callable[[Path, Path | None], Any]] = field(default_factory=dict)
     after_rerun: Callable[[Path], None] | None = None
 
     def state(self, root: Path, seeded: Path | None = None) -> dict[str, Any]:
         """Everything a reader sees, by area or reader name (`seeded`: the root it was copied from)."""
         out: dict[str, Any] = {area: view(root, area, seeded) for area in self.areas}
-        out.update({name: read(root) for name, read in self.readers.items()})
+        out.update({name: read(root, seeded) for name, read in self.readers.items()})
         return out
 
 

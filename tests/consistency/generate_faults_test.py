@@ -9,14 +9,11 @@ seeded root, so the state it publishes differs in every file.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from churn.config.settings import Settings
-from churn.pipeline.steps import StepResult, step_generate
-from churn.raw.store import raw_files, read_manifest
+from churn.raw.store import raw_files
 from churn.storage.paths import DataPaths
 
 from tests.consistency import faultsuite
@@ -27,18 +24,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return faultsuite.seed(tmp_path_factory.mktemp("seeded") / "root")
 
 
-def _generate_another_world(settings: Settings) -> StepResult:
-    return step_generate(dataclasses.replace(
-        settings, generator=dataclasses.replace(settings.generator, seed=7, n_users=60, days=20)))
-
-
-def no_unlisted_raw_file(root: Path) -> None:
-    """A crashed batch's part files are removed by the next writer; what is left beside the
-    listed files is only what the manifest keeps for readers in flight (the state before)."""
-    paths = DataPaths.from_root(root)
-    allowed = set(raw_files(paths)) | {paths.raw / f for f in read_manifest(paths).kept}
-    stray = [f for sub in ("users", "events") for f in (paths.raw / sub).rglob("*") if f.is_file() and f not in allowed]
-    assert not stray, stray
+_generate_another_world = faultsuite.another_world
+no_unlisted_raw_file = faultsuite.no_unlisted_raw_file
 
 
 def test_a_reader_in_flight_keeps_the_files_of_the_state_it_read(seeded: Path, tmp_path: Path) -> None:

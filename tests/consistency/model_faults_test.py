@@ -61,7 +61,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run_suite(seeded: Path, tmp_path: Path, name: str, run: Callable[[Settings], StepResult],
-               readers: dict[str, Callable[[Path], Any]], sample: int = 40) -> faultsuite.Counts:
+               readers: dict[str, Callable[[Path, Path | None], Any]], sample: int = 40) -> faultsuite.Counts:
     counts = faultsuite.run_suite(faultsuite.Command(name, run, readers=readers), seeded, tmp_path, sample=sample)
     assert counts.consistent == counts.injections > 0
     return counts

@@ -32,7 +32,7 @@ import pyarrow.dataset as pads
 from churn.config.settings import Settings
 from churn.data.unique_ids import Duplicates, IdBuckets
 from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
-from churn.raw.store import EVENTS_SCHEMA, read_users
+from churn.raw.store import EVENTS_SCHEMA, raw_digest, read_users
 from churn.raw.store import day_files as raw_day_files
 from churn.sampling.users import shard_count, shard_of
 from churn.storage.files import DataError, atomic_write_json
@@ -442,7 +442,8 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     report.rules_checked = list(dict.fromkeys(report.rules_checked))
     report.ok = not report.violations
     report.seconds = round(time.perf_counter() - t0, 3)
-    atomic_write_json(report_path or paths.validation_report, report.to_dict())
+    # the digest of what was checked: the report is the verdict `churn.raw.verdict` reads
+    atomic_write_json(report_path or paths.validation_report, {**report.to_dict(), "raw_digest": raw_digest(paths)})
     log.info("validate: %s users, %s events in %d part files, %d violations in %.2fs",
              report.users, report.events, len(parts), len(report.violations), report.seconds)
     (log.info if report.ok else log.error)("%s", report.summary())

@@ -39,6 +39,7 @@ from churn.ingest.normalize import Normalized, normalize, rename
 from churn.ingest.readers import read_table
 from churn.raw.contract import EVENTS, TABLES, USERS
 from churn.raw.store import BatchWriter, Manifest, distinct_values, read_events, read_manifest, read_users
+from churn.raw.verdict import is_validated
 from churn.storage.files import atomic_write_json
 from churn.storage.paths import DataPaths
 
@@ -228,8 +229,13 @@ def calendar_warnings(stored: list[dt.date], added: list[dt.date], retention_day
 
 
 def _check_and_write(writer: BatchWriter, paths: DataPaths, users: Normalized | None, events: Normalized | None,
-                     exp: Expectations, chk: Checker, counts: dict[str, Any]) -> int | None:
-    """Steps 2-4 of the module doc under the store's lock; the batch number, or None if nothing was written."""
+                     exp: Expectations, chk: Checker, counts: dict[str, Any], validated_base: bool) -> int | None:
+    """Steps 2-4 of the module doc under the store's lock; the batch number, or None if nothing was written.
+
+    The batch records `validated` (it passed the rules against stored data that had passed)
+    in the manifest, its commit point, so the raw data and its verdict switch together
+    (`churn.raw.verdict`); a stamp written after the commit was lost by a kill in between,
+    and the rerun, finding nothing new, left the raw data unvalidated for good."""
     stored = writer.base
     stored_users = read_users(paths) if stored.users else None
     known = stored_users if stored_users is not None else pd.DataFrame({"user_id": np.empty(0, np.int64)})
@@ -256,7 +262,9 @@ def _check_and_write(writer: BatchWriter, paths: DataPaths, users: Normalized | 
         writer.add_events(event_frame)
     if users_changed:
         writer.set_users(merged)
-    return writer.commit({"files": chk.report.files, "counts": counts}).batch
+    if not validated_base:
+        log.warning("ingest: the raw data before this batch had not passed validation; run `ml_jobs validate`")
+    return writer.commit({"files": chk.report.files, "counts": counts, "validated": validated_base}).batch
 
 
 def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = None,
@@ -278,8 +286,9 @@ def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = No
     warnings: list[str] = []
     with BatchWriter(paths, "ingest") as writer:
         stored_dates = writer.base.dates
+        validated_base = not writer.base.batches or is_validated(paths)  # under the lock: the data we build on
         batch = _check_and_write(writer, paths, users, events, expectations or Expectations.from_settings(settings),
-                                 chk, counts)
+                                 chk, counts, validated_base)
         if batch is not None:
             dates = read_manifest(paths).batches[-1].dates
             warnings = calendar_warnings(stored_dates, [dt.date.fromisoformat(d) for d in dates],

@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from churn.config.settings import Settings
 from churn.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UsageError
-from churn.raw.store import raw_digest, read_manifest, require_raw
+from churn.raw.store import read_manifest, require_raw
+from churn.raw.verdict import is_validated, require_validated, stamp_validated
 from churn.registry.registry import ModelRegistry
 from churn.storage.files import DataError, atomic_write_json, read_json, require_file, sweep_dead_temps
 from churn.storage.paths import DataPaths
@@ -73,10 +74,6 @@ def _timed(name: str, body: Callable[[], StepResult], root: str | Path | None = 
 # ------------------------------------------------------------------ data steps
 
 
-def validation_stamp(paths: DataPaths) -> Path:
-    return paths.raw / "validated.json"
-
-
 def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResult:
     from churn.data.generate import write_raw
 
@@ -95,21 +92,18 @@ def step_ingest(settings: Settings, users: str | None = None, events: str | None
                 fmt: str | None = None) -> StepResult:
     """Ingest exported users and/or events (churn.ingest.ingest); exit 1 on any violation.
 
-    When the raw data was validated before (or there was none), the new raw data is
-    stamped as validated too: the batch passed the same rules against the stored data.
+    When the raw data was validated before (or there was none), the new raw data counts as
+    validated too (the batch passed the same rules against the stored data): the batch
+    records that in the raw manifest, its commit point (`churn.raw.verdict`).
     """
     from churn.ingest.ingest import run_ingest
 
     paths = data_paths(settings).ensure()
 
     def body() -> StepResult:
-        was_valid = _was_valid(paths)
-        res = run_ingest(settings, paths, users, events, fmt)
-        outputs = [res.report_path]
-        if res.ok and res.batch is not None:
-            outputs += _stamp_after_ingest(paths, was_valid)
+        res = run_ingest(settings, paths, users, events, fmt)  # the batch records its own verdict
         added = res.counts.get("events_added", 0) + res.counts.get("users_added", 0) + res.counts.get("users_updated", 0)
-        return StepResult("ingest", added, 0.0, outputs, EXIT_OK if res.ok else EXIT_ERROR, res.summary(),
+        return StepResult("ingest", added, 0.0, [res.report_path], EXIT_OK if res.ok else EXIT_ERROR, res.summary(),
                           {"batch": res.batch, **res.counts, "violations": len(res.report.violations)})
 
     return _timed("ingest", body, paths.root)
@@ -117,7 +111,7 @@ def step_ingest(settings: Settings, users: str | None = None, events: str | None
 
 def _was_valid(paths: DataPaths) -> bool:
     """Before an ingest: the raw data had passed validation (or there was none yet)."""
-    return not read_manifest(paths).batches or _stamp_is_current(paths)
+    return not read_manifest(paths).batches or is_validated(paths)
 
 
 def _stamp_after_ingest(paths: DataPaths, was_valid: bool) -> list[str]:
@@ -128,49 +122,22 @@ def _stamp_after_ingest(paths: DataPaths, was_valid: bool) -> list[str]:
     return [str(stamp_validated(paths))]
 
 
-def _stamp_is_current(paths: DataPaths) -> bool:
-    try:
-        return read_json(validation_stamp(paths)).get("raw_digest") == raw_digest(paths)
-    except DataError:
-        return False
-
-
 def step_validate(settings: Settings) -> StepResult:
-    """Validate raw data; on success stamp the raw digest so `prepare` may use it."""
+    """Validate raw data; its report (one file, replaced last) records the raw digest it
+    checked and is the verdict `prepare` and `update` go by (`churn.raw.verdict`): a kill or a
+    full disk leaves the previous verdict, never none or one about other data."""
     from churn.data.validate import run_validate
 
     paths = data_paths(settings)
 
     def body() -> StepResult:
         require_raw(paths)
-        validation_stamp(paths).unlink(missing_ok=True)
         report = run_validate(settings, paths)
-        outputs = [str(paths.validation_report)]
-        if report.ok:
-            outputs.append(str(stamp_validated(paths)))
-        return StepResult("validate", report.users + report.events, 0.0, outputs,
+        return StepResult("validate", report.users + report.events, 0.0, [str(paths.validation_report)],
                           EXIT_OK if report.ok else EXIT_ERROR, report.summary(),
                           {"violations": len(report.violations)})
 
     return _timed("validate", body, paths.root)
-
-
-def stamp_validated(paths: DataPaths) -> Path:
-    """Record that the raw data as it is now passed validation (`prepare`/`update` check it)."""
-    return atomic_write_json(validation_stamp(paths), {"ok": True, "raw_digest": raw_digest(paths)})
-
-
-def require_validated(paths: DataPaths) -> None:
-    """Raw data must have passed validation, and not have changed since."""
-    stamp_path = validation_stamp(paths)
-    require_raw(paths)
-    try:
-        stamp = read_json(stamp_path)
-    except DataError:
-        raise DataError(f"{stamp_path}: raw data has not passed validation "
-                        "(run `ml_jobs validate`)") from None
-    if stamp.get("raw_digest") != raw_digest(paths):
-        raise DataError(f"{paths.raw}: raw data changed since it was validated (run `ml_jobs validate`)")
 
 
 def step_prepare(settings: Settings) -> StepResult:
