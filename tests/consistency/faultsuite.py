@@ -41,7 +41,7 @@ from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
 from churn.storage import faults, generations
 from churn.storage.files import MANIFEST_NAME, is_temp_name, read_verified
-from churn.storage.paths import DRIFT_AREA, DataPaths
+from churn.storage.paths import DRIFT_AREA, TABLES_AREA, DataPaths
 
 # A tiny world: every step runs in about a second, so one command's points take ~a minute.
 USERS, DAYS = 200, 90
@@ -180,17 +180,9 @@ def score_distribution_state(root: Path, seeded: Path | None = None) -> dict[str
 
 
 def derived_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
-    """What `update` writes: every file under processed/, features/, labels/ (the day files,
-    the update state), by content, followed through any pointer; temp entries excluded."""
-    roots = (root,) if seeded is None else (root, seeded)
-    out = {}
-    for top in ("processed", "features", "labels"):
-        base = Path(os.path.realpath(root / top))
-        for p in sorted(base.rglob("*")) if base.is_dir() else []:
-            rel = p.relative_to(base)
-            if p.is_file() and not any(is_temp_name(part) for part in rel.parts) and p.name != MANIFEST_NAME:
-                out[f"{top}/{rel.as_posix()}"] = _normalized(p.name, read_verified(p), roots)
-    return out
+    """What `update` publishes: the current generation of `tables` (grid, features, labels,
+    the update state), as `view` reads it."""
+    return view(root, TABLES_AREA, seeded)
 
 
 # The readers by name (the full-disk driver runs them in another process): root, seeded -> state.

@@ -3,7 +3,7 @@
 Started by the test as `unshare --user --map-root-user --mount python full_disk_driver.py SPEC`:
 as the namespace's root it mounts a tmpfs that only this namespace sees, then
 
-1. copies the seeded root onto it (and runs the spec's `before` command there), runs the step once (the ml_jobs CLI, a child
+1. copies the seeded root onto it and runs the step there once (the ml_jobs CLI, a child
    process), sampling the tmpfs's used space every millisecond: the step's need is its peak
    growth, measured on the copy itself (a copy made elsewhere and compared would count hard
    links as copies);
@@ -40,12 +40,10 @@ def free(mount: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def run_step(spec: dict[str, Any], root: Path, mount: Path, argv: list[str] | None = None,
-             text: str | None = None) -> tuple[subprocess.CompletedProcess, int]:
-    """Run the step's CLI (or `argv` with config `text`) on `root`; returns it and the peak
-    growth of the tmpfs during the run."""
+def run_step(spec: dict[str, Any], root: Path, mount: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the step's CLI on `root`; returns it and the peak growth of the tmpfs during the run."""
     config = Path(spec["configs"]) / f"{root.name}.yaml"  # beside the spec: not on the full tmpfs
-    config.write_text((text or spec["config"]).format(root=root))
+    config.write_text(spec["config"].format(root=root))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     base = used(mount)
     peak = [base]
@@ -59,24 +57,13 @@ def run_step(spec: dict[str, Any], root: Path, mount: Path, argv: list[str] | No
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        proc = subprocess.run([sys.executable, spec["main"], "--config", str(config), *(argv or spec["argv"])], env=env,
+        proc = subprocess.run([sys.executable, spec["main"], "--config", str(config), *spec["argv"]], env=env,
                               capture_output=True, text=True, timeout=600)
     finally:
         done.set()
         sampler.join()
     config.unlink()
     return proc, peak[0] - base
-
-
-def copy_seeded(spec: dict[str, Any], seeded: Path, root: Path, mount: Path) -> None:
-    """The seeded root onto the tmpfs, then the spec's `before` command (e.g. new raw data for
-    `update`), so the step under test has something to change."""
-    shutil.copytree(seeded, root, symlinks=True)
-    if spec.get("before"):
-        argv, text = spec["before"]
-        proc, _ = run_step(spec, root, mount, argv, text)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} before {spec['name']} failed: {proc.stderr[-2000:]}")
 
 
 def main(spec_path: str) -> int:
@@ -89,7 +76,7 @@ def main(spec_path: str) -> int:
     out: dict[str, Any] = {"step": spec["name"]}
 
     clean = mount / "clean"
-    copy_seeded(spec, seeded, clean, mount)
+    shutil.copytree(seeded, clean, symlinks=True)
     proc, need = run_step(spec, clean, mount)
     out["clean"] = {"rc": proc.returncode, "stderr": proc.stderr[-2000:],
                     "state": {r: readers[r](clean) for r in spec["readers"]}}
@@ -97,7 +84,7 @@ def main(spec_path: str) -> int:
     shutil.rmtree(clean)
 
     root = mount / "root"
-    copy_seeded(spec, seeded, root, mount)
+    shutil.copytree(seeded, root, symlinks=True)
     out["old"] = {r: readers[r](root) for r in spec["readers"]}
     left = max(0, need // 2)  # clearly less than the step needs (the sampled peak may miss a spike)
     filler = mount / "filler"

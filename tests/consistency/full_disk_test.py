@@ -75,12 +75,9 @@ def events_file(seeded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _steps(events_file: Path) -> dict[str, tuple[list[str], list[str], str]]:
     """name -> (ml_jobs argv, the readers of its outputs, config); each run changes what its
-    readers see (another world, fewer training rows, a top-K of 10, a 7-day recent window;
-    validate and update get new raw data first: `_before`)."""
+    readers see (another world, fewer training rows, a top-K of 10, a 7-day recent window)."""
     return {
-        "generate": (["generate"], ["raw"], OTHER_WORLD),
-        "validate": (["validate"], ["validation"], config()),
-        "update": (["update"], ["derived", "validation"], config()),
+        "generate": (["generate"], ["raw"], config(generator="n_users: 60, days: 20, seed: 7")),
         "labels": (["labels"], ["training_set"], config("training: {max_train_rows: 2000}\n")),
         "train": (["train"], ["training"], config()),
         "promote": (["promote", "--version", "{other}", "--force", "--reason", "full disk"], ["production"], config()),
@@ -88,16 +85,6 @@ def _steps(events_file: Path) -> dict[str, tuple[list[str], list[str], str]]:
         "drift-check": (["drift-check"], ["drift"], config("monitoring: {recent_days: 7}\n")),
         "ingest": (["ingest", "--events", str(events_file)], ["raw"], config()),
     }
-
-
-OTHER_WORLD = config(generator="n_users: 60, days: 20, seed: 7")
-
-
-def _before(step: str, events_file: Path) -> tuple[list[str], str] | None:
-    """A command run on each copy before the step: validate checks another world, update
-    brings the ingested newest-day events into the day files."""
-    return {"validate": (["generate"], OTHER_WORLD),
-            "update": (["ingest", "--events", str(events_file)], config())}.get(step)
 
 
 def _namespace_works(tmp: Path) -> None:
@@ -108,22 +95,21 @@ def _namespace_works(tmp: Path) -> None:
     assert probe.returncode == 0, f"cannot make a private tmpfs: {probe.stderr.strip()}"
 
 
-@pytest.mark.parametrize("step", ["generate", "validate", "update", "labels", "train", "promote", "batch-score",
-                                  "drift-check", "ingest"])
+@pytest.mark.parametrize("step", ["generate", "labels", "train", "promote", "batch-score", "drift-check",
+                                  "ingest"])
 def test_a_full_disk_fails_cleanly_and_the_rerun_recovers(step: str, seeded: Path, events_file: Path,
                                                           tmp_path: Path) -> None:
     (tmp_path / "probe").mkdir()
     _namespace_works(tmp_path / "probe")
-    argv, readers, text = _steps(events_file)[step]
+    argv, readers, config = _steps(events_file)[step]
     if "{other}" in argv:
         record = json.loads((seeded / "registry" / "last_training_run.json").read_text())
         production = faultsuite.production_state(seeded)
         argv = [a.replace("{other}", next(v for v in record["versions"] if v != production)) for a in argv]
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"name": step, "argv": argv, "readers": readers, "config": text,
+    spec.write_text(json.dumps({"name": step, "argv": argv, "readers": readers, "config": config,
                                 "seeded": str(seeded), "mount": str(tmp_path / "tmpfs"), "size_mb": TMPFS_MB,
-                                "main": str(MAIN), "configs": str(tmp_path),
-                                "before": _before(step, events_file)}))
+                                "main": str(MAIN), "configs": str(tmp_path)}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, str(DRIVER), str(spec)],
                           capture_output=True, text=True, env=env, timeout=900)
