@@ -44,7 +44,7 @@ from churn.config.settings import GeneratorSettings
 from churn.data.generate import HIDDEN_USER_COLUMNS, Population, chunk_events, churn_probability
 from churn.errors import UsageError
 from churn.raw.contract import PLANS
-from churn.raw.store import read_events, require_raw
+from churn.raw.store import max_value, require_raw
 from churn.storage.files import atomic_write_json, locked_temp, read_json, remove_path
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet, read_parquet
@@ -101,8 +101,7 @@ def _users_path(paths: DataPaths) -> Path:
 def _max_event_id(paths: DataPaths) -> int:
     """The largest event_id already in raw/ (errors name both ways to bring raw data in)."""
     require_raw(paths)
-    ids = read_events(paths, columns=["event_id"])["event_id"]
-    return int(ids.max()) if len(ids) else 0
+    return max_value(paths, "event_id") or 0
 
 
 def _bootstrap(cfg: GeneratorSettings, paths: DataPaths) -> tuple[WorldState, pd.DataFrame]:
