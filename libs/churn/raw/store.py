@@ -28,7 +28,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -229,49 +229,44 @@ def read_event_files(paths: DataPaths, files: Sequence[Path], columns: Sequence[
     return table.unify_dictionaries()
 
 
+def _column_batches(paths: DataPaths, column: str) -> Iterator[pa.Array]:
+    """One events column over every stored day, a read batch at a time (memory: one batch)."""
+    m = require_raw(paths, users=False)
+    files = [str(paths.raw / p.path) for p in sorted(m.parts, key=lambda p: (p.date, p.path))]
+    if not files:
+        return
+    try:
+        for batch in pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_batches(columns=[column]):
+            yield batch.column(0)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+
+
 def distinct_values(paths: DataPaths, column: str) -> set[str]:
     """The distinct non-missing values of one events column over every stored day (as text).
 
-    Read batch by batch and reduced to each batch's distinct values, so memory is one batch,
-    not the column of every stored event (240M course ids at 1,000,000 users: ~1 GB as one
-    categorical); what ingest's new-vocabulary check compares a batch with.
+    Each read batch is reduced to its distinct values, so memory is one batch, not the column
+    of every stored event (240M course ids at 1,000,000 users: ~1 GB as one categorical); what
+    ingest's new-vocabulary check compares a batch with.
     """
-    m = require_raw(paths, users=False)
-    files = [str(paths.raw / p.path) for p in sorted(m.parts, key=lambda p: (p.date, p.path))]
     seen: set[str] = set()
-    if not files:
-        return seen
-    try:
-        for batch in pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_batches(columns=[column]):
-            values = pc.unique(batch.column(0))
-            if pa.types.is_dictionary(values.type):
-                values = values.dictionary_decode()
-            seen.update(str(v) for v in values.to_pylist() if v is not None)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+    for values in _column_batches(paths, column):
+        values = pc.unique(values)
+        if pa.types.is_dictionary(values.type):
+            values = values.dictionary_decode()
+        seen.update(str(v) for v in values.to_pylist() if v is not None)
     return seen
 
 
 def max_value(paths: DataPaths, column: str) -> int | None:
     """The largest value of one numeric events column over every stored day (None: no events).
 
-    Read batch by batch and reduced to each batch's maximum, so memory is one batch, not the
-    column of every stored event (240M event ids at 1,000,000 users: 1.9 GB as one array, and
+    Each read batch is reduced to its maximum, so memory is one batch, not the column of every
+    stored event (240M event ids at 1,000,000 users: 1.9 GB as one array, and
     `generate --next-days` peaked at 5.8 GiB reading it whole to take its maximum).
     """
-    m = require_raw(paths, users=False)
-    files = [str(paths.raw / p.path) for p in sorted(m.parts, key=lambda p: (p.date, p.path))]
-    best: int | None = None
-    if not files:
-        return best
-    try:
-        for batch in pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_batches(columns=[column]):
-            top = pc.max(batch.column(0)).as_py()
-            if top is not None and (best is None or top > best):
-                best = int(top)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
-    return best
+    tops = [top for values in _column_batches(paths, column) if (top := pc.max(values).as_py()) is not None]
+    return int(max(tops)) if tops else None
 
 
 def _id_filter(event_ids: np.ndarray | None, user_ids: np.ndarray | None) -> pads.Expression | None:
