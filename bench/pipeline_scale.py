@@ -27,12 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
 from bench.rss import PeakRss
 from churn.config.settings import Settings
 from churn.daily.world import next_days
 from churn.pipeline import steps
 from churn.pipeline.steps import EXIT_DRIFT, EXIT_OK, StepResult, bootstrap_steps, with_root
 from churn.plotting.figures import figure_png, subplots
+from churn.revision import code_revision
 from churn.storage.files import atomic_write_bytes
 
 UNSHARDED = 10**9  # sharding.shard_users for the baseline: every user in one piece (the code before #16)
@@ -55,6 +58,7 @@ class Run:
     peak_mb: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
     note: str = ""
+    revision: str = ""  # the commit measured (empty in runs saved before it was recorded)
 
     @property
     def seed_s(self) -> float:
@@ -120,7 +124,8 @@ def run_child(main_file: str, users: int, shard_users: int, config: str | None, 
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
-        run = Run(users, code, peak_mb=usage.ru_maxrss / 1024, load=(load0, os.getloadavg()[0]))
+        run = Run(users, code, peak_mb=usage.ru_maxrss / 1024, load=(load0, os.getloadavg()[0]),
+                  revision=code_revision()[:7])
         if proc.returncode != 0:
             tail = log.read_text().strip().splitlines()[-3:]
             run.note = f"failed (exit {proc.returncode}): " + " | ".join(tail) + f" (whole log: {log})"
@@ -180,22 +185,22 @@ def _verdict(r: Run) -> str:
 def plot(runs: list[Run], path: Path) -> Path:
     """Seconds and peak memory against users, sharded beside unsharded (log-log)."""
     done = [r for r in runs if r.steps]
-    with subplots(1, 2, figsize=(11, 4.2)) as (fig, (ax_t, ax_m)):
-        series = (("this code (shards of sharding.shard_users)", ("sharded", "one shard"), "-o"),
+    commits: list[str] = []
+    with subplots(1, 2, figsize=(11, 4.6)) as (fig, (ax_t, ax_m)):
+        series = (("sharded (shards of sharding.shard_users)", ("sharded", "one shard"), "-o"),
                   ("unsharded (before #16)", ("unsharded",), "--s"))
         for label, codes, style in series:
             rs = sorted((r for r in done if r.code in codes), key=lambda r: r.users)
             if not rs:
                 continue
+            commits.append(f"{label.split(' (')[0]}: {_revisions(rs)}")
             users = [r.users for r in rs]
             ax_t.plot(users, [r.seed_s for r in rs], style, label=f"whole seed, {label}")
             ax_t.plot(users, [r.daily.get("total", 0) for r in rs], style, alpha=0.6, label=f"one daily cycle, {label}")
             ax_m.plot(users, [r.peak_mb / 1024 for r in rs], style, label=f"peak RSS, {label}")
-        ax_t.axhline(600, color="grey", lw=0.8, ls=":")
-        ax_t.text(2_000, 650, "10 min", color="grey", fontsize=8)
+        _target_line(ax_t, 600, "10 min")
         for gib in (2, 4):
-            ax_m.axhline(gib, color="grey", lw=0.8, ls=":")
-            ax_m.text(2_000, gib * 1.05, f"{gib} GiB", color="grey", fontsize=8)
+            _target_line(ax_m, gib, f"{gib} GiB")
         for ax, ylabel in ((ax_t, "seconds"), (ax_m, "GiB")):
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -203,10 +208,35 @@ def plot(runs: list[Run], path: Path) -> Path:
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g") if ax is ax_m else NullFormatter())
         ax_t.set_title("time")
         ax_m.set_title("peak memory (child process)")
+        fig.text(0.01, 0.01, "measured: " + "; ".join(commits), fontsize=7, color="dimgrey")
+        fig.subplots_adjust(bottom=0.2)
         png = figure_png(fig, dpi=110)
     return atomic_write_bytes(path, png)
+
+
+def _revisions(runs: list[Run]) -> str:
+    """Which commits a series shows, by size: runs of one figure may come from several
+    invocations (`--plot-runs`), so "this code" alone would be untrue."""
+    by_rev: dict[str, list[str]] = {}
+    for r in runs:
+        by_rev.setdefault(r.revision or "commit not recorded", []).append(_short(r.users))
+    return ", ".join(f"{'/'.join(sizes)} users at {rev}" for rev, sizes in by_rev.items())
+
+
+def _short(users: int) -> str:
+    return f"{users / 1e6:g}M" if users >= 1_000_000 else f"{users / 1e3:g}k"
+
+
+def _target_line(ax: Any, y: float, text: str) -> None:
+    """A dotted target line labelled inside its own panel: x in axes fractions, so the label
+    stays in the panel whatever sizes are drawn (at x = 2,000 users it fell outside the axes,
+    beside the other panel, when the smallest size drawn was 10,000)."""
+    ax.axhline(y, color="grey", lw=0.8, ls=":")
+    ax.text(0.02, y * 1.05, text, color="grey", fontsize=8, transform=ax.get_yaxis_transform())
 
 
 def save_runs(runs: list[Run], path: Path) -> Path:
