@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from churn.config.settings import Settings
 from churn.labels.build import LABEL, build_training_set
@@ -32,7 +33,9 @@ def budgets_of_the_full_join(full: pd.DataFrame, settings: Settings) -> pd.DataF
     return pd.concat(keep, ignore_index=True)
 
 
-def test_training_set_reads_only_its_sample_and_equals_the_budgets_of_the_full_join(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows_at_once", [1, 700, 10**9])  # a day per read, pieces of days, a side at once
+def test_training_set_reads_only_its_sample_and_equals_the_budgets_of_the_full_join(
+        tmp_path: Path, rows_at_once: int) -> None:
     frame = synthetic_training_set(n_users=400, n_days=70)
     frame["as_of_date"] = frame["as_of_date"].astype("datetime64[us]")  # as the pipeline stores dates
     features = frame.drop(columns=[LABEL])
@@ -42,14 +45,14 @@ def test_training_set_reads_only_its_sample_and_equals_the_budgets_of_the_full_j
     write_days(features, paths.features_file)
     write_days(labels.reset_index(drop=True), paths.labels_file)
     settings = small_settings(max_train_rows=3_000, max_holdout_rows=1_000)
+    settings = dataclasses.replace(settings, sharding=dataclasses.replace(settings.sharding, shard_users=rows_at_once))
 
     sample = run_training_set(settings, paths)
     full = build_training_set(features, labels)
     want = budgets_of_the_full_join(full, settings)
     assert 0 < len(sample) <= 4_000 < len(full)
     by_day = ["as_of_date", "user_id"]  # day files give rows day by day; the synthetic frame is by user
-    pd.testing.assert_frame_equal(sample.sort_values(by_day).reset_index(drop=True),
-                                  want.sort_values(by_day).reset_index(drop=True))
+    pd.testing.assert_frame_equal(sample, want.sort_values(by_day).reset_index(drop=True))  # also the order
     stored = read_parquet(paths.training_set)
     assert stored.attrs[LABELLED_ROWS] == len(full)
     again = split_training_set(stored, settings)  # train finds every row within its budget
