@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="YAML config (default: built-in)")
     ap.add_argument("--profile", default=None, metavar="STEP",
                     help="print where the time of one step goes (cProfile, e.g. update, train, daily)")
+    ap.add_argument("--fill-disk", action="store_true",
+                    help="then one more daily cycle on a full disk (bench/disk_full.py; --root must be a mount point)")
     ap.add_argument("--child-json", default=None, help=argparse.SUPPRESS)  # one size in a child process
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     shard_users = args.shard_users or base.sharding.shard_users
     if args.child_json:
         pipeline_scale.child(pipeline_scale.child_settings(base, args.users, shard_users, args.root), Path(args.child_json),
-                             args.profile)
+                             args.profile, args.fill_disk)
         return 0
     if args.plot_runs:
         print(pipeline_scale.plot_runs([Path(p) for p in args.plot_runs.split(",")], Path(args.png) if args.png else None))
@@ -270,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
         print(pipeline_scale.scale_table(__file__, sizes, shard_users, args.baseline_max, args.config,
                                          Path(args.png) if args.png else None, Path(args.root) if args.root else None,
-                                         args.profile, Path(args.runs_json) if args.runs_json else None))
+                                         args.profile, Path(args.runs_json) if args.runs_json else None,
+                                         args.fill_disk))
         return 0
     gen = dataclasses.replace(base.generator, n_users=args.users, days=args.days or base.generator.days,
                               seed=base.generator.seed if args.seed is None else args.seed)

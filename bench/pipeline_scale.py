@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
+from bench import disk_full
 from bench.rss import PeakRss
 from churn.config.settings import Settings
 from churn.daily.world import next_days
@@ -59,6 +60,7 @@ class Run:
     load: tuple[float, float] = (0.0, 0.0)
     note: str = ""
     revision: str = ""  # the commit measured (empty in runs saved before it was recorded)
+    full_disk: dict[str, Any] = field(default_factory=dict)  # `--fill-disk`: bench.disk_full.trial
 
     @property
     def seed_s(self) -> float:
@@ -68,10 +70,12 @@ class Run:
 # ---------------------------------------------------------------- the child
 
 
-def child(settings: Settings, out: Path, profile: str | None = None) -> None:
+def child(settings: Settings, out: Path, profile: str | None = None, fill_disk: bool = False) -> None:
     """Every bootstrap step, then one day of the world and the daily cycle; figures to `out`.
 
-    `profile`: a step name (or "daily") run under cProfile; its top functions go to stderr."""
+    `profile`: a step name (or "daily") run under cProfile; its top functions go to stderr.
+    `fill_disk`: then another day on a full disk (`bench.disk_full`; the need is the daily
+    cycle's disk growth)."""
     result: dict[str, Any] = {"steps": {}, "step_peak_mb": {}, "daily": {}}
     for name, run in bootstrap_steps(settings):
         with PeakRss() as rss:
@@ -80,14 +84,23 @@ def child(settings: Settings, out: Path, profile: str | None = None) -> None:
             result["steps"][name] = time.perf_counter() - t0
         result["step_peak_mb"][name] = rss.peak_mb
         print(f"{name}: {result['steps'][name]:.1f}s, peak {rss.peak_mb:.0f} MB", file=sys.stderr, flush=True)
-    next_days(settings.generator, steps.data_paths(settings), 1)  # the world goes on: not the cycle's time
+    def next_day() -> None:  # the world goes on: not the cycle's time
+        next_days(settings.generator, steps.data_paths(settings), 1)
+
+    def cycle() -> list[StepResult]:
+        return [_ok(r) for r in steps.step_daily(settings)]
+
+    next_day()
+    root = Path(settings.paths.root)
     t0 = time.perf_counter()
-    with PeakRss() as rss:
-        for r in _profiled(lambda: steps.step_daily(settings), profile == "daily"):
-            _ok(r)
+    with PeakRss() as rss, disk_full.PeakDiskUse(root.parent) as disk:
+        for r in _profiled(cycle, profile == "daily"):
             result["daily"][r.name] = r.seconds
     result["daily"]["total"] = time.perf_counter() - t0
     result["step_peak_mb"]["daily"] = rss.peak_mb
+    if fill_disk:
+        result["full_disk"] = disk_full.trial(root, disk.growth, next_day, cycle)
+        print(disk_full.verdict(result["full_disk"]), file=sys.stderr, flush=True)
     out.write_text(json.dumps(result))
 
 
@@ -109,13 +122,13 @@ def _ok(result: StepResult) -> StepResult:
 
 
 def run_child(main_file: str, users: int, shard_users: int, config: str | None, scratch: Path,
-              profile: str | None = None) -> Run:
+              profile: str | None = None, fill_disk: bool = False) -> Run:
     """One child process on a fresh data root; its peak RSS from the kernel (wait4)."""
     root = Path(tempfile.mkdtemp(prefix=f"pipeline-{users}-", dir=scratch))
     out, log = root.with_suffix(".json"), root.with_suffix(".log")
     argv = [sys.executable, main_file, "--child-json", str(out), "--users", str(users),
             "--shard-users", str(shard_users), "--root", str(root)] + (["--config", config] if config else []) + (
-                ["--profile", profile] if profile else [])
+                ["--profile", profile] if profile else []) + (["--fill-disk"] if fill_disk else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     code = "sharded" if shard_users < users else ("unsharded" if shard_users == UNSHARDED else "one shard")
     load0 = os.getloadavg()[0]
@@ -135,6 +148,7 @@ def run_child(main_file: str, users: int, shard_users: int, config: str | None, 
             print(text[text.find("PROFILE"):], file=sys.stderr)
         figures = json.loads(out.read_text())
         run.steps, run.step_peak_mb, run.daily = figures["steps"], figures["step_peak_mb"], figures["daily"]
+        run.full_disk = figures.get("full_disk", {})
         log.unlink()  # kept only when the child failed (the note names it)
         return run
     finally:
@@ -160,6 +174,7 @@ def render(runs: list[Run]) -> str:
                      f"{r.load[0]:>4.1f}-{r.load[1]:<4.1f}  {_verdict(r)}")
     lines.append("seed s = every bootstrap step; daily s = ingest-inbox + update + batch-score + score-distribution "
                  "of one new day; peak RSS = the child process's (wait4), GB = GiB; load = load average before-after")
+    lines += [f"{r.users:>9,} {r.code:<10} {disk_full.verdict(r.full_disk)}" for r in runs if r.full_disk]
     return "\n".join(lines)
 
 
@@ -264,16 +279,18 @@ def plot_runs(paths: list[Path], png: Path | None) -> str:
 
 def scale_table(main_file: str, sizes: list[int], shard_users: int, baseline_max: int, config: str | None,
                 png: Path | None, scratch: Path | None, profile: str | None = None,
-                runs_json: Path | None = None) -> str:
+                runs_json: Path | None = None, fill_disk: bool = False) -> str:
     """Every size sharded and (up to `baseline_max` users) unsharded; prints as it goes."""
     scratch = scratch or Path(tempfile.gettempdir())
+    if fill_disk:
+        disk_full.require_own_filesystem(scratch)
     runs = []
     for users in sizes:
         codes = [shard_users] + ([UNSHARDED] if users <= baseline_max and shard_users < users else [])
         for su in codes:
             print(f"pipeline bench: {users:,} users, shard_users {su if su != UNSHARDED else 'unsharded'} ...",
                   file=sys.stderr, flush=True)
-            runs.append(run_child(main_file, users, su, config, scratch, profile))
+            runs.append(run_child(main_file, users, su, config, scratch, profile, fill_disk and su != UNSHARDED))
             print(render(runs[-1:]).splitlines()[2], file=sys.stderr, flush=True)
             if runs_json is not None:
                 save_runs(runs, runs_json)
