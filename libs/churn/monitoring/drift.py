@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 _ORDER = {OK: 0, WARN: 1, FAIL: 2}
+_SUBSET_SEED = 7  # the users' subset hash (`users_in_share`), apart from the row keys' (`row_keys`)
 REPORT_SCHEMA_VERSION = 2
 METHOD_DOC = "docs/drift.md"
 
@@ -288,19 +289,34 @@ def one_row_per_user(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return frame.iloc[_first_per_user(frame["user_id"].to_numpy().astype(np.int64), keys)]
 
 
+def user_share(users: int, max_users: int) -> float:
+    """The share of users a window's sample keeps: all of them up to `max_users`."""
+    return min(1.0, max_users / users) if users else 1.0
+
+
+def users_in_share(user_ids: np.ndarray, share: float) -> np.ndarray:
+    """Mask of the users of a stable hash subset holding about `share` of all users (the same
+    users in both windows and in every run, whichever rows are read together)."""
+    if share >= 1.0:
+        return np.ones(len(user_ids), dtype=bool)
+    return splitmix64(np.asarray(user_ids, dtype=np.int64), _SUBSET_SEED) < np.uint64(int(share * 2.0**64))
+
+
 class WindowSample:
     """The schema matrix of one hash-chosen eligible row per user of a window, fed a day (or
-    any group of rows) at a time: memory is one group plus one row per user, not the window's
-    rows (1,000,000 users x 60 days of features do not fit). Equal to `sample` on all rows."""
+    any group of rows) at a time: memory is one group plus one row per sampled user, not the
+    window's rows (1,000,000 users x 60 days of features do not fit); `share` < 1 keeps only
+    a hash subset of the users (`users_in_share`). Equal to `sample` on all rows."""
 
-    def __init__(self, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0) -> None:
-        self.specs, self.window_days, self.seed = specs, window_days, seed
+    def __init__(self, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0, share: float = 1.0) -> None:
+        self.specs, self.window_days, self.seed, self.share = specs, window_days, seed, share
         self.ids = np.empty(0, dtype=np.int64)  # sorted
         self.keys = np.empty(0, dtype=np.uint64)
         self.matrix = np.empty((0, len(specs)), dtype=np.float64)
 
     def add(self, rows: pd.DataFrame) -> None:
-        rows = one_row_per_user(rows.loc[eligible_mask(rows, self.window_days)], self.seed)
+        mask = eligible_mask(rows, self.window_days) & users_in_share(rows["user_id"].to_numpy(), self.share)
+        rows = one_row_per_user(rows.loc[mask], self.seed)
         if rows.empty:
             return
         ids = rows["user_id"].to_numpy().astype(np.int64)
@@ -312,9 +328,10 @@ class WindowSample:
         self.ids, self.keys, self.matrix = all_ids[keep], all_keys[keep], matrix[keep]
 
 
-def sample(rows: pd.DataFrame, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0) -> np.ndarray:
+def sample(rows: pd.DataFrame, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0,
+           share: float = 1.0) -> np.ndarray:
     """Schema matrix of one row per eligible user of a window's feature rows (all in memory)."""
-    acc = WindowSample(specs, window_days, seed)
+    acc = WindowSample(specs, window_days, seed, share)
     acc.add(rows)
     return acc.matrix
 
@@ -366,7 +383,10 @@ def drift_report(frames: Sequence[pd.DataFrame], dates: Sequence[Sequence[dt.dat
     """
     t0 = time.perf_counter()
     specs, skipped = _specs(card, cfg, frames, source)
-    base, recent = (sample(rows, specs, window_days, seed) for rows in frames)
+    recent = frames[1]
+    newest = recent.loc[recent["as_of_date"] == recent["as_of_date"].max()] if len(recent) else recent
+    share = user_share(len(newest), cfg.max_sample_users)
+    base, recent = (sample(rows, specs, window_days, seed, share) for rows in frames)
     return _report(base, recent, specs, skipped, dates, card, cfg, t0)
 
 
@@ -408,9 +428,13 @@ def drift_check(features_path: Any, card: dict[str, Any], cfg: MonitoringSetting
     first = read_features(features_path, dates[1][-1:])
     specs, skipped = _specs(card, cfg, [first], str(features_path))
     days_at_once = max(1, rows_at_once // max(len(first), 1))  # a day holds about as many rows as the newest
+    share = user_share(len(first), cfg.max_sample_users)  # the newest day: about a row per user
+    if share < 1.0:
+        log.info("drift: %d users on %s, above monitoring.max_sample_users (%d): a hash subset of %.1f%% of them",
+                 len(first), dates[1][-1], cfg.max_sample_users, 100 * share)
     samples = []
     for window in dates:
-        acc = WindowSample(specs, window_days, seed)
+        acc = WindowSample(specs, window_days, seed, share)
         rest = [day for day in window if day != dates[1][-1]]
         if len(rest) < len(window):
             acc.add(first)

@@ -229,6 +229,26 @@ def test_drift_check_day_by_day_equals_all_rows_at_once(bootstrapped, days_at_on
     assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)  # NaN-safe
 
 
+def test_drift_sample_keeps_a_hash_subset_of_users_above_max_sample_users(bootstrapped):
+    """Above `monitoring.max_sample_users` each window keeps about that many users (a stable
+    hash subset, the same in both windows), so drift-check's memory stops growing with the
+    users (#16); streamed day by day it still equals the rows held at once."""
+    paths = DataPaths.from_root(bootstrapped.paths.root)
+    card, w = _card(bootstrapped), bootstrapped.churn.window_days
+    full = drift_check(paths.features_file, card, bootstrapped.monitoring, w)
+    cfg = dataclasses.replace(bootstrapped.monitoring, max_sample_users=full.recent_n // 4)
+    dates = windows(feature_dates(paths.features_file), training_window(card), cfg.recent_days)
+    capped = drift_check(paths.features_file, card, cfg, w, rows_at_once=1)
+    whole = drift_report([read_features(paths.features_file, d) for d in dates], dates, card, cfg, w)
+    assert 0.5 * full.recent_n / 4 < capped.recent_n < 1.5 * full.recent_n / 4
+    assert 0.5 * full.baseline_n / 4 < capped.baseline_n < 1.5 * full.baseline_n / 4
+    got, want = capped.to_dict(), whole.to_dict()
+    got.pop("seconds"), want.pop("seconds")
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)  # NaN-safe
+    assert drift_check(paths.features_file, card, dataclasses.replace(cfg, max_sample_users=10**9), w
+                       ).to_dict()["features"] == full.to_dict()["features"]
+
+
 def test_drift_checks_exactly_the_features_in_the_card(bootstrapped):
     paths = DataPaths.from_root(bootstrapped.paths.root)
     card = dict(_card(bootstrapped))
