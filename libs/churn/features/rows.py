@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from churn.storage.daytables import day_files, read_days
+from churn.storage.daytables import day_files, read_day_files, read_days
 from churn.storage.files import DataError, dataset_digest, file_digest, require_file
 
 
@@ -58,7 +58,7 @@ def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
         wanted_days = [d for d in dates if d in files]
         if not wanted_days:  # the columns, no rows (as a filtered read of one file gives)
             return read_days(path, *[next(iter(files))] * 2).iloc[:0]
-        return pd.concat([read_days(path, d, d) for d in wanted_days], ignore_index=True)
+        return read_day_files(path, [files[d] for d in wanted_days])
     try:
         dataset = pads.dataset(str(path), format="parquet")
         kind = dataset.schema.field("as_of_date").type
