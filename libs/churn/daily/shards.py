@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -187,7 +188,11 @@ class DayFiles:
     unsharded run's rows, written once. When the block ends the files are closed, fsynced
     and renamed together (`files.DurableRenames`), and the plan's days without a row lose
     their file; a failure (a full disk) removes every temp and replaces nothing.
-    Memory: one piece's rows (the writers hold only their footers).
+    A piece's row groups are encoded (zstd) on one thread while the main thread computes
+    the next piece: the encoding was 22 s of a 100,000-user seed's update, in series with
+    the computing on a 2-core machine.
+    Memory: two pieces' rows at most (the one encoding, the one computed; the writers hold
+    only their footers).
     """
 
     def __init__(self, areas: dict[str, Path], days: dict[str, Iterable[str]]) -> None:
@@ -196,26 +201,44 @@ class DayFiles:
         self._group = DurableRenames(max_open=sum(len(d) for d in self._days.values()) + 1)
         self._writers: dict[tuple[str, dt.date], pq.ParquetWriter] = {}
         self.rows = {name: 0 for name in days}
+        # one thread encodes a piece's row groups (pyarrow releases the GIL) while the next
+        # piece is computed: at most one piece in flight, so memory stays about two pieces
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-files")
+        self._in_flight: Future[None] | None = None
 
     def __enter__(self) -> "DayFiles":
         return self
 
     def write_piece(self, tables: dict[str, tuple[pd.DataFrame, Iterable[dt.date]]]) -> None:
-        """One piece's rows of each table (rows of days outside the plan are not written)."""
-        for name, (frame, _) in tables.items():
-            self._append(name, frame)
+        """One piece's rows of each table (rows of days outside the plan are not written).
 
-    def _append(self, name: str, frame: pd.DataFrame) -> None:
+        The row groups are cut here and encoded on the encoder thread after the previous
+        piece's (file order kept); an encoding failure (a full disk) surfaces here or at the end."""
+        groups = [group for name, (frame, _) in tables.items() for group in self._row_groups(name, frame)]
+        self._wait()
+        self._in_flight = self._encoder.submit(_write_groups, groups)
+
+    def _wait(self) -> None:
+        """Block until the piece being encoded is written; re-raise its failure."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def _row_groups(self, name: str, frame: pd.DataFrame) -> list[tuple[pq.ParquetWriter, pa.Table]]:
+        """(day file's writer, this piece's rows of that day) for each plan day of `frame`."""
         if not len(frame):
-            return
+            return []
         dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         if len(dates) > 1 and not bool(np.all(dates[1:] >= dates[:-1])):  # features come by day already
             order = np.argsort((dates - dates.min()).astype(np.int32), kind="stable")  # a day keeps user order
-            table, dates = table.take(pa.array(order)), dates[order]
-        present, starts = np.unique(dates, return_index=True)
-        ends = list(starts[1:]) + [len(dates)]
-        for day_number, a, b in zip(present, starts, ends):
+            # reordered as numpy columns before the conversion: an Arrow take of the table was
+            # 0.4 s a piece of 12,500 users, most of the regrouping
+            frame, dates = frame.take(order), dates[order]
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        starts = np.r_[0, np.flatnonzero(dates[1:] != dates[:-1]) + 1]  # sorted: no np.unique sort
+        ends = np.r_[starts[1:], len(dates)]
+        out = []
+        for day_number, a, b in zip(dates[starts], starts, ends):
             day = dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + int(day_number))
             if day not in self._days[name]:
                 continue
@@ -226,11 +249,18 @@ class DayFiles:
                                           use_dictionary=dictionary_columns(table.schema),
                                           write_statistics=STATISTICS_COLUMNS)
                 self._writers[(name, day)] = writer
-            writer.write_table(table.slice(int(a), int(b - a)).replace_schema_metadata(writer.schema.metadata))
+            out.append((writer, table.slice(int(a), int(b - a)).replace_schema_metadata(writer.schema.metadata)))
             self.rows[name] += int(b - a)
+        return out
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         failure = exc
+        try:
+            self._wait()  # never close a writer the encoder thread is still writing to
+        except BaseException as write_exc:
+            failure = failure or write_exc
+        finally:
+            self._encoder.shutdown(wait=True)
         for writer in self._writers.values():
             try:
                 writer.close()
@@ -245,6 +275,12 @@ class DayFiles:
             for day in days:
                 if (name, day) not in self._writers:
                     day_file(self._areas[name], day).unlink(missing_ok=True)
+
+
+def _write_groups(groups: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
+    """Append each table as a row group of its day file (on `DayFiles`' encoder thread)."""
+    for writer, table in groups:
+        writer.write_table(table)
 
 
 def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:
