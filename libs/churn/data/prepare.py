@@ -179,7 +179,7 @@ def clean_events(events: pd.DataFrame, users: pd.DataFrame, start: dt.date, end:
     keep &= ~dup
 
     known_ids = users["user_id"].to_numpy().astype(np.int64)
-    row = np.clip(np.searchsorted(known_ids, user_id), 0, max(len(known_ids) - 1, 0))
+    row = _user_rows(known_ids, user_id)
     known = known_ids[row] == user_id if len(known_ids) else np.zeros(len(user_id), dtype=bool)
     dropped["events_orphan"] = int((keep & ~known).sum())
     keep &= known
@@ -199,6 +199,18 @@ def clean_events(events: pd.DataFrame, users: pd.DataFrame, start: dt.date, end:
     out = pd.DataFrame({"user_row": row[keep], "day": day[keep].astype(np.int32), "etype": etype[keep],
                         "watch_minutes": watch, "quiz_score": quiz})
     return out, dropped
+
+
+def _user_rows(known_ids: np.ndarray, user_id: np.ndarray) -> np.ndarray:
+    """Per event: the row of its user in `known_ids` (sorted, unique), where it would be if absent.
+
+    Why a fast path: a piece of the update holds a contiguous range of ids (`clean_users` sorts
+    and dedups them), so the row is an offset; the binary search of 3M events a piece was a
+    third of cleaning them. Same rows as the search (the caller compares ids to find orphans)."""
+    last = max(len(known_ids) - 1, 0)
+    if len(known_ids) and int(known_ids[-1]) - int(known_ids[0]) == last:
+        return np.clip(user_id - known_ids[0], 0, last)
+    return np.clip(np.searchsorted(known_ids, user_id), 0, last)
 
 
 def _duplicated_after_first(ids: np.ndarray) -> np.ndarray:

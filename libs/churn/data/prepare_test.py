@@ -11,7 +11,7 @@ import pytest
 
 from churn.config.settings import GeneratorSettings, Settings
 from churn.data.generate import generate, write_raw
-from churn.data.prepare import GRID_COLUMNS, data_period, prepare_frames, run_prepare
+from churn.data.prepare import GRID_COLUMNS, _user_rows, data_period, prepare_frames, run_prepare
 from churn.storage.files import read_json
 from churn.storage.tables import read_parquet
 from churn.storage.paths import DataPaths
@@ -78,6 +78,19 @@ def test_duplicates_orphans_and_bad_rows_are_dropped_and_counted(raw: tuple[pd.D
     pd.testing.assert_frame_equal(grid, clean_grid)
     _, own = prepare_frames(users, dirty.iloc[len(events) + 4:])  # the period is the data's own
     assert own.data_start == "2025-01-01" and own.data_end == "2026-01-01"
+
+
+def test_user_rows_of_a_contiguous_id_range_equal_the_binary_search() -> None:
+    """The update's pieces hold contiguous ids: their rows by offset, as the search gives them
+    (ids below, inside and above the range, missing ones as -1, and a range with a gap)."""
+    events = np.array([-1, 0, 3, 4, 7, 9, 10, 11, 500, -(2**62)], dtype=np.int64)
+    for known in (np.arange(4, 11, dtype=np.int64), np.array([4, 5, 6, 8, 9, 10], dtype=np.int64),
+                  np.array([7], dtype=np.int64)):
+        search = np.clip(np.searchsorted(known, events), 0, len(known) - 1)
+        found = known[search] == events
+        got = _user_rows(known, events)
+        assert (known[got] == events).tolist() == found.tolist()
+        assert got[found].tolist() == search[found].tolist() and got.min() >= 0 and got.max() < len(known)
 
 
 def test_run_prepare_writes_grid(tmp_path: Path) -> None:
