@@ -127,7 +127,7 @@ def fit_and_evaluate(run: TrainingRun, kind: str, settings: Settings) -> Trained
     risk = predict_risk(model, run.test.X, settings.training.threads)
     metrics = evaluate(run.test.y, risk, settings.training.threshold)
     png = evaluation_png(run.test.y, risk, f"{kind} - holdout {run.data['test_as_of'][0]}"
-                         f"..{run.data['test_as_of'][1]} ({run.test.rows} rows)")
+                         f"..{run.data['test_as_of'][1]} ({run.test.rows} rows)", metrics["pr_auc"])
     log.info("fitted %s on %d rows in %.1fs: PR-AUC %.4f ROC-AUC %.4f", kind, run.train.rows,
              seconds, metrics["pr_auc"] or float("nan"), metrics["roc_auc"] or float("nan"))
     return TrainedModel(kind, model, metrics, png, seconds, risk, run.test.X)
