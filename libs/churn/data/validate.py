@@ -26,16 +26,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 
 from churn.config.settings import Settings
 from churn.data.unique_ids import Duplicates, IdBuckets
 from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
-from churn.raw.store import EVENTS_SCHEMA, raw_digest, read_users
+from churn.raw.store import EVENTS_SCHEMA, Manifest, digest_of, read_event_file, read_manifest, read_users_checked
 from churn.raw.store import day_files as raw_day_files
 from churn.sampling.users import shard_count, shard_of
-from churn.storage.files import DataError, atomic_write_json
+from churn.storage.files import atomic_write_json
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -418,16 +416,19 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     """
     t0 = time.perf_counter()
     exp = Expectations.from_settings(settings)
-    users = read_users(paths)
+    manifest = read_manifest(paths)  # the one state checked: every file below is of this manifest
+    users, users_sha = read_users_checked(paths, manifest=manifest)
+    checked = [(str(manifest.users), users_sha)]  # (file, sha256 of the bytes judged), in raw_files order
     shards = shard_count(len(users), settings.sharding.shard_users)
     report = validate_frames(users, None, exp)
     report.violations = _with_shards(report.violations, users, shards)
-    parts = [p for files in raw_day_files(paths).values() for p in files]
+    parts = [p for files in raw_day_files(paths, manifest).values() for p in files]
     known = KnownUsers.of(users)
     with IdBuckets(paths.root / "shards" / "validate", shards) as buckets:
         for i, part in enumerate(parts):
             sub = ValidationReport(files={"events": str(part)})
-            frame = _read_part(part)
+            frame, sha = _read_part(paths, part, manifest)
+            checked.append((part.relative_to(paths.raw).as_posix(), sha))
             validate_frames(None, frame, exp, known_users=known, report=sub)
             sub.violations = _with_shards(sub.violations, frame, shards)
             buckets.add(i, _ids_of(frame))
@@ -438,12 +439,13 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
             validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=known, report=sub)
             _merge(report, sub)
         if parts and not any(v.rule == "events.event_id.unique" for v in report.violations):
-            _ids_unique_across(Checker(report), parts, buckets.duplicates(), shards)
+            _ids_unique_across(Checker(report), paths, manifest, parts, buckets.duplicates(), shards)
     report.rules_checked = list(dict.fromkeys(report.rules_checked))
     report.ok = not report.violations
     report.seconds = round(time.perf_counter() - t0, 3)
-    # the digest of what was checked: the report is the verdict `churn.raw.verdict` reads
-    atomic_write_json(report_path or paths.validation_report, {**report.to_dict(), "raw_digest": raw_digest(paths)})
+    # the digest of the bytes judged (each read once, checked against the manifest's digests:
+    # no second read): the report is the verdict `churn.raw.verdict` reads
+    atomic_write_json(report_path or paths.validation_report, {**report.to_dict(), "raw_digest": digest_of(checked)})
     log.info("validate: %s users, %s events in %d part files, %d violations in %.2fs",
              report.users, report.events, len(parts), len(report.violations), report.seconds)
     (log.info if report.ok else log.error)("%s", report.summary())
@@ -462,12 +464,11 @@ def _with_shards(violations: list[Violation], frame: pd.DataFrame, shards: int) 
     return out
 
 
-def _read_part(path: Path) -> pd.DataFrame:
-    """One raw part file in the contract's types (as `churn.raw.store.read_events` gives them)."""
-    try:
-        return pads.dataset([str(path)], schema=EVENTS_SCHEMA, format="parquet").to_table().unify_dictionaries().to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{path}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+def _read_part(paths: DataPaths, path: Path, manifest: Manifest) -> tuple[pd.DataFrame, str]:
+    """(one raw part file in the contract's types, as `churn.raw.store.read_events` gives them;
+    sha256 of the bytes it was parsed from, checked against the manifest)."""
+    table, sha = read_event_file(paths, path, manifest=manifest)
+    return table.unify_dictionaries().to_pandas(), sha
 
 
 def _merge(report: ValidationReport, part: ValidationReport) -> None:
@@ -503,14 +504,15 @@ def _ids_of(frame: pd.DataFrame) -> np.ndarray:
     return ids.dropna().to_numpy(dtype=np.int64) if ids.hasnans else ids.to_numpy(dtype=np.int64)
 
 
-def _ids_unique_across(chk: Checker, parts: list[Path], dups: Duplicates, shards: int) -> None:
+def _ids_unique_across(chk: Checker, paths: DataPaths, manifest: Manifest, parts: list[Path], dups: Duplicates,
+                       shards: int) -> None:
     """events.event_id.unique across part files, from the ids' hash buckets (`IdBuckets`):
     the violation names the first part file holding a duplicate, its rows there (0-based) and
     their user-hash shards, and the other part files."""
     if not len(dups.ids):
         chk.passed("events.event_id.unique")
         return
-    first = _read_part(parts[dups.parts[0]])
+    first, _ = _read_part(paths, parts[dups.parts[0]], manifest)
     rows = np.flatnonzero(np.isin(first["event_id"].to_numpy(), dups.ids))[:MAX_EXAMPLES].tolist()
     others = [str(parts[i]) for i in dups.parts[1:]]
     also = ", ".join(others[:MAX_EXAMPLES]) + (f" and {len(others) - MAX_EXAMPLES} more" if len(others) > MAX_EXAMPLES else "")

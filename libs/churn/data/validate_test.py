@@ -14,6 +14,7 @@ from churn.config.settings import GeneratorSettings, Settings
 from churn.data.generate import generate, write_raw
 from churn.sampling.users import shard_of
 from churn.data.validate import Expectations, ValidationReport, run_validate, validate_frames
+from churn.errors import DataError
 
 SETTINGS = Settings(generator=GeneratorSettings(n_users=200, days=40, seed=3))
 EXP = Expectations.from_settings(SETTINGS)
@@ -133,6 +134,44 @@ def test_run_validate_writes_json(tmp_path: Path) -> None:
     assert run_validate(rejecting, paths).ok  # generated data has only known types
 
 
+def _commit_part(paths, part: Path, frame: pd.DataFrame) -> None:
+    """Replace a committed raw part by `frame`, as a batch that wrote these rows would have:
+    the manifest records the new file's sha256 (a file changed behind the manifest's back is
+    refused by every reader, `test_a_part_replaced_after_its_commit_is_refused_by_validate`)."""
+    from churn.storage.files import file_digest
+
+    frame.to_parquet(part, index=False)
+    manifest = paths.raw / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    rel = part.relative_to(paths.raw).as_posix()
+    doc["parts"] = [{**p, "sha256": file_digest(part)} if p["path"] == rel else p for p in doc["parts"]]
+    manifest.write_text(json.dumps(doc))
+
+
+def test_a_part_replaced_after_its_commit_is_refused_by_validate(tmp_path: Path) -> None:
+    """validate reads each file once, checks its bytes against the manifest and certifies the
+    digest of those bytes (no second read for the digest): a part replaced after its batch
+    committed is one error naming it, and the verdict before stays. Broken once (validate
+    the digest check of the store disabled): the replaced part was certified."""
+    import pyarrow.parquet as pq
+
+    from churn.raw.store import day_files, raw_digest
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    assert run_validate(SETTINGS, paths).ok
+    before = paths.validation_report.read_bytes()
+    assert json.loads(before)["raw_digest"] == raw_digest(paths)
+    part = list(day_files(paths).values())[3][0]
+    frame = pq.read_table(part).to_pandas()
+    frame.loc[0, "watch_minutes"] = 5.0
+    frame.to_parquet(part, index=False)
+    with pytest.raises(DataError, match=f"{part}: changed since its raw batch was committed"):
+        run_validate(SETTINGS, paths)
+    assert paths.validation_report.read_bytes() == before
+
+
 def test_raw_data_is_validated_part_by_part_and_a_bad_part_is_named_with_its_rows(tmp_path: Path) -> None:
     """Corrupt two rows of one day's part file and copy an event id into another day's part:
     the report names the part file, the rows in it and the duplicate across files."""
@@ -150,10 +189,10 @@ def test_raw_data_is_validated_part_by_part_and_a_bad_part_is_named_with_its_row
     bad_part, other_part = days[5][0], days[9][0]
     frame = pq.read_table(bad_part).to_pandas()
     frame.loc[[3, 7], "watch_minutes"] = -1.0
-    frame.to_parquet(bad_part, index=False)
+    _commit_part(paths, bad_part, frame)
     other = pq.read_table(other_part).to_pandas()
     other.loc[0, "event_id"] = int(frame["event_id"].iloc[0])  # the same id in two files
-    other.to_parquet(other_part, index=False)
+    _commit_part(paths, other_part, other)
 
     sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
     report = run_validate(sharded, paths)
@@ -217,7 +256,7 @@ def test_duplicates_across_parts_are_found_bucket_by_bucket(tmp_path: Path) -> N
         part = days[day][0]
         frame = pq.read_table(part).to_pandas()
         frame.loc[list(range(len(ids))), "event_id"] = ids
-        frame.to_parquet(part, index=False)
+        _commit_part(paths, part, frame)
 
     want_ids, want_files = _reference_duplicates(paths)
     sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
@@ -246,7 +285,7 @@ def test_a_duplicate_within_one_part_is_reported_with_its_rows(tmp_path: Path) -
     part = list(day_files(paths).values())[4][0]
     frame = pq.read_table(part).to_pandas()
     frame.loc[6, "event_id"] = int(frame.loc[2, "event_id"])
-    frame.to_parquet(part, index=False)
+    _commit_part(paths, part, frame)
     sharded = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50))
     report = run_validate(sharded, paths)
     dup = _by_rule(report)["events.event_id.unique"]

@@ -229,13 +229,9 @@ def calendar_warnings(stored: list[dt.date], added: list[dt.date], retention_day
 
 
 def _check_and_write(writer: BatchWriter, paths: DataPaths, users: Normalized | None, events: Normalized | None,
-                     exp: Expectations, chk: Checker, counts: dict[str, Any], validated_base: bool) -> int | None:
-    """Steps 2-4 of the module doc under the store's lock; the batch number, or None if nothing was written.
-
-    The batch records `validated` (it passed the rules against stored data that had passed)
-    in the manifest, its commit point, so the raw data and its verdict switch together
-    (`churn.raw.verdict`); a stamp written after the commit was lost by a kill in between,
-    and the rerun, finding nothing new, left the raw data unvalidated for good."""
+                     exp: Expectations, chk: Checker, counts: dict[str, Any]) -> bool:
+    """Steps 2-4 of the module doc under the store's lock, up to the commit: True when the
+    batch has something to commit (its files are written, not yet visible)."""
     stored = writer.base
     stored_users = read_users(paths) if stored.users else None
     known = stored_users if stored_users is not None else pd.DataFrame({"user_id": np.empty(0, np.int64)})
@@ -257,14 +253,31 @@ def _check_and_write(writer: BatchWriter, paths: DataPaths, users: Normalized | 
     counts["events_added"] = len(event_frame) if (chk.report.ok and event_frame is not None) else 0
     users_changed = merged is not None and (counts.get("users_added", 0) + counts.get("users_updated", 0)) > 0
     if not chk.report.ok or not (counts["events_added"] or users_changed):
-        return None
+        return False
     if event_frame is not None and len(event_frame):
         writer.add_events(event_frame)
     if users_changed:
         writer.set_users(merged)
+    return True
+
+
+def _commit(writer: BatchWriter, report: ValidationReport, counts: dict[str, Any], warnings: list[str],
+            validated_base: bool, t0: float) -> int:
+    """Commit the batch with its report and its verdict: the report is written first and named
+    (with its sha256) by the manifest, so the raw data, its report and its `validated` flag
+    switch together (`churn.raw.verdict`); a stamp or a report written after the commit was
+    lost by a kill in between (and the rerun, finding nothing new, never wrote it)."""
     if not validated_base:
         log.warning("ingest: the raw data before this batch had not passed validation; run `ml_jobs validate`")
-    return writer.commit({"files": chk.report.files, "counts": counts, "validated": validated_base}).batch
+    report.seconds = round(time.perf_counter() - t0, 3)
+    ref = writer.add_report("ingest", _report_doc(True, writer.batch, counts, writer.dates, warnings, report))
+    return writer.commit({"files": report.files, "counts": counts, "validated": validated_base, "report": ref}).batch
+
+
+def _report_doc(ok: bool, batch: int | None, counts: dict[str, Any], dates: tuple[str, ...], warnings: list[str],
+                report: ValidationReport) -> dict[str, Any]:
+    return {"ok": ok, "batch": batch, "counts": counts, "dates": list(dates), "warnings": warnings,
+            "report": report.to_dict()}
 
 
 def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = None,
@@ -284,21 +297,24 @@ def run_ingest(settings: Settings, paths: DataPaths, users_path: str | None = No
                               "events_read": len(events.frame) if events else 0}
     dates: tuple[str, ...] = ()
     warnings: list[str] = []
+    batch = None
+    path = report_path(paths)
     with BatchWriter(paths, "ingest") as writer:
         stored_dates = writer.base.dates
         validated_base = not writer.base.batches or is_validated(paths)  # under the lock: the data we build on
-        batch = _check_and_write(writer, paths, users, events, expectations or Expectations.from_settings(settings),
-                                 chk, counts, validated_base)
-        if batch is not None:
-            dates = read_manifest(paths).batches[-1].dates
+        if _check_and_write(writer, paths, users, events, expectations or Expectations.from_settings(settings),
+                            chk, counts):
+            dates = writer.dates
             warnings = calendar_warnings(stored_dates, [dt.date.fromisoformat(d) for d in dates],
                                          settings.ingest.retention_days)
+            batch = _commit(writer, chk.report, counts, warnings, validated_base, t0)
+            path = paths.raw / str(read_manifest(paths).batches[-1].detail["report"]["path"])
     report = chk.report
     report.seconds = round(time.perf_counter() - t0, 3)
-    path = report_path(paths)
     result = IngestResult(report.ok, report, str(path), batch, counts, report.seconds, dates, warnings)
-    atomic_write_json(path, {"ok": report.ok, "batch": batch, "counts": counts, "dates": list(dates),
-                             "warnings": warnings, "report": report.to_dict()})
+    # the last attempt's log (also of a rejected batch or one with nothing new: no state); a
+    # committed batch's own report is the one its manifest names (`result.report_path`)
+    atomic_write_json(report_path(paths), _report_doc(report.ok, batch, counts, dates, warnings, report))
     for w in warnings:
         log.warning("ingest: %s", w)
     (log.info if report.ok else log.error)("%s (%.1fs)", result.summary(), report.seconds)

@@ -21,7 +21,7 @@ import pytest
 from churn.config.settings import IngestColumns, Settings
 from churn.data.generate import generate
 from churn.data.validate import Expectations, validate_frames
-from churn.ingest.ingest import run_ingest
+from churn.ingest.ingest import report_path, run_ingest
 from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.raw.store import raw_digest, read_events, read_manifest, read_users
@@ -258,6 +258,50 @@ def test_the_same_files_twice_change_nothing_and_one_table_may_come_alone(tmp_pa
     assert now.loc[users["user_id"].iloc[5], "country"] == users["country"].iloc[5]
     assert [b.kind for b in read_manifest(paths).batches] == ["ingest"] * 4
     assert steps.step_prepare(settings).exit_code == 0  # still stamped as validated
+
+
+def test_a_batch_commits_with_its_own_report(tmp_path, frames):
+    """The batch's report is written before the commit and named (path, sha256) by the
+    manifest: a kill before the manifest's switch leaves neither the batch nor its report
+    visible (the next batch removes the orphan); `raw/ingest_report.json` is only the last
+    attempt's log. Broken once (the report written after the commit, as before): the test
+    failed, the committed batch named no report of its own."""
+    from churn.raw.store import batch_report
+    from churn.storage import faults
+
+    users, events = _plain_users(frames[0]), _plain_events(frames[1])
+    first_days = events["event_time"] < pd.Timestamp("2025-02-01")
+    users.to_csv(tmp_path / "users.csv", index=False)
+    events[first_days].to_csv(tmp_path / "jan.csv", index=False)
+    events[~first_days].to_csv(tmp_path / "later.csv", index=False)
+    settings = _settings(tmp_path / "root")
+    paths = DataPaths.from_root(tmp_path / "root")
+    first = run_ingest(settings, paths, str(tmp_path / "users.csv"), str(tmp_path / "jan.csv"))
+    batch = read_manifest(paths).batches[-1]
+    report = batch_report(paths, batch)
+    assert first.report_path == str(paths.raw / "reports" / "ingest-000001.json")
+    assert report["batch"] == 1 and report["counts"]["events_added"] == int(first_days.sum())
+    assert report["dates"] == list(batch.dates) and report["report"]["ok"]
+
+    def crash_at(op_name: str, file_name: str):
+        def inject(op: str, path: Path) -> None:
+            if op == op_name and path.name == file_name:
+                raise faults.SimulatedCrash(f"killed at {op} {path}")
+        return faults.injecting(inject)
+
+    with pytest.raises(faults.SimulatedCrash), crash_at("rename", "manifest.json"):  # before the switch
+        run_ingest(settings, paths, None, str(tmp_path / "later.csv"))
+    assert [b.batch for b in read_manifest(paths).batches] == [1]  # its written report is listed nowhere
+    with pytest.raises(faults.SimulatedCrash), crash_at("write", "ingest_report.json"):  # after the switch
+        run_ingest(settings, paths, None, str(tmp_path / "later.csv"))
+    batch = read_manifest(paths).batches[-1]
+    assert batch.batch == 2 and batch_report(paths, batch)["counts"]["events_added"] == int((~first_days).sum())
+    assert json.loads(report_path(paths).read_text())["batch"] == 1  # the log: the last attempt that got there
+    assert sorted(p.name for p in (paths.raw / "reports").iterdir()) == ["ingest-000001.json", "ingest-000002.json"]
+    orphan = paths.raw / "reports" / "ingest-000002.json"
+    orphan.write_text(orphan.read_text().replace('"ok": true', '"ok": false', 1))
+    with pytest.raises(DataError, match="ingest-000002.json: changed since raw batch 2 committed it"):
+        batch_report(paths, read_manifest(paths).batches[-1])
 
 
 # ------------------------------------------------------------------ bad input: clear errors, nothing changed

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -44,6 +47,7 @@ from churn.storage.paths import DataPaths
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+REPORTS = "reports"  # raw/reports/: each batch's own report, committed with it (`BatchWriter.add_report`)
 LOCK_TIMEOUT_S = 3600.0  # a writer waits for another batch (an ingest of 24M events takes a minute)
 WAYS_IN = "`ml_jobs ingest --users PATH --events PATH` (your data) or `ml_jobs generate` (synthetic)"
 
@@ -75,6 +79,7 @@ class Part:
     date: str
     rows: int
     batch: int
+    sha256: str = ""  # of the file as written (empty in a manifest from before: hashed when read)
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,22 @@ class Manifest:
     # files of the state before this batch, left for readers in flight (they read the previous
     # manifest just before the switch); the next batch's commit removes them
     kept: tuple[str, ...] = ()
+    users_sha256: str = ""  # of the users file as written (empty in a manifest from before)
+
+    @functools.cached_property
+    def _digests(self) -> dict[str, str]:
+        return self.digests()
+
+    def digest(self, rel: str) -> str:
+        """The sha256 recorded for one listed file ("" when it has none)."""
+        return self._digests.get(rel, "")
+
+    def digests(self) -> dict[str, str]:
+        """{path relative to raw/: sha256 recorded at the commit} of every listed file that has one."""
+        out = {p.path: p.sha256 for p in self.parts if p.sha256}
+        if self.users and self.users_sha256:
+            out[self.users] = self.users_sha256
+        return out
 
     @property
     def dates(self) -> list[dt.date]:
@@ -121,19 +142,46 @@ class Manifest:
         return cls(int(d["batch"]), d.get("users"), int(d.get("users_rows", 0)),
                    tuple(Part(**p) for p in d.get("parts", ())),
                    tuple(Batch(**{**b, "dates": tuple(b.get("dates", ()))}) for b in d.get("batches", ())),
-                   tuple(d.get("kept", ())))
+                   tuple(d.get("kept", ())), str(d.get("users_sha256", "")))
 
 
 def manifest_path(paths: DataPaths) -> Path:
     return paths.raw / "manifest.json"
 
 
+_MANIFESTS: dict[tuple[str, int, int, int], Manifest] = {}
+# {absolute path of a committed file: its sha256}, from every manifest this process read: a
+# reader that listed its files from the previous manifest (a file the current one only keeps)
+# still checks them against what was committed
+_COMMITTED: dict[str, str] = {}
+
+
 def read_manifest(paths: DataPaths) -> Manifest:
-    """The committed raw data (an empty Manifest when nothing was written yet)."""
+    """The committed raw data (an empty Manifest when nothing was written yet).
+
+    Parsed once per version of the file (its inode, size and mtime, taken from the opened
+    file: a new manifest is a new inode), so a reader that checks a day's files against it
+    once a day does not parse it 120 times."""
     path = manifest_path(paths)
-    if not path.is_file():
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+            if key in _MANIFESTS:
+                return _MANIFESTS[key]
+            data = fh.read()
+    except FileNotFoundError:
         return Manifest()
-    return Manifest.from_dict(read_json(path))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        manifest = Manifest.from_dict(json.loads(data.decode("utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: cannot read the raw manifest ({type(exc).__name__}: {exc})") from exc
+    _MANIFESTS.clear()  # one version per process is enough; older ones only for `_COMMITTED`
+    _MANIFESTS[key] = manifest
+    _COMMITTED.update({str(paths.raw / rel): sha for rel, sha in manifest.digests().items()})
+    return manifest
 
 
 def require_raw(paths: DataPaths, users: bool = True, events: bool = True) -> Manifest:
@@ -153,16 +201,55 @@ def raw_files(paths: DataPaths, manifest: Manifest | None = None) -> list[Path]:
     return files + [paths.raw / p.path for p in sorted(m.parts, key=lambda p: (p.date, p.path))]
 
 
-def raw_digest(paths: DataPaths) -> str:
-    """sha256 over (relative path, content digest) of every committed file.
+def raw_digest(paths: DataPaths, manifest: Manifest | None = None) -> str:
+    """sha256 over (relative path, content digest) of every committed file (of `manifest`,
+    default the current one).
 
-    Why relative paths: part names repeat across date directories, so names alone would let
-    two days swap contents without changing the digest.
+    The content digests are those the manifest recorded when the batch wrote the files (no
+    file is read); every reader checks the bytes it reads against them (`verified_bytes`), so
+    a verdict or a MANIFEST naming this digest names exactly the bytes a reader can get. A
+    manifest from before (no digests) has its files hashed. Why relative paths: part names
+    repeat across date directories, so names alone would let two days swap contents without
+    changing the digest.
     """
+    m = manifest or read_manifest(paths)
+    recorded = m.digests()
+    return digest_of((rel, recorded.get(rel) or _committed_digest(paths.raw / rel))
+                     for rel in (f.relative_to(paths.raw).as_posix() for f in raw_files(paths, m)))
+
+
+def digest_of(files: Iterable[tuple[str, str]]) -> str:
+    """The raw digest of (path relative to raw/, sha256) pairs in `raw_files` order: what
+    `raw_digest` computes, and what `validate` computes from the bytes it actually read."""
     h = hashlib.sha256()
-    for f in raw_files(paths):
-        h.update(f.relative_to(paths.raw).as_posix().encode() + b"\0" + _committed_digest(f).encode() + b"\n")
+    for rel, sha in files:
+        h.update(rel.encode() + b"\0" + sha.encode() + b"\n")
     return h.hexdigest()
+
+
+def verified_bytes(paths: DataPaths, path: Path, manifest: Manifest | None = None) -> tuple[bytes, str]:
+    """(bytes, sha256) of one committed raw file, read once and checked against the sha256 the
+    manifest recorded at its commit: a reader parses exactly these bytes, never the path again.
+
+    A file replaced or rewritten after its batch committed (after it was validated) is a
+    DataError naming it; a file of a manifest from before (no digest) is returned with the
+    digest of the bytes read (what `validate` certifies then)."""
+    m = manifest or read_manifest(paths)
+    rel = Path(path).relative_to(paths.raw).as_posix()
+    expected = m.digest(rel) or _COMMITTED.get(str(paths.raw / rel), "")
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: listed in raw/manifest.json but missing "
+                        "(restore it, or bring the raw data in again with " + WAYS_IN + ")") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
+    sha = hashlib.sha256(data).hexdigest()
+    if expected and sha != expected:
+        raise DataError(f"{path}: changed since its raw batch was committed (sha256 {sha[:12]}, raw/manifest.json "
+                        f"records {expected[:12]}): not read; restore the file or bring the raw data in again "
+                        f"({WAYS_IN}), then run `ml_jobs validate`")
+    return data, sha
 
 
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}
@@ -187,10 +274,22 @@ def _committed_digest(f: Path) -> str:
 # ------------------------------------------------------------------ reading
 
 
-def read_users(paths: DataPaths, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The users table (every attribute as of the latest batch)."""
-    m = require_raw(paths, events=False)
-    return _read(paths.raw / str(m.users), columns)
+def read_users(paths: DataPaths, columns: Sequence[str] | None = None,
+               manifest: Manifest | None = None) -> pd.DataFrame:
+    """The users table (every attribute as of the latest batch, or of `manifest`), its bytes
+    checked against the manifest's digest."""
+    return read_users_checked(paths, columns, manifest)[0]
+
+
+def read_users_checked(paths: DataPaths, columns: Sequence[str] | None = None,
+                       manifest: Manifest | None = None) -> tuple[pd.DataFrame, str]:
+    """(users table, sha256 of the bytes it was parsed from)."""
+    m = manifest or require_raw(paths, events=False)
+    if not m.users:
+        require_raw(paths, events=False)
+    path = paths.raw / str(m.users)
+    data, sha = verified_bytes(paths, path, m)
+    return _read(path, data, columns), sha
 
 
 def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
@@ -210,39 +309,56 @@ def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
              if (wanted is None or p.date in wanted)
              and (start is None or p.date >= start.isoformat()) and (end is None or p.date <= end.isoformat())]
     files = [paths.raw / p.path for p in parts]
-    return read_event_files(paths, files, columns, _id_filter(event_ids, user_ids)).to_pandas()
+    return read_event_files(paths, files, columns, _id_filter(event_ids, user_ids), m).to_pandas()
 
 
 def read_event_files(paths: DataPaths, files: Sequence[Path], columns: Sequence[str] | None = None,
-                     filter: pads.Expression | None = None) -> pa.Table:
+                     filter: pads.Expression | None = None, manifest: Manifest | None = None) -> pa.Table:
     """The rows of these committed part files (e.g. one day's, from `day_files`) as one Arrow
-    table in the contract's types, dictionaries unified.
+    table in the contract's types, dictionaries unified; each file's bytes checked against
+    the digest its batch recorded (`verified_bytes`).
 
     Why beside `read_events`: a caller that already holds the day's files and stays in Arrow
-    (the update's partition of the raw events) reads the manifest once, not once a day, and
-    converts nothing to pandas."""
+    (the update's partition of the raw events) converts nothing to pandas."""
     cols = list(columns) if columns is not None else list(EVENT_COLUMNS)
     if not files:
         return EVENTS_SCHEMA.empty_table().select(cols)
+    m = manifest or read_manifest(paths)
+    tables = [read_event_file(paths, f, cols, filter, m)[0] for f in files]
+    return (tables[0] if len(tables) == 1 else pa.concat_tables(tables)).unify_dictionaries()
+
+
+def read_event_file(paths: DataPaths, path: Path, columns: Sequence[str] | None = None,
+                    filter: pads.Expression | None = None,
+                    manifest: Manifest | None = None) -> tuple[pa.Table, str]:
+    """(rows of one committed part file in the contract's types, sha256 of the bytes they were
+    parsed from): the file is read once, checked, and parsed from those bytes."""
+    cols = list(columns) if columns is not None else list(EVENT_COLUMNS)
+    data, sha = verified_bytes(paths, path, manifest)
     try:
-        table = pads.dataset([str(f) for f in files], schema=EVENTS_SCHEMA, format="parquet").to_table(
-            columns=cols, filter=filter)
+        table = _fragment(data).to_table(schema=EVENTS_SCHEMA, columns=cols, filter=filter)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
-    return table.unify_dictionaries()
+        raise DataError(f"{path}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+    return table, sha
+
+
+def _fragment(data: bytes) -> pads.Fragment:
+    """A Parquet file's (checked) bytes as a dataset fragment: read with the contract's schema,
+    only the wanted columns decoded, filters applied while reading, as from its path."""
+    return pads.ParquetFileFormat().make_fragment(pa.py_buffer(data))
 
 
 def _column_batches(paths: DataPaths, column: str) -> Iterator[pa.Array]:
     """One events column over every stored day, a read batch at a time (memory: one batch)."""
     m = require_raw(paths, users=False)
-    files = [str(paths.raw / p.path) for p in sorted(m.parts, key=lambda p: (p.date, p.path))]
-    if not files:
-        return
-    try:
-        for batch in pads.dataset(files, schema=EVENTS_SCHEMA, format="parquet").to_batches(columns=[column]):
-            yield batch.column(0)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{paths.raw / 'events'}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
+    for p in sorted(m.parts, key=lambda p: (p.date, p.path)):
+        path = paths.raw / p.path
+        data, _ = verified_bytes(paths, path, m)
+        try:
+            for batch in _fragment(data).to_batches(schema=EVENTS_SCHEMA, columns=[column]):
+                yield batch.column(0)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
 
 
 def distinct_values(paths: DataPaths, column: str) -> set[str]:
@@ -281,14 +397,14 @@ def _id_filter(event_ids: np.ndarray | None, user_ids: np.ndarray | None) -> pad
     return out
 
 
-def day_files(paths: DataPaths) -> dict[dt.date, list[Path]]:
+def day_files(paths: DataPaths, manifest: Manifest | None = None) -> dict[dt.date, list[Path]]:
     """{UTC day: its committed part files}: a day whose list changed got new events.
 
     Why a list: each batch adds its own part to the days it touches (history is never
     rewritten), so a day's events are the union of its parts.
     """
     out: dict[dt.date, list[Path]] = {}
-    for p in sorted(read_manifest(paths).parts, key=lambda p: (p.date, p.path)):
+    for p in sorted((manifest or read_manifest(paths)).parts, key=lambda p: (p.date, p.path)):
         out.setdefault(dt.date.fromisoformat(p.date), []).append(paths.raw / p.path)
     return out
 
@@ -298,11 +414,10 @@ def event_dates(paths: DataPaths) -> list[dt.date]:
     return read_manifest(paths).dates
 
 
-def _read(path: Path, columns: Sequence[str] | None) -> pd.DataFrame:
+def _read(path: Path, data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
+    """A Parquet file parsed from the (checked) bytes read from `path`."""
     try:
-        return pd.read_parquet(path, engine="pyarrow", columns=list(columns) if columns is not None else None)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: listed in raw/manifest.json but missing") from exc
+        return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns is not None else None).to_pandas()
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
 
@@ -349,7 +464,7 @@ class BatchWriter:
         self.replace = replace
         self._lock = FileLock(paths.locks / "raw.lock", timeout=LOCK_TIMEOUT_S)
         self._parts: list[Part] = []
-        self._users: tuple[str, int] | None = None
+        self._users: tuple[str, int, str] | None = None
         self._seq = 0
         self._base = Manifest()
         self.batch = 0
@@ -395,7 +510,8 @@ class BatchWriter:
             with atomic_path(self.paths.raw / rel) as tmp:
                 pq.write_table(table.slice(int(lo), int(hi - lo)), tmp, compression="zstd", use_dictionary=_DICT_COLUMNS,
                                write_statistics=_STATISTICS_COLUMNS)
-            self._parts.append(Part(rel, day, int(hi - lo), self.batch))
+                sha = file_digest(tmp)  # what every reader checks the file against (`verified_bytes`)
+            self._parts.append(Part(rel, day, int(hi - lo), self.batch, sha))
         self._seq += 1
         return table.num_rows
 
@@ -404,17 +520,34 @@ class BatchWriter:
         rel = f"users/users-{self.batch:06d}.parquet"
         with atomic_path(self.paths.raw / rel) as tmp:
             users.to_parquet(tmp, engine="pyarrow", compression="zstd", index=False)
-        self._users = (rel, len(users))
+            sha = file_digest(tmp)
+        self._users = (rel, len(users), sha)
+
+    @property
+    def dates(self) -> tuple[str, ...]:
+        """The UTC days this batch adds events to so far (what its Batch will list)."""
+        return tuple(sorted({p.date for p in self._parts}))
+
+    def add_report(self, name: str, doc: dict[str, Any]) -> dict[str, str]:
+        """Write this batch's report (`reports/<name>-<batch>.json`) before the commit; returns
+        the reference (`path`, `sha256`) for the commit's `detail["report"]`.
+
+        Why part of the batch: a report written after the commit was lost by a kill in between
+        (a committed batch without its report) or left beside newer data; listed by the
+        manifest, it becomes visible with the batch or not at all, and an unlisted one (a
+        crashed batch's) is removed by the next writer like its parts."""
+        rel = f"{REPORTS}/{name}-{self.batch:06d}.json"
+        path = atomic_write_json(self.paths.raw / rel, doc)
+        return {"path": rel, "sha256": file_digest(path)}
 
     def commit(self, detail: dict[str, Any] | None = None) -> Batch:
         """Make the batch visible: one atomic manifest replace, then old files are deleted."""
         base = self._base
-        users, users_rows = self._users or (base.users, base.users_rows)
+        users, users_rows, users_sha = self._users or (base.users, base.users_rows, base.users_sha256)
         parts = tuple(self._parts) if self.replace else base.parts + tuple(self._parts)
         batch = Batch(self.batch, self.kind, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                      users_rows if self._users else 0, sum(p.rows for p in self._parts),
-                      tuple(sorted({p.date for p in self._parts})), detail or {})
-        manifest = Manifest(self.batch, users, users_rows, parts, base.batches + (batch,))
+                      users_rows if self._users else 0, sum(p.rows for p in self._parts), self.dates, detail or {})
+        manifest = Manifest(self.batch, users, users_rows, parts, base.batches + (batch,), users_sha256=users_sha)
         listed = set(_listed(manifest))
         manifest = dataclasses.replace(manifest, kept=tuple(f for f in _listed(base) if f not in listed))
         atomic_write_json(manifest_path(self.paths), manifest.to_dict())
@@ -430,11 +563,34 @@ def _listed(manifest: Manifest) -> list[str]:
     return ([manifest.users] if manifest.users else []) + [p.path for p in manifest.parts]
 
 
+def batch_report(paths: DataPaths, batch: Batch) -> dict[str, Any] | None:
+    """The report a batch committed with (`BatchWriter.add_report`), its bytes checked against
+    the digest in the manifest; None for a batch without one (generate, or from before)."""
+    ref = batch.detail.get("report")
+    if not isinstance(ref, dict) or not ref.get("path"):
+        return None
+    path = paths.raw / str(ref["path"])
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: the report of raw batch {batch.batch} is missing") from exc
+    if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+        raise DataError(f"{path}: changed since raw batch {batch.batch} committed it (raw/manifest.json records "
+                        f"sha256 {str(ref.get('sha256'))[:12]})")
+    return json.loads(data.decode("utf-8"))
+
+
+def _reports(manifest: Manifest) -> list[str]:
+    """The batch reports a manifest commits (relative to raw/)."""
+    return [str(b.detail["report"]["path"]) for b in manifest.batches
+            if isinstance(b.detail.get("report"), dict) and b.detail["report"].get("path")]
+
+
 def _delete_unlisted(paths: DataPaths, manifest: Manifest) -> None:
-    """Remove files under raw/users and raw/events that the manifest neither lists nor keeps
-    (a crashed batch's files; the state before the previous batch)."""
-    keep = {paths.raw / f for f in _listed(manifest) + list(manifest.kept)}
-    for sub in ("users", "events"):
+    """Remove files under raw/users, raw/events and raw/reports that the manifest neither lists
+    nor keeps (a crashed batch's files; the state before the previous batch)."""
+    keep = {paths.raw / f for f in _listed(manifest) + list(manifest.kept) + _reports(manifest)}
+    for sub in ("users", "events", REPORTS):
         root = paths.raw / sub
         if not root.is_dir():
             continue

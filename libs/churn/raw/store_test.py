@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.raw.store import (BatchWriter, day_files, event_dates, raw_digest, raw_files, read_events, read_manifest,
-                             read_users, require_raw, write_batch)
+from churn.raw.store import (BatchWriter, day_files, distinct_values, event_dates, raw_digest, raw_files, read_events,
+                             read_manifest, read_users, require_raw, write_batch)
 from churn.storage.files import DataError
 from churn.storage.paths import DataPaths
 
@@ -102,10 +102,46 @@ def test_a_failing_batch_changes_nothing(tmp_path: Path) -> None:
     assert not stray.exists() and len(read_events(paths)) == 6
 
 
-def test_digest_sees_a_changed_or_swapped_part(tmp_path: Path) -> None:
+def test_a_part_changed_after_its_commit_is_never_read(tmp_path: Path) -> None:
+    """Every reader checks the bytes it reads against the sha256 the batch recorded, so the raw
+    digest (from the manifest) names exactly the bytes a reader can get. Broken once (the
+    comparison in `verified_bytes` removed): the swapped parts were read, no error."""
+    from churn.storage.files import file_digest
+
+    paths = DataPaths.from_root(tmp_path)
+    write_batch(paths, "ingest", USERS, [_events(1, ["2024-03-01", "2024-03-02"])])
+    m = read_manifest(paths)
+    assert all(p.sha256 == file_digest(paths.raw / p.path) for p in m.parts)
+    assert m.users_sha256 == file_digest(paths.raw / str(m.users))
+    digest = raw_digest(paths)
+    a, b = sorted(paths.raw.rglob("part-*.parquet"))
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    assert raw_digest(paths) == digest  # what was committed (and validated) is unchanged
+    for read in (lambda: read_events(paths), lambda: read_events(paths, columns=["event_id"], dates=[dt.date(2024, 3, 1)]),
+                 lambda: distinct_values(paths, "course_id")):
+        with pytest.raises(DataError, match=r"date=2024-03-01/part-000001-0000.parquet: changed since its raw batch "
+                                            r"was committed \(sha256 [0-9a-f]{12}, raw/manifest.json records"):
+            read()
+    users = paths.raw / str(m.users)
+    users.write_bytes(users.read_bytes() + b"x")
+    with pytest.raises(DataError, match="users-000001.parquet: changed since"):
+        read_users(paths)
+
+
+def test_a_manifest_from_before_digests_hashes_its_files(tmp_path: Path) -> None:
+    """A raw manifest written before the per-file digests: its files are hashed (the digest is
+    the same as a recorded one) and a swapped part changes the digest, as before."""
     paths = DataPaths.from_root(tmp_path)
     write_batch(paths, "ingest", USERS, [_events(1, ["2024-03-01", "2024-03-02"])])
     digest = raw_digest(paths)
+    doc = json.loads((paths.raw / "manifest.json").read_text())
+    doc.pop("users_sha256")
+    for p in doc["parts"]:
+        p.pop("sha256")
+    (paths.raw / "manifest.json").write_text(json.dumps(doc))
+    assert raw_digest(paths) == digest and len(read_events(paths)) == 6
     a, b = sorted(paths.raw.rglob("part-*.parquet"))
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
@@ -124,7 +160,6 @@ def test_missing_raw_data_names_both_ways_in(tmp_path: Path) -> None:
 
 
 def test_distinct_values_of_a_column_over_every_stored_day(tmp_path: Path) -> None:
-    from churn.raw.store import distinct_values
 
     paths = DataPaths.from_root(tmp_path)
     write_batch(paths, "ingest", USERS, [_events(1, ["2024-03-01", "2024-03-02"])])
