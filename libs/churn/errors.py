@@ -43,3 +43,9 @@ class LockTimeout(ChurnError, TimeoutError):
 
 class ShardsIncomplete(ChurnError, TimeoutError):
     """Pods of an Indexed Job waited too long for the other shards; the message names them."""
+
+
+class StaleInput(DataError):
+    """An input was built from another state than the current one (a training set from older
+    tables, a holdout that is not the one its model was registered with); the message names
+    the file, what it was built from, what is current and the command that rebuilds it."""

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from churn.config.settings import Settings
 from churn.errors import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, UsageError
+from churn.pipeline.freshness import stale_tables_warning
 from churn.raw.store import read_manifest, require_raw
 from churn.raw.verdict import is_validated, require_validated, stamp_validated
 from churn.registry.registry import ModelRegistry
@@ -42,6 +43,11 @@ class StepResult:
     exit_code: int = EXIT_OK
     message: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _warned(warning: str | None, message: str) -> str:
+    """A step's message with a warning about its inputs first (`churn.pipeline.freshness`)."""
+    return message if warning is None else f"WARNING: {warning}\n{message}"
 
 
 def data_paths(settings: Settings) -> DataPaths:
@@ -203,9 +209,9 @@ def step_train(settings: Settings) -> StepResult:
     for with the holder logged): two at once would each mark the record running and the
     one finishing first would hide the other (docs/consistency.md).
     """
+    from churn.pipeline.freshness import require_current_training_set
     from churn.storage.filelock import FileLock
-    from churn.storage.files import file_digest
-    from churn.storage.tables import read_parquet
+    from churn.storage.tables import read_parquet_checked
     from churn.training.train import register_run, train_models
 
     paths = data_paths(settings)
@@ -213,13 +219,15 @@ def step_train(settings: Settings) -> StepResult:
     def body() -> StepResult:
         require_file(paths.training_set, "labels")
         with FileLock(paths.locks / "train.lock", timeout=TRAIN_LOCK_TIMEOUT_S):
-            training_set = read_parquet(paths.training_set)
+            # read once: the card's digest is of the bytes trained on, not of a second read
+            training_set, training_digest = read_parquet_checked(paths.training_set)
+            require_current_training_set(paths, training_set.attrs)
             started = dt.datetime.now(dt.timezone.utc).isoformat()
             atomic_write_json(training_run_path(paths), {"status": "running", "started_at": started,
                                                          "previous": last_complete_run(paths)})
             run = train_models(training_set, settings)
             registry = registry_for(paths)
-            versions = register_run(run, registry, settings, file_digest(paths.training_set))
+            versions = register_run(run, registry, settings, training_digest)
             table = [{"version": v, "model_kind": m.kind, **{k: m.metrics[k] for k in METRIC_COLUMNS}}
                      for v, m in zip(versions, run.models)]
             best = max(table, key=lambda r: r["pr_auc"] if r["pr_auc"] is not None else -1.0)["version"]
@@ -328,12 +336,14 @@ def step_batch_score(settings: Settings, as_of: dt.date | None = None, top_k: in
 
     def body() -> StepResult:
         require_file(paths.features_file, "features")
+        stale = stale_tables_warning(paths, "batch-score")
         res = batch_score(paths, registry_for(paths), settings.churn.window_days, as_of=as_of,
                           top_k=top_k or settings.scoring.top_k, shard=shard,
                           threads=settings.scoring.threads, rows_at_once=settings.sharding.shard_users)
         return StepResult("batch-score", res.rows, 0.0, [res.scores_path, res.top_k_path, res.summary_path],
-                          message=f"as of {res.as_of}: {res.rows} users scored with {res.model_version} "
-                                  f"({res.scorer} path)", detail=res.to_dict())
+                          message=_warned(stale, f"as of {res.as_of}: {res.rows} users scored with "
+                                                 f"{res.model_version} ({res.scorer} path)"),
+                          detail={**res.to_dict(), "stale_tables": stale})
 
     return _timed("batch-score", body, paths.root)
 
@@ -380,6 +390,7 @@ def step_drift_check(settings: Settings) -> StepResult:
 
     def body() -> StepResult:
         require_file(paths.features_file, "features")
+        stale = stale_tables_warning(paths, "drift-check")
         loaded = load_production(registry_for(paths))
         report = drift_check(paths.features_file, loaded.card, settings.monitoring, settings.churn.window_days,
                              rows_at_once=settings.sharding.shard_users)
@@ -392,8 +403,8 @@ def step_drift_check(settings: Settings) -> StepResult:
                    f"vs recent {report.recent_window} ({report.recent_n} users); drifted: {drifted}; "
                    f"{len(report.features)} features checked, skipped: {', '.join(report.skipped) or 'none'}")
         return StepResult("drift-check", len(report.features), 0.0, [str(json_path), str(html_path)],
-                          EXIT_DRIFT if report.status == FAIL else EXIT_OK, message,
-                          {"status": report.status})
+                          EXIT_DRIFT if report.status == FAIL else EXIT_OK, _warned(stale, message),
+                          {"status": report.status, "stale_tables": stale})
 
     return _timed("drift-check", body, paths.root)
 
@@ -521,12 +532,13 @@ def step_training_set(settings: Settings) -> StepResult:
     def body() -> StepResult:
         require_file(paths.features_file, "update")
         require_file(paths.labels_file, "update")
+        stale = stale_tables_warning(paths, "training-set")
         training_set = run_training_set(settings, paths)
         days = training_set["as_of_date"]
         return StepResult("training-set", len(training_set), 0.0, [str(paths.training_set)],
-                          message=f"training set: {len(training_set)} rows, as-of dates {days.min().date()}.."
-                                  f"{days.max().date()} (labels matured up to there)",
-                          detail={"newest_label_day": str(days.max().date())})
+                          message=_warned(stale, f"training set: {len(training_set)} rows, as-of dates "
+                                                 f"{days.min().date()}..{days.max().date()} (labels matured up to there)"),
+                          detail={"newest_label_day": str(days.max().date()), "stale_tables": stale})
 
     return _timed("training-set", body, paths.root)
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from churn.errors import RegistryError
+from churn.errors import RegistryError, StaleInput
 from churn.storage import faults
 from churn.storage.files import (
     atomic_write_bytes,
@@ -121,6 +121,26 @@ def model_bytes(model: Any) -> bytes:
     return buf.getvalue()
 
 
+def read_version_file(loaded: LoadedModel, name: str) -> bytes:
+    """The bytes of one extra file of a version (e.g. the gate's holdout), checked against
+    the sha256 its card recorded at registration: a file replaced since is a StaleInput
+    naming it, never evaluated. A card from before the digests: the bytes as they are."""
+    if loaded.path is None:
+        raise RegistryError(f"version {loaded.version} has no directory")
+    path = loaded.path / _check_name("file", name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read ({exc.strerror})") from exc
+    expected = (loaded.card.get("files_sha256") or {}).get(name)
+    digest = hashlib.sha256(data).hexdigest()
+    if expected and digest != expected:
+        raise StaleInput(f"{path}: not the file version {loaded.version} was registered with (sha256 "
+                         f"{digest[:12]}, its card records {str(expected)[:12]}): not evaluated; "
+                         "retrain (`ml_jobs train`) or promote another version")
+    return data
+
+
 class ModelRegistry:
     """File-based registry rooted at `<root>/registry` (`root` is the data root)."""
 
@@ -156,7 +176,10 @@ class ModelRegistry:
             base = f"{now:%Y%m%dT%H%M%SZ}-{digest[:8]}"
             full_card = dict(card)
             full_card.update(created_at=full_card.get("created_at") or now.isoformat(),
-                             model_file=MODEL_FILE, model_sha256=digest)
+                             model_file=MODEL_FILE, model_sha256=digest,
+                             # what a reader of an extra file checks it against (`read_file`)
+                             files_sha256={name: hashlib.sha256(content).hexdigest()
+                                           for name, content in (files or {}).items()})
             atomic_write_bytes(tmp / MODEL_FILE, data)
             for name, content in (files or {}).items():
                 atomic_write_bytes(tmp / _check_name("file", name), content)

@@ -40,6 +40,23 @@ log = logging.getLogger(__name__)
 DAY_TABLES: dict[str, str] = {"user_days": USER_DAYS, "features": FEATURES, "labels": LABELS}
 
 
+BUILT_FROM = "built_from"  # DataFrame.attrs key of the training set: `tables_inputs` of the tables it was sampled from
+
+
+def tables_inputs(paths: DataPaths) -> dict[str, Any]:
+    """{"tables": generation id or "legacy", "raw": the raw digest those tables were computed
+    from (None if not recorded)} of the tables `paths` reads: what an output built from them
+    records, for a reader to compare with the current state (`churn.pipeline.freshness`)."""
+    at = paths.bound().tables
+    if at is None:
+        return {"tables": "legacy", "raw": None}
+    try:
+        raw = generations.read_manifest(at).get("inputs", {}).get("raw")
+    except DataError:
+        raw = None
+    return {"tables": at.name, "raw": raw}
+
+
 def base_id(paths: DataPaths) -> str:
     """Which state a bound DataPaths reads: its generation's id, or "legacy" (the old layout)."""
     at = paths.bound().tables
@@ -89,6 +106,11 @@ def publish_tables(paths: DataPaths, inputs: Mapping[str, Any],
                             f"{was.name if was else 'the old layout'}: rerun the step")
 
     full_inputs = {"base": base_id(read), **inputs}
+    if "raw" not in full_inputs and base is not None:  # features/labels: from the grid, itself from this raw data
+        with contextlib.suppress(DataError):
+            raw = generations.read_manifest(base).get("inputs", {}).get("raw")
+            if raw:
+                full_inputs["raw"] = raw
     with generations.publish(paths.root, TABLES_AREA, full_inputs, carry=keep, check=unchanged) as tmp:
         yield paths.writing_tables(tmp)
         if base is None:

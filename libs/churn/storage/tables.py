@@ -11,7 +11,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from churn.storage.files import DataError, atomic_path
+from churn.storage.files import DataError, atomic_path, read_verified
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
@@ -40,3 +40,18 @@ def read_parquet(path: str | Path, columns: Iterable[str] | None = None) -> pd.D
         return pd.read_parquet(p, engine="pyarrow", columns=list(columns) if columns is not None else None)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{p}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
+
+
+def read_parquet_checked(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """(a Parquet file as pandas, sha256 of the bytes it was parsed from): read once, so a digest
+    recorded of the input (a model card's training data) is of the very bytes used, and checked
+    against its generation's MANIFEST when it has one (`files.read_verified`)."""
+    import hashlib
+    import io
+
+    data = read_verified(path)
+    try:
+        frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
+    return frame, hashlib.sha256(data).hexdigest()

@@ -29,6 +29,7 @@ from churn.errors import DataError
 from churn.labels.build import LABEL, build_training_set
 from churn.sampling.users import budget_users
 from churn.storage.daytables import day_files, read_days_of
+from churn.storage.derived import BUILT_FROM, tables_inputs
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet
 from churn.training.split import time_split
@@ -108,6 +109,7 @@ def _day_pieces(dates: Sequence[dt.date], day_rows: dict[dt.date, int],
 def run_training_set(settings: Settings, paths: DataPaths) -> pd.DataFrame:
     """features/features.parquet/ + labels/labels.parquet/ -> labels/training_set.parquet (the sample)."""
     ts = sampled_training_set(settings, paths.features_file, paths.labels_file)
+    ts.attrs[BUILT_FROM] = tables_inputs(paths)  # `train` compares it with the current tables
     atomic_write_parquet(ts, paths.training_set)  # DataFrame.attrs (the labelled rows) travel in the file
     log.info("training set: %d rows, positive rate %.3f", len(ts), float(ts[LABEL].mean()) if len(ts) else float("nan"))
     return ts

@@ -9,6 +9,7 @@ production model on exactly the rows the candidate was evaluated on.
 
 from __future__ import annotations
 
+import io
 import logging
 import platform
 import time
@@ -24,7 +25,7 @@ from churn.config.settings import Settings
 from churn.errors import ConfigError, DataError
 from churn.features.matrix import frame_matrix
 from churn.features.schema import FeatureSpec, feature_names, feature_specs, schema_to_json
-from churn.registry.registry import GateDecision, LoadedModel, ModelRegistry
+from churn.registry.registry import GateDecision, LoadedModel, ModelRegistry, read_version_file
 from churn.revision import code_revision
 from churn.sampling.users import users_within_budget
 from churn.training.sample import LABELLED_ROWS
@@ -217,7 +218,7 @@ def holdout_gate(metric: str = "pr_auc", min_improvement: float = 0.0, threads: 
     def gate(candidate: LoadedModel, production: LoadedModel | None) -> GateDecision:
         if candidate.path is None:
             raise ValueError(f"candidate {candidate.version} has no directory")
-        X, y = read_holdout(candidate.path / HOLDOUT_FILE)
+        X, y = read_holdout(io.BytesIO(read_version_file(candidate, HOLDOUT_FILE)))  # the bytes registered
         threshold = float(candidate.card.get("threshold", 0.5))
         cand = evaluate(y, predict_risk(candidate.model, X, threads), threshold)[metric]
         figures: dict[str, Any] = {"metric": metric, "candidate": cand, "min_improvement": min_improvement,

@@ -1,0 +1,125 @@
+"""Readers bound to the bytes that were checked, and readers noticing stale inputs (#14).
+
+One tiny root (200 users, 90 days) is bootstrapped once; each test works on a copy (the
+generation pointers are relative symlinks, copied as links). Files are really replaced and
+really republished: no mocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from churn.errors import DataError, StaleInput
+from churn.pipeline import steps
+from churn.pipeline.testing import tiny_settings
+from churn.raw.store import day_files, raw_digest
+from churn.registry.registry import ModelRegistry
+from churn.storage.paths import DataPaths
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("seeded") / "root"
+    results = steps.bootstrap(tiny_settings(root, users=200, days=90))
+    assert all(r.exit_code == 0 for r in results), [r.message for r in results]
+    return root
+
+
+@pytest.fixture()
+def root(seeded: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "root"
+    shutil.copytree(seeded, dest, symlinks=True)
+    return dest
+
+
+def _replace_part(paths: DataPaths, day_index: int) -> Path:
+    """Rewrite one committed raw part in place with other (still valid) values."""
+    part = list(day_files(paths).values())[day_index][0]
+    frame = pq.read_table(part).to_pandas()
+    frame["watch_minutes"] = frame["watch_minutes"].fillna(0) + 1.0
+    frame.to_parquet(part, index=False)
+    return part
+
+
+def test_prepare_and_update_refuse_a_raw_part_replaced_after_validation(root: Path) -> None:
+    """The verdict names the raw digest of the manifest's recorded file digests; `prepare` and a
+    full `update` read each part once and compare its bytes: a part replaced after validation
+    is one line naming it, never used. Broken once (the store's comparison disabled): both
+    steps read the replaced part and published tables from it."""
+    settings = tiny_settings(root, users=200, days=90)
+    paths = DataPaths.from_root(root)
+    part = _replace_part(paths, 10)
+    for run in (lambda: steps.step_prepare(settings),
+                lambda: steps.step_update(dataclasses.replace(  # another shape: a full rebuild reads every part
+                    settings, features=dataclasses.replace(settings.features, windows_days=(7, 14))))):
+        tables_before = (root / "tables").resolve()
+        with pytest.raises(DataError) as err:
+            run()
+        assert str(err.value).startswith(f"{part}: changed since its raw batch was committed") and "\n" not in str(err.value)
+        assert (root / "tables").resolve() == tables_before  # nothing published
+
+
+def test_train_refuses_a_training_set_of_older_tables(root: Path) -> None:
+    """The training set records the tables generation it was sampled from; after another
+    publish of the tables `train` refuses it, naming both generations and the command. Broken
+    once (the comparison removed from step_train): the model was trained on the old set."""
+    settings = tiny_settings(root, users=200, days=90)
+    before = (root / "tables").resolve().name
+    assert steps.step_features(settings).exit_code == 0  # publishes another tables generation
+    now = (root / "tables").resolve().name
+    assert now != before
+    versions = ModelRegistry(root).versions()
+    with pytest.raises(StaleInput, match=f"training_set.parquet: sampled from tables generation {before}, "
+                                         f"the current one is {now} .*run `ml_jobs training-set`, then `ml_jobs train`"):
+        steps.step_train(settings)
+    assert ModelRegistry(root).versions() == versions  # nothing registered
+    assert steps.step_training_set(settings).exit_code == 0
+    assert steps.step_train(settings).exit_code == 0
+
+
+def test_the_gate_refuses_a_holdout_that_is_not_the_registered_one(root: Path) -> None:
+    """A model card records the sha256 of its holdout; the holdout gate evaluates only those
+    bytes: a holdout replaced after registration is refused, naming the file, production
+    unchanged. Broken once (the gate reading the file by path): the candidate was evaluated
+    on the replaced holdout."""
+    settings = tiny_settings(root, users=200, days=90)
+    registry = ModelRegistry(root)
+    production = registry.alias_record()["version"]
+    candidate = next(v for v in steps.last_complete_run(DataPaths.from_root(root))["versions"] if v != production)
+    holdout = registry.version_dir(candidate) / "holdout.npz"
+    with np.load(holdout) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["y"] = 1.0 - arrays["y"]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    holdout.write_bytes(buf.getvalue())
+    with pytest.raises(StaleInput, match=f"{holdout}: not the file version {candidate} was registered with"):
+        steps.step_promote(settings, version=candidate)
+    assert registry.alias_record()["version"] == production
+
+
+def test_scoring_and_drift_warn_on_tables_of_older_raw_data_and_the_cycle_clears_it(root: Path) -> None:
+    """After a new raw batch and before `update`, batch-score and drift-check run (exit as
+    usual) with a warning naming the tables' generation, the raw digest they were computed
+    from and the current one, and `ml_jobs update`; after the update the warning is gone.
+    Broken once (the comparison removed): no warning."""
+    settings = tiny_settings(root, users=200, days=90)
+    paths = DataPaths.from_root(root)
+    assert steps.step_generate_next(settings, 1).exit_code == 0
+    assert steps.step_ingest_inbox(settings).exit_code == 0
+    generation = (root / "tables").resolve().name
+    for result in (steps.step_batch_score(settings), steps.step_drift_check(settings)):
+        assert result.exit_code in (0, 2)
+        warning = result.detail["stale_tables"]
+        assert warning and f"generation {generation} was computed from raw data" in warning
+        assert f"the raw data now is {raw_digest(paths)[:12]}" in warning and "run `ml_jobs update`" in warning
+        assert result.message.startswith(f"WARNING: {warning}")
+    assert steps.step_update(settings).exit_code == 0
+    assert steps.step_batch_score(settings).detail["stale_tables"] is None
