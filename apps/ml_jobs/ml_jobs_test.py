@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -136,6 +137,17 @@ def test_corrupted_raw_fails_validation_and_nothing_downstream_runs(tmp_path):
     events = pd.read_parquet(events_path)
     events.loc[events.index[:5], "quiz_score"] = 150.0
     events.to_parquet(events_path, index=False)
+    # changed behind the raw manifest's back: no reader takes these bytes (one line naming the file)
+    result = cli("validate")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{events_path}: changed since its raw batch was committed" in result.stderr
+    # the same rows as a batch would have committed them (the manifest records their digest)
+    manifest = cli.root / "raw" / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    rel = events_path.relative_to(cli.root / "raw").as_posix()
+    digest = hashlib.sha256(events_path.read_bytes()).hexdigest()
+    doc["parts"] = [{**p, "sha256": digest} if p["path"] == rel else p for p in doc["parts"]]
+    manifest.write_text(json.dumps(doc))
     result = cli("validate")
     assert result.returncode == 1
     assert "FAILED" in result.stdout and "quiz" in result.stdout

@@ -230,14 +230,18 @@ def test_both_models_score_countries_and_sources_they_never_saw(reference_root):
 # ------------------------------------------------------------------ idempotence, upserts, one table alone
 
 
-def test_the_same_files_twice_change_nothing_and_one_table_may_come_alone(tmp_path, frames):
+def _january_and_later(tmp_path: Path, frames) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, Settings, DataPaths]:
+    """users.csv, jan.csv (January's events) and later.csv (the rest) in tmp_path, and a root."""
     users, events = _plain_users(frames[0]), _plain_events(frames[1])
     first_days = events["event_time"] < pd.Timestamp("2025-02-01")
     users.to_csv(tmp_path / "users.csv", index=False)
     events[first_days].to_csv(tmp_path / "jan.csv", index=False)
     events[~first_days].to_csv(tmp_path / "later.csv", index=False)
-    settings = _settings(tmp_path / "root")
-    paths = DataPaths.from_root(tmp_path / "root")
+    return users, events, first_days, _settings(tmp_path / "root"), DataPaths.from_root(tmp_path / "root")
+
+
+def test_the_same_files_twice_change_nothing_and_one_table_may_come_alone(tmp_path, frames):
+    users, events, first_days, settings, paths = _january_and_later(tmp_path, frames)
     assert _ingest(settings, tmp_path / "users.csv", None).exit_code == 0  # users alone
     assert _ingest(settings, None, tmp_path / "jan.csv").exit_code == 0  # events alone
     digest = raw_digest(paths)
@@ -269,13 +273,7 @@ def test_a_batch_commits_with_its_own_report(tmp_path, frames):
     from churn.raw.store import batch_report
     from churn.storage import faults
 
-    users, events = _plain_users(frames[0]), _plain_events(frames[1])
-    first_days = events["event_time"] < pd.Timestamp("2025-02-01")
-    users.to_csv(tmp_path / "users.csv", index=False)
-    events[first_days].to_csv(tmp_path / "jan.csv", index=False)
-    events[~first_days].to_csv(tmp_path / "later.csv", index=False)
-    settings = _settings(tmp_path / "root")
-    paths = DataPaths.from_root(tmp_path / "root")
+    users, events, first_days, settings, paths = _january_and_later(tmp_path, frames)
     first = run_ingest(settings, paths, str(tmp_path / "users.csv"), str(tmp_path / "jan.csv"))
     batch = read_manifest(paths).batches[-1]
     report = batch_report(paths, batch)

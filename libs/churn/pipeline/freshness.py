@@ -58,7 +58,10 @@ def require_current_training_set(paths: DataPaths, attrs: dict[str, Any]) -> Non
     if not isinstance(built, dict) or not built.get("tables"):
         log.info("%s: records no tables generation; not compared with the current tables", paths.training_set)
         return
-    now = tables_inputs(paths)["tables"]
-    if built["tables"] != now:
+    now = tables_inputs(paths)
+    same = (built["manifest"] == now["manifest"] if built.get("manifest") and now["manifest"]
+            else built["tables"] == now["tables"])  # by content: a copied root keeps no generation ids
+    if not same:
         raise StaleInput(f"{paths.training_set}: sampled from tables generation {built['tables']}, the current "
-                         f"one is {now} (an update published since): run `ml_jobs training-set`, then `ml_jobs train`")
+                         f"one is {now['tables']} (an update published since): run `ml_jobs training-set`, "
+                         "then `ml_jobs train`")

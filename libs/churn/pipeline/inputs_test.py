@@ -123,3 +123,24 @@ def test_scoring_and_drift_warn_on_tables_of_older_raw_data_and_the_cycle_clears
         assert result.message.startswith(f"WARNING: {warning}")
     assert steps.step_update(settings).exit_code == 0
     assert steps.step_batch_score(settings).detail["stale_tables"] is None
+
+
+def test_a_published_parquet_file_changed_in_place_is_refused_by_its_reader(root: Path) -> None:
+    """`storage.tables.read_parquet` reads a file once and checks it against its generation's
+    MANIFEST: a day's scores (read by score-distribution) and the tables' users snapshot (read
+    by update) changed in place are one error naming the file. Broken once (read_parquet
+    parsing the path again): both were read."""
+    settings = tiny_settings(root, users=200, days=90)
+    scores = next((root / "predictions").glob("*/scores.parquet"))
+    frame = pq.read_table(scores).to_pandas()
+    frame["risk"] = 1.0 - frame["risk"]
+    frame.to_parquet(scores.resolve(), index=False)
+    with pytest.raises(DataError, match="scores.parquet: changed since it was published"):
+        steps.step_score_distribution(settings)
+    snapshot = (root / "tables" / "users.parquet").resolve()
+    users = pq.read_table(snapshot).to_pandas()
+    users.iloc[::-1].to_parquet(snapshot, index=False)
+    assert steps.step_generate_next(settings, 1).exit_code == 0
+    assert steps.step_ingest_inbox(settings).exit_code == 0
+    with pytest.raises(DataError, match="users.parquet: changed since it was published"):
+        steps.step_update(settings)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -44,17 +46,20 @@ BUILT_FROM = "built_from"  # DataFrame.attrs key of the training set: `tables_in
 
 
 def tables_inputs(paths: DataPaths) -> dict[str, Any]:
-    """{"tables": generation id or "legacy", "raw": the raw digest those tables were computed
-    from (None if not recorded)} of the tables `paths` reads: what an output built from them
-    records, for a reader to compare with the current state (`churn.pipeline.freshness`)."""
+    """{"tables": generation id or "legacy", "manifest": sha256 of its MANIFEST (the state's
+    identity, also of a root copied without its symlinks, where the id is lost), "raw": the raw
+    digest those tables were computed from (None if not recorded)} of the tables `paths` reads:
+    what an output built from them records, for a reader to compare with the current state
+    (`churn.pipeline.freshness`)."""
     at = paths.bound().tables
     if at is None:
-        return {"tables": "legacy", "raw": None}
+        return {"tables": "legacy", "manifest": None, "raw": None}
     try:
-        raw = generations.read_manifest(at).get("inputs", {}).get("raw")
-    except DataError:
-        raw = None
-    return {"tables": at.name, "raw": raw}
+        data = (at / generations.MANIFEST_NAME).read_bytes()
+        raw = json.loads(data.decode("utf-8")).get("inputs", {}).get("raw")
+    except (OSError, ValueError, AttributeError):
+        return {"tables": at.name, "manifest": None, "raw": None}
+    return {"tables": at.name, "manifest": hashlib.sha256(data).hexdigest(), "raw": raw}
 
 
 def base_id(paths: DataPaths) -> str:

@@ -28,7 +28,9 @@ def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 
 def read_parquet(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
     """Read a Parquet file (or a day-partitioned folder, `churn.storage.daytables`) into pandas;
-    a missing or corrupt file is a DataError naming it."""
+    a missing or corrupt file is a DataError naming it. A file is read once and, inside a
+    published generation, checked against its MANIFEST (`files.read_verified`; a users
+    snapshot, a day's scores): parsed from the bytes that were checked."""
     p = Path(path)
     if p.is_dir():
         from churn.storage.daytables import read_days
@@ -36,10 +38,16 @@ def read_parquet(path: str | Path, columns: Iterable[str] | None = None) -> pd.D
         return read_days(p, columns=columns)
     if not p.is_file():
         raise DataError(f"{p}: file not found (run the step that produces it first)")
+    return _parse(p, read_verified(p), columns)
+
+
+def _parse(path: Path, data: bytes, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    import io
+
     try:
-        return pd.read_parquet(p, engine="pyarrow", columns=list(columns) if columns is not None else None)
+        return pd.read_parquet(io.BytesIO(data), engine="pyarrow", columns=list(columns) if columns is not None else None)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{p}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
 
 
 def read_parquet_checked(path: str | Path) -> tuple[pd.DataFrame, str]:
@@ -47,11 +55,6 @@ def read_parquet_checked(path: str | Path) -> tuple[pd.DataFrame, str]:
     recorded of the input (a model card's training data) is of the very bytes used, and checked
     against its generation's MANIFEST when it has one (`files.read_verified`)."""
     import hashlib
-    import io
 
     data = read_verified(path)
-    try:
-        frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
-    return frame, hashlib.sha256(data).hexdigest()
+    return _parse(Path(path), data), hashlib.sha256(data).hexdigest()
