@@ -10,12 +10,13 @@ the summary's model version.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from churn.config.settings import Settings
-from churn.pipeline.steps import StepResult, step_batch_score, step_promote
+from churn.pipeline.steps import StepResult, step_batch_score, step_merge_shards, step_promote
 from churn.registry.registry import ModelRegistry
 
 from tests.consistency import faultsuite
@@ -41,3 +42,30 @@ def test_batch_score_shows_the_old_or_the_new_outputs_after_a_fault_at_each_poin
     counts = faultsuite.run_suite(command, seeded, tmp_path)
     assert counts.consistent == counts.injections > 0
     assert counts.commit_points >= 2  # the generation's rename and the pointer's switch (its files are renamed inside it)
+
+
+SHARDS = 3
+
+
+def _merge_shards(settings: Settings) -> StepResult:
+    return step_merge_shards(settings, SHARDS)
+
+
+def test_merge_shards_shows_the_old_or_the_new_outputs_after_a_fault_at_each_point(seeded: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The three pods of an Indexed Job (`batch-score --shard I/3`, the other model) published
+    their shards into the day's generation, beside the seeded run's full files; the merge
+    publishes the full files of the shards' run (new ranks, top-K, summary) with the shards
+    carried."""
+    sharded = tmp_path / "sharded"
+    shutil.copytree(seeded, sharded, symlinks=True)
+    for i in range(SHARDS):
+        result = step_batch_score(faultsuite.settings_for(sharded), shard=(i, SHARDS))
+        assert result.exit_code == 0, result.message
+    (day,) = [p.name for p in (sharded / "predictions").iterdir() if not p.name.startswith(".")]
+    (tmp_path / "work").mkdir()
+    # both commit points and 4 others (the carry's links and the writers are batch-score's code)
+    counts = faultsuite.run_suite(faultsuite.Command("merge-shards", _merge_shards, (f"predictions/{day}",)),
+                                  sharded, tmp_path / "work", sample=4)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points == 2  # the generation's rename and the pointer's switch

@@ -66,12 +66,6 @@ def test_validate_shows_the_old_or_the_new_verdict(seeded: Path, tmp_path: Path)
     assert counts.commit_points >= 1  # the report
 
 
-def raw_and_verdict(root: Path, seeded: Path | None = None) -> dict[str, Any]:
-    """The raw store's state with its verdict: one state (the verdict alone does not change:
-    valid before, valid after)."""
-    return {**faultsuite.raw_state(root, seeded), "validated": faultsuite.validation_state(root, seeded)["validated"]}
-
-
 def test_ingest_shows_the_old_or_the_new_raw_data_and_verdict(seeded: Path, tmp_path: Path) -> None:
     paths = DataPaths.from_root(seeded)
     events = read_events(paths, dates=[read_manifest(paths).dates[-1]])
@@ -80,7 +74,7 @@ def test_ingest_shows_the_old_or_the_new_raw_data_and_verdict(seeded: Path, tmp_
     events.to_csv(export, index=False)
     (tmp_path / "work").mkdir()
     counts = _suite(seeded, tmp_path / "work", "ingest", lambda s: step_ingest(s, events=str(export)),
-                    {"raw": raw_and_verdict}, after_rerun=faultsuite.no_unlisted_raw_file)
+                    {"raw": faultsuite.raw_and_verdict}, after_rerun=faultsuite.no_unlisted_raw_file)
     assert counts.commit_points >= 2  # the part file, the manifest
 
 

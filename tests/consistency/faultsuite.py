@@ -172,11 +172,34 @@ def validation_state(root: Path, seeded: Path | None = None) -> dict[str, Any]:
             "report": _normalized(report.name, read_verified(report), roots) if report.is_file() else None}
 
 
+def raw_and_verdict(root: Path, seeded: Path | None = None) -> dict[str, Any]:
+    """The raw store's state with its verdict: one state (an ingest commits both by one rename;
+    the verdict alone does not change: valid before, valid after)."""
+    return {**raw_state(root, seeded), "validated": validation_state(root, seeded)["validated"]}
+
+
 def score_distribution_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
     """monitoring/score_distribution/<date>.json (one file per day, each replaced by one rename)."""
     folder = DataPaths.from_root(root).monitoring / "score_distribution"
     roots = (root,) if seeded is None else (root, seeded)
     return {p.name: _normalized(p.name, read_verified(p), roots) for p in sorted(folder.glob("*.json"))}
+
+
+def prepare_report_state(root: Path, seeded: Path | None = None) -> str | None:
+    """`processed/prepare_report.json` (one file beside the tables, replaced by one rename)."""
+    report = DataPaths.from_root(root).prepare_report
+    roots = (root,) if seeded is None else (root, seeded)
+    return _normalized(report.name, read_verified(report), roots) if report.is_file() else None
+
+
+def inbox_state(root: Path, seeded: Path | None = None) -> dict[str, list[str]]:
+    """The inbox's batch folders: waiting, ingested (`done/`), rejected (each moved by one rename)."""
+    from churn.daily.inbox import DONE, REJECTED, pending
+
+    paths = DataPaths.from_root(root)
+    moved = {sub: sorted(p.name for p in (paths.inbox / sub).iterdir()) if (paths.inbox / sub).is_dir() else []
+             for sub in (DONE, REJECTED)}
+    return {"pending": [p.name for p in pending(paths)], **moved}
 
 
 def derived_state(root: Path, seeded: Path | None = None) -> dict[str, str]:
@@ -190,6 +213,7 @@ STATE_READERS: dict[str, Callable[[Path, Path | None], Any]] = {
     "raw": raw_state, "training_set": training_set_state, "training": training_state,
     "production": production_state, "predictions": predictions_state, "drift": drift_state,
     "validation": validation_state, "score_distribution": score_distribution_state, "derived": derived_state,
+    "prepare_report": prepare_report_state, "inbox": inbox_state,
 }
 
 

@@ -17,23 +17,47 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from churn.config.settings import Settings
-from churn.pipeline.steps import StepResult, step_generate_next, step_ingest_inbox, step_merge_update, step_update
+from churn.pipeline.steps import (
+    StepResult,
+    step_daily,
+    step_features,
+    step_generate_next,
+    step_ingest_inbox,
+    step_labels,
+    step_merge_update,
+    step_prepare,
+    step_update,
+)
 
 from tests.consistency import faultsuite
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = faultsuite.seed(tmp_path_factory.mktemp("seeded") / "root")
-    settings = faultsuite.settings_for(root)
-    for step in (lambda: step_generate_next(settings, 1), lambda: step_ingest_inbox(settings)):
-        result = step()
-        assert result.exit_code == 0, result.message
+def inboxed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded root with one new day of its world waiting in the inbox (`generate --next-days 1`)."""
+    root = faultsuite.seed(tmp_path_factory.mktemp("inboxed") / "root")
+    result = step_generate_next(faultsuite.settings_for(root), 1)
+    assert result.exit_code == 0, result.message
     return root
+
+
+def _then(root: Path, dest: Path, step: Callable[[Settings], StepResult]) -> Path:
+    """A copy of `root` at `dest` after `step` ran on it."""
+    shutil.copytree(root, dest, symlinks=True)
+    result = step(faultsuite.settings_for(dest))
+    assert result.exit_code == 0, result.message
+    return dest
+
+
+@pytest.fixture(scope="module")
+def seeded(inboxed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """After `ingest-inbox`: the raw data has a day the tables do not have yet."""
+    return _then(inboxed, tmp_path_factory.mktemp("seeded") / "root", step_ingest_inbox)
 
 
 PODS = 3
@@ -85,3 +109,79 @@ def test_merge_update_shows_the_old_or_the_new_tables_after_a_fault_at_each_poin
     counts = faultsuite.run_suite(command, sharded, tmp_path, sample=8)  # as above: the links are sampled
     assert counts.consistent == counts.injections > 0
     assert counts.commit_points == 2
+
+
+# prepare, features, labels (the step-by-step path): each publishes its table into a new
+# generation of `tables`, carrying the others; their other points (day files, links) are the
+# publish code update's test samples, so only their commit points are injected (CI time).
+TABLE_SAMPLE = 0
+
+
+def test_prepare_shows_the_old_or_the_new_tables_and_report(seeded: Path, tmp_path: Path) -> None:
+    """The grid recomputed with the new day (the features and labels carried); the prepare
+    report is its own file, replaced after the publish."""
+    command = faultsuite.Command("prepare", step_prepare, ("tables",),
+                                 readers={"prepare_report": faultsuite.prepare_report_state})
+    counts = faultsuite.run_suite(command, seeded, tmp_path, sample=TABLE_SAMPLE)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points == 3  # the generation, the pointer, the report
+
+
+@pytest.fixture(scope="module")
+def prepared(seeded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _then(seeded, tmp_path_factory.mktemp("prepared") / "root", step_prepare)
+
+
+def test_features_shows_the_old_or_the_new_tables(prepared: Path, tmp_path: Path) -> None:
+    """The features of the grid prepare wrote (with the new day)."""
+    counts = faultsuite.run_suite(faultsuite.Command("features", step_features, ("tables",)), prepared, tmp_path,
+                                  sample=TABLE_SAMPLE)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points == 2
+
+
+def test_labels_shows_the_old_or_the_new_tables_and_training_set(prepared: Path, tmp_path: Path) -> None:
+    """The labels, then the training set built from them (its own file, replaced after the
+    publish): each old or new."""
+    featured = _then(prepared, tmp_path / "featured", step_features)
+    command = faultsuite.Command("labels", step_labels, ("tables",),
+                                 readers={"training_set": faultsuite.training_set_state})
+    (tmp_path / "work").mkdir()
+    counts = faultsuite.run_suite(command, featured, tmp_path / "work", sample=TABLE_SAMPLE)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points == 3  # the generation, the pointer, the training set
+
+
+def test_ingest_inbox_shows_the_old_or_the_new_raw_data_and_inbox(inboxed: Path, tmp_path: Path) -> None:
+    """The waiting batch: the raw store's state with its verdict (one commit, the manifest),
+    then the folder moved to `inbox/done/` (a crash in between: the rerun finds the batch
+    stored, adds nothing and moves it)."""
+    command = faultsuite.Command("ingest-inbox", step_ingest_inbox,
+                                 readers={"raw": faultsuite.raw_and_verdict, "inbox": faultsuite.inbox_state},
+                                 after_rerun=faultsuite.no_unlisted_raw_file)
+    counts = faultsuite.run_suite(command, inboxed, tmp_path)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points >= 3  # the part file, the manifest, the batch folder's move
+
+
+def _daily(settings: Settings) -> StepResult:
+    """`ml_jobs daily`: its first failing step's result, else the last one's."""
+    results = step_daily(settings)
+    return next((r for r in results if r.exit_code != 0), results[-1])
+
+
+# daily: every commit point of its four steps (a crash between two steps is what this target
+# adds), and this many of its other points (most are update's carry links, covered above)
+DAILY_SAMPLE = 2
+
+
+def test_daily_shows_each_area_old_or_new_and_its_rerun_finishes_the_cycle(inboxed: Path, tmp_path: Path) -> None:
+    """ingest-inbox -> update -> batch-score -> score-distribution, each committing on its
+    own: after a fault anywhere each area is old or new, and the rerun of `daily` reaches the
+    clean run's state of every area."""
+    command = faultsuite.Command("daily", _daily, ("tables",), readers={
+        "raw": faultsuite.raw_and_verdict, "inbox": faultsuite.inbox_state,
+        "predictions": faultsuite.predictions_state, "score_distribution": faultsuite.score_distribution_state},
+        after_rerun=faultsuite.no_unlisted_raw_file)
+    counts = faultsuite.run_suite(command, inboxed, tmp_path, sample=DAILY_SAMPLE)
+    assert counts.consistent == counts.injections > 0

@@ -24,7 +24,8 @@ from churn.config.settings import Settings
 from churn.errors import DataError
 from churn.ingest.ingest import IngestResult, report_path, run_ingest
 from churn.ingest.readers import detect_format
-from churn.storage.files import atomic_write_json, remove_path
+from churn.storage import faults
+from churn.storage.files import atomic_write_json, mkdirs, naming_disk_full, remove_path
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,14 @@ def _outcome(name: str, res: IngestResult) -> BatchOutcome:
 
 
 def _move(folder: Path, to: Path) -> None:
-    to.parent.mkdir(parents=True, exist_ok=True)
+    """Move a batch folder out of the waiting ones by one rename (a storage point, as every
+    mutating operation: the fault suite injects there)."""
+    mkdirs(to.parent)
     if to.exists():  # the same batch name again (re-delivered): the newest copy is kept
         remove_path(to)
-    os.rename(folder, to)
+    with naming_disk_full(to):
+        faults.point("rename", to)
+        os.rename(folder, to)
 
 
 def ingest_inbox(settings: Settings, paths: DataPaths) -> list[BatchOutcome]:
@@ -99,7 +104,7 @@ def ingest_inbox(settings: Settings, paths: DataPaths) -> list[BatchOutcome]:
                          str(files["events"]) if "events" in files else None)
         outcome = _outcome(folder.name, res)
         if not outcome.ok:
-            (paths.inbox / REJECTED).mkdir(parents=True, exist_ok=True)
+            mkdirs(paths.inbox / REJECTED)
             atomic_write_json(paths.inbox / REJECTED / f"{folder.name}.report.json",
                               {"batch": folder.name, "ingest_report": str(report_path(paths)),
                                "summary": outcome.report})

@@ -40,6 +40,11 @@ def risk_distribution(risk: np.ndarray, threshold: float, bins: int = 20) -> dic
     }
 
 
+def distribution_path(paths: DataPaths, day: dt.date) -> Path:
+    """monitoring/score_distribution/<day>.json: one file per day, replaced by one rename."""
+    return paths.monitoring / "score_distribution" / f"{day.isoformat()}.json"
+
+
 def score_distribution(paths: DataPaths, registry: ModelRegistry,
                        as_of: dt.date | None = None) -> tuple[Path, dict[str, Any]]:
     """Write monitoring/score_distribution/<as_of>.json for the scores of `as_of` (default latest).
@@ -59,7 +64,7 @@ def score_distribution(paths: DataPaths, registry: ModelRegistry,
               **risk_distribution(scores["risk"].to_numpy(), threshold),
               "reference": {"holdout_positive_rate": metrics.get("positive_rate"),
                             "holdout_flagged_share": metrics.get("flagged_share")}}
-    path = atomic_write_json(paths.monitoring / "score_distribution" / f"{day.isoformat()}.json", report)
+    path = atomic_write_json(distribution_path(paths, day), report)
     log.info("score distribution %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
              report["mean"] or float("nan"), 100 * (report["share_above_threshold"] or 0.0), threshold, path)
     return path, report

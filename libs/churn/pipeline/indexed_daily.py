@@ -105,6 +105,7 @@ def shard_digests(paths: DataPaths, as_of: dt.date, shards: int) -> list[str]:
 
 def step_daily_shard(settings: Settings, shard: tuple[int, int]) -> list[StepResult]:
     """Pod I of N: the daily cycle with the sharded steps for shard I (see the module doc)."""
+    from churn.monitoring.scores import distribution_path
     from churn.scoring.batch import scores_dir
 
     index, n = shard
@@ -120,7 +121,9 @@ def step_daily_shard(settings: Settings, shard: tuple[int, int]) -> list[StepRes
         wait_for(lambda: missing_update_shards(paths, n), f"update of {n} shards", wait_s)
         with cycle_lock(paths, settings):
             results.append(steps.step_merge_update(settings, n))  # "none" if another pod merged
-    elif (scores_dir(paths, newest) / "summary.json").is_file():
+    elif (scores_dir(paths, newest) / "summary.json").is_file() and distribution_path(paths, newest).is_file():
+        # both of the day's outputs (each its own commit: after a kill between them, the pods
+        # score and merge again, and the distribution is written)
         results.append(StepResult("daily", 0, 0.0, message=f"no new data: predictions of {newest} already "
                                                              f"written; nothing rewritten (shard {index}/{n})"))
         return results

@@ -449,7 +449,7 @@ def step_ingest_inbox(settings: Settings) -> StepResult:
                           "\n".join(lines) or f"{paths.inbox}: no new batch",
                           {"batches": len(outcomes), "rejected": [o.name for o in rejected]})
 
-    return _timed("ingest", body)
+    return _timed("ingest", body, paths.root)  # the sweep: a killed ingest-inbox's temps
 
 
 def step_update(settings: Settings, shard: tuple[int, int] | None = None) -> StepResult:
@@ -495,9 +495,11 @@ def step_daily(settings: Settings, shard: tuple[int, int] | None = None) -> list
     """The daily cycle: ingest the inbox -> update -> batch-score as of the newest day -> score-distribution.
 
     Stops at the first failing step (a rejected batch: exit 1, nothing else runs). With no new
-    data and the newest day already scored, it says so and rewrites nothing. `shard=(I, N)`:
+    data and the newest day already scored (predictions and score distribution), it says so
+    and rewrites nothing. `shard=(I, N)`:
     pod I of an Indexed Job of N (`churn.pipeline.indexed_daily`).
     """
+    from churn.monitoring.scores import distribution_path
     from churn.scoring.batch import scores_dir
 
     if shard is not None:
@@ -510,12 +512,17 @@ def step_daily(settings: Settings, shard: tuple[int, int] | None = None) -> list
         return results
     results.append(step_update(settings))
     newest = dt.date.fromisoformat(results[-1].detail["newest_day"])
-    summary = scores_dir(data_paths(settings), newest) / "summary.json"
-    if results[-1].detail["mode"] == "none" and summary.is_file():
+    paths = data_paths(settings)
+    summary = scores_dir(paths, newest) / "summary.json"
+    scored = results[-1].detail["mode"] == "none" and summary.is_file()
+    # the day's two outputs commit one after the other: a cycle killed between them is
+    # finished by the next one (the predictions are not rewritten)
+    if scored and distribution_path(paths, newest).is_file():
         results.append(StepResult("daily", 0, 0.0, message=f"no new data: predictions of {newest} already "
                                                              f"written ({summary}); nothing rewritten"))
         return results
-    results.append(step_batch_score(settings, as_of=newest))
+    if not scored:
+        results.append(step_batch_score(settings, as_of=newest))
     results.append(step_score_distribution(settings, as_of=newest))
     return results
 
