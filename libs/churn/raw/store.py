@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -149,7 +148,7 @@ def manifest_path(paths: DataPaths) -> Path:
     return paths.raw / "manifest.json"
 
 
-_MANIFESTS: dict[tuple[str, int, int, int], Manifest] = {}
+_MANIFESTS: dict[str, tuple[bytes, Manifest]] = {}  # path -> (the bytes last parsed, their Manifest)
 # {absolute path of a committed file: its sha256}, from every manifest this process read: a
 # reader that listed its files from the previous manifest (a file the current one only keeps)
 # still checks them against what was committed
@@ -159,27 +158,24 @@ _COMMITTED: dict[str, str] = {}
 def read_manifest(paths: DataPaths) -> Manifest:
     """The committed raw data (an empty Manifest when nothing was written yet).
 
-    Parsed once per version of the file (its inode, size and mtime, taken from the opened
-    file: a new manifest is a new inode), so a reader that checks a day's files against it
-    once a day does not parse it 120 times."""
+    Parsed once per content (the bytes are read each time and compared with those parsed
+    last: exact, also for a file edited in place), so a reader that checks a day's files
+    against it once a day does not parse it 120 times."""
     path = manifest_path(paths)
     try:
-        with open(path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
-            if key in _MANIFESTS:
-                return _MANIFESTS[key]
-            data = fh.read()
+        data = path.read_bytes()
     except FileNotFoundError:
         return Manifest()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
+    cached = _MANIFESTS.get(str(path))
+    if cached is not None and cached[0] == data:
+        return cached[1]
     try:
         manifest = Manifest.from_dict(json.loads(data.decode("utf-8")))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: cannot read the raw manifest ({type(exc).__name__}: {exc})") from exc
-    _MANIFESTS.clear()  # one version per process is enough; older ones only for `_COMMITTED`
-    _MANIFESTS[key] = manifest
+    _MANIFESTS[str(path)] = (data, manifest)
     _COMMITTED.update({str(paths.raw / rel): sha for rel, sha in manifest.digests().items()})
     return manifest
 
