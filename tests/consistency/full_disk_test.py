@@ -19,13 +19,14 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from churn.pipeline.steps import step_training_set
+from churn.pipeline.steps import step_generate_next, step_ingest_inbox, step_training_set
 from churn.pipeline.testing import TINY_YAML
 from churn.raw.store import read_events, read_manifest
 from churn.storage.paths import DataPaths
@@ -73,6 +74,22 @@ def events_file(seeded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def changed(seeded: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The roots of the steps that need new raw data first (made once, outside the tmpfs):
+    validate over another world (not validated yet), update after one new day was ingested."""
+    roots = {}
+    for step, changes in (("validate", [faultsuite.another_world]),
+                          ("update", [lambda s: step_generate_next(s, 1), step_ingest_inbox])):
+        root = tmp_path_factory.mktemp(f"changed-{step}") / "root"
+        shutil.copytree(seeded, root, symlinks=True)
+        for change in changes:
+            result = change(faultsuite.settings_for(root))
+            assert result.exit_code == 0, result.message
+        roots[step] = root
+    return roots
+
+
 def _steps(events_file: Path) -> dict[str, tuple[list[str], list[str], str]]:
     """name -> (ml_jobs argv, the readers of its outputs, config); each run changes what its
     readers see (another world, fewer training rows, a top-K of 10, a 7-day recent window)."""
@@ -84,6 +101,8 @@ def _steps(events_file: Path) -> dict[str, tuple[list[str], list[str], str]]:
         "batch-score": (["batch-score", "--top-k", "10"], ["predictions"], config()),
         "drift-check": (["drift-check"], ["drift"], config("monitoring: {recent_days: 7}\n")),
         "ingest": (["ingest", "--events", str(events_file)], ["raw"], config()),
+        "validate": (["validate"], ["validation"], config()),  # on the `changed` root
+        "update": (["update"], ["derived"], config()),  # on the `changed` root
     }
 
 
@@ -96,9 +115,9 @@ def _namespace_works(tmp: Path) -> None:
 
 
 @pytest.mark.parametrize("step", ["generate", "labels", "train", "promote", "batch-score", "drift-check",
-                                  "ingest"])
-def test_a_full_disk_fails_cleanly_and_the_rerun_recovers(step: str, seeded: Path, events_file: Path,
-                                                          tmp_path: Path) -> None:
+                                  "ingest", "validate", "update"])
+def test_a_full_disk_fails_cleanly_and_the_rerun_recovers(step: str, seeded: Path, changed: dict[str, Path],
+                                                          events_file: Path, tmp_path: Path) -> None:
     (tmp_path / "probe").mkdir()
     _namespace_works(tmp_path / "probe")
     argv, readers, config = _steps(events_file)[step]
@@ -108,7 +127,7 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_recovers(step: str, seeded: Pat
         argv = [a.replace("{other}", next(v for v in record["versions"] if v != production)) for a in argv]
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": step, "argv": argv, "readers": readers, "config": config,
-                                "seeded": str(seeded), "mount": str(tmp_path / "tmpfs"), "size_mb": TMPFS_MB,
+                                "seeded": str(changed.get(step, seeded)), "mount": str(tmp_path / "tmpfs"), "size_mb": TMPFS_MB,
                                 "main": str(MAIN), "configs": str(tmp_path)}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, str(DRIVER), str(spec)],
