@@ -120,8 +120,16 @@ def no_unlisted_raw_file(root: Path) -> None:
 
 
 def training_set_state(root: Path, seeded: Path | None = None) -> str:
-    """The verified bytes of `labels/training_set.parquet` (one file, replaced by one rename)."""
-    return hashlib.sha256(read_verified(DataPaths.from_root(root).training_set)).hexdigest()
+    """`labels/training_set.parquet` (one file, replaced by one rename), read verified, by its
+    rows and columns: the file also records the tables generation it was sampled from
+    (`built_from`), whose id differs between a clean run and a crashed one plus its rerun."""
+    import io
+
+    import pandas as pd
+
+    frame = pd.read_parquet(io.BytesIO(read_verified(DataPaths.from_root(root).training_set)))
+    rows = pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()
+    return hashlib.sha256(",".join(map(str, frame.columns)).encode() + rows).hexdigest()
 
 
 # card fields that differ between two trainings of the same models (ids, clocks, pickles)
