@@ -620,6 +620,8 @@ def bootstrap(settings: Settings, force: bool = False) -> list[StepResult]:
 
     if resuming:
         log.info("bootstrap: resuming an interrupted bootstrap (done: %s)", ", ".join(done) or "none")
+        for path in sweep_dead_temps(root):  # each step sweeps as it starts; with every step done, none runs
+            log.info("bootstrap: removed %s (left by a run that died)", path)
     save("running")
     results = []
     for name, run in bootstrap_steps(settings):
