@@ -22,11 +22,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.rss import PeakSampler
 from churn.errors import ChurnError
 from churn.raw.store import manifest_path
 from churn.storage.paths import DataPaths
@@ -35,39 +35,15 @@ from churn.storage.files import GENERATIONS_DIR, MANIFEST_NAME, TEMP_PREFIX, loa
 FILLER_NAME = "disk-full-filler"
 
 
-class PeakDiskUse:
-    """`growth`: the largest growth of the used bytes of `mount` while the `with` block ran
-    (sampled every 10 ms, as `bench.rss.PeakRss` samples memory): the block's disk need."""
+def used_bytes(mount: Path) -> int:
+    st = os.statvfs(mount)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
 
-    def __init__(self, mount: Path) -> None:
-        self.mount, self.base, self.peak = mount, 0, 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _used(self) -> int:
-        st = os.statvfs(self.mount)
-        return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._used())
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> "PeakDiskUse":
-        self.base = self.peak = self._used()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.peak = max(self.peak, self._used())
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
+def peak_disk_use(mount: Path) -> PeakSampler:
+    """`growth` of the `with` block: the largest growth of the used bytes of `mount` while it
+    ran, sampled as `bench.rss.PeakRss` samples memory: the block's disk need."""
+    return PeakSampler(lambda: used_bytes(mount))
 
 
 def require_own_filesystem(scratch: Path) -> None:

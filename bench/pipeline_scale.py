@@ -93,7 +93,7 @@ def child(settings: Settings, out: Path, profile: str | None = None, fill_disk: 
     next_day()
     root = Path(settings.paths.root)
     t0 = time.perf_counter()
-    with PeakRss() as rss, disk_full.PeakDiskUse(root.parent) as disk:
+    with PeakRss() as rss, disk_full.peak_disk_use(root.parent) as disk:
         for r in _profiled(cycle, profile == "daily"):
             result["daily"][r.name] = r.seconds
     result["daily"]["total"] = time.perf_counter() - t0

@@ -9,30 +9,26 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from typing import Callable
 
 
-class PeakRss:
-    """`peak_mb`: the largest RSS seen while the `with` block ran; `growth_mb`: that minus the RSS
-    at its start (what the block itself added)."""
+class PeakSampler:
+    """The largest value of `read()` seen while the `with` block ran (sampled every 10 ms by a
+    thread), and the value at its start: the one sampling loop of the benches' peaks."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read = read
         self.base = self.peak = 0
         self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
         self._thread: threading.Thread | None = None
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * self._page
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            self.peak = max(self.peak, self.read())
             self._stop.wait(0.01)
 
-    def __enter__(self) -> "PeakRss":
-        gc.collect()
-        self.base = self.peak = self._rss()
+    def __enter__(self) -> "PeakSampler":
+        self.base = self.peak = self.read()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -41,7 +37,29 @@ class PeakRss:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.peak = max(self.peak, self.read())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+class PeakRss(PeakSampler):
+    """`peak_mb`: the largest RSS seen while the `with` block ran; `growth_mb`: that minus the RSS
+    at its start (what the block itself added)."""
+
+    def __init__(self) -> None:
+        super().__init__(self._rss)
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def __enter__(self) -> "PeakRss":
+        gc.collect()
+        super().__enter__()
+        return self
 
     @property
     def peak_mb(self) -> float:
@@ -49,4 +67,4 @@ class PeakRss:
 
     @property
     def growth_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
+        return self.growth / 2**20
