@@ -20,7 +20,6 @@ a loop-mounted ext4 image), never on the disk the machine runs on.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from bench.rss import PeakSampler
 from churn.errors import ChurnError
 from churn.raw.store import manifest_path
 from churn.storage.paths import DataPaths
-from churn.storage.files import GENERATIONS_DIR, MANIFEST_NAME, TEMP_PREFIX, load_manifest
+from churn.storage.files import GENERATIONS_DIR, MANIFEST_NAME, TEMP_PREFIX, file_digest, load_manifest
 
 FILLER_NAME = "disk-full-filler"
 
@@ -85,27 +84,23 @@ def fill(filler: Path, leave: int) -> None:
                 break
 
 
+def _area_links(root: Path) -> dict[str, str]:
+    """{area symlink under the root: its target}: the generations the readers follow."""
+    return {str(p.relative_to(root)): os.readlink(p) for p in root.rglob("*")
+            if p.is_symlink() and GENERATIONS_DIR not in p.parts}
+
+
 def pointers(root: Path) -> dict[str, str]:
-    """Every pointer a reader follows: {symlink under the root: its target}, and the raw data's
-    commit point (`raw/manifest.json`, replaced last by a batch: its digest)."""
-    found = {str(p.relative_to(root)): os.readlink(p) for p in root.rglob("*")
-             if p.is_symlink() and GENERATIONS_DIR not in p.parts}
+    """Every pointer a reader follows: the area symlinks, and the raw data's commit point
+    (`raw/manifest.json`, replaced last by a batch: its digest)."""
     raw = manifest_path(DataPaths.from_root(root))
-    return found | ({str(raw.relative_to(root)): _sha256(raw)} if raw.is_file() else {})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _area_links(root) | ({str(raw.relative_to(root)): file_digest(raw)} if raw.is_file() else {})
 
 
 def incomplete(root: Path, since: float) -> list[str]:
-    """What is wrong with the generations the pointers lead to (empty: all complete)."""
+    """What is wrong with the generations the area links lead to (empty: all complete)."""
     problems = []
-    for link in pointers(root):
+    for link in _area_links(root):
         generation = (root / link).resolve()
         if not (generation / MANIFEST_NAME).is_file():
             continue  # an area of an older root, read as it is (not a generation)
@@ -113,7 +108,7 @@ def incomplete(root: Path, since: float) -> list[str]:
             path = generation / rel
             if not path.is_file() or path.stat().st_size != entry["size"]:
                 problems.append(f"{path}: missing or not {entry['size']} bytes")
-            elif path.stat().st_mtime > since and _sha256(path) != entry["sha256"]:
+            elif path.stat().st_mtime > since and file_digest(path) != entry["sha256"]:
                 problems.append(f"{path}: sha256 differs from its MANIFEST")
     return problems
 
