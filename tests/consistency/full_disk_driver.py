@@ -4,12 +4,16 @@ Started by the test as `unshare --user --map-root-user --mount python full_disk_
 as the namespace's root it mounts a tmpfs that only this namespace sees, then
 
 1. copies the seeded root onto it and runs the step there once (the ml_jobs CLI, a child
-   process), sampling the tmpfs's used space every millisecond: the step's need is its peak
-   growth, measured on the copy itself (a copy made elsewhere and compared would count hard
-   links as copies);
+   process), sampling the tmpfs's used space every millisecond and, inside the child, at
+   every storage point (`churn.storage.faults`: before each write, rename, link and removal,
+   i.e. with every temp written and every scratch file still there): the step's need is its
+   peak growth, measured on the copy itself (a copy made elsewhere and compared would count
+   hard links as copies). The 1 ms sampler alone missed steps shorter than its period
+   (validate measured 0 kB);
 2. on a fresh copy, fills the tmpfs with a filler file until less than that need is free,
    runs the step (it must fail), reads the state through the fault suite's readers;
-3. removes the filler, reruns the step, reads the state and lists the temp entries left.
+3. removes the filler, reruns the step, reads the state and lists the temp entries left
+   (and which of the spec's `absent` paths, e.g. merged shard folders, are still there).
 
 It prints one JSON line (what the test asserts on): exit codes, stderr, the states (the
 readers' digests), need and free space. No assertion here: the test owns the verdicts.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -40,10 +45,35 @@ def free(mount: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def run_step(spec: dict[str, Any], root: Path, mount: Path) -> tuple[subprocess.CompletedProcess, int]:
-    """Run the step's CLI on `root`; returns it and the peak growth of the tmpfs during the run."""
+def measure(mount: Path, peak_file: Path, main_py: str, argv: list[str]) -> None:
+    """The measuring child: the ml_jobs CLI run as `__main__` with a storage hook that samples
+    the tmpfs's used space at every storage point; the peak is written to `peak_file` at exit."""
+    from churn.storage import faults
+
+    peak = [used(mount)]
+
+    def sample(op: str, path: Path) -> None:
+        peak[0] = max(peak[0], used(mount))
+
+    sys.argv = [main_py, *argv]
+    try:
+        with faults.injecting(sample):
+            runpy.run_path(main_py, run_name="__main__")
+    finally:
+        peak[0] = max(peak[0], used(mount))
+        peak_file.write_text(str(peak[0]))
+
+
+def run_step(spec: dict[str, Any], root: Path, mount: Path,
+             measuring: bool = False) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the step's CLI on `root`; returns it and the peak growth of the tmpfs during the run
+    (`measuring`: also sampled at every storage point, inside the child)."""
     config = Path(spec["configs"]) / f"{root.name}.yaml"  # beside the spec: not on the full tmpfs
     config.write_text(spec["config"].format(root=root))
+    peak_file = Path(spec["configs"]) / f"{root.name}.peak"
+    cli = [spec["main"], "--config", str(config), *spec["argv"]]
+    if measuring:
+        cli = [__file__, "--measure", str(mount), str(peak_file), *cli]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     base = used(mount)
     peak = [base]
@@ -57,12 +87,14 @@ def run_step(spec: dict[str, Any], root: Path, mount: Path) -> tuple[subprocess.
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        proc = subprocess.run([sys.executable, spec["main"], "--config", str(config), *spec["argv"]], env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([sys.executable, *cli], env=env, capture_output=True, text=True, timeout=600)
     finally:
         done.set()
         sampler.join()
     config.unlink()
+    if measuring:
+        peak[0] = max(peak[0], int(peak_file.read_text()))
+        peak_file.unlink()
     return proc, peak[0] - base
 
 
@@ -77,7 +109,7 @@ def main(spec_path: str) -> int:
 
     clean = mount / "clean"
     shutil.copytree(seeded, clean, symlinks=True)
-    proc, need = run_step(spec, clean, mount)
+    proc, need = run_step(spec, clean, mount, measuring=True)
     out["clean"] = {"rc": proc.returncode, "stderr": proc.stderr[-2000:],
                     "state": {r: readers[r](clean) for r in spec["readers"]}}
     out["need"] = need
@@ -98,10 +130,13 @@ def main(spec_path: str) -> int:
     proc, _ = run_step(spec, root, mount)
     out["rerun"] = {"rc": proc.returncode, "stderr": proc.stderr[-2000:],
                     "state": {r: readers[r](root) for r in spec["readers"]},
-                    "temps": [str(p.relative_to(root)) for p in faultsuite.temps(root)]}
+                    "temps": [str(p.relative_to(root)) for p in faultsuite.temps(root)],
+                    "present": [p for p in spec.get("absent", []) if (root / p).exists()]}
     print(json.dumps(out, default=str))
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--measure":  # the CLI exits through SystemExit, with its own code
+        sys.exit(measure(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5:]))
     sys.exit(main(sys.argv[1]))
