@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("prepare", "clean raw data and build the user x day grid (needs validated raw data)")
     add("features", "compute features for every user and as-of date")
     add("labels", "point-in-time churn labels and the training set")
+    add("training-set", "the training set again from the tables as they are (after an update; train refuses an older one)")
     add("train", "train baseline + candidate, register both, print the metrics table")
     p = add("promote", "promote a registered version to production through the holdout gate")
     p.add_argument("--version", help="version to promote (default: best model of the last training run)")
@@ -126,6 +127,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> list[StepResult]:
         "prepare": lambda: steps.step_prepare(settings),
         "features": lambda: steps.step_features(settings),
         "labels": lambda: steps.step_labels(settings),
+        "training-set": lambda: steps.step_training_set(settings),
         "train": lambda: steps.step_train(settings),
         "promote": lambda: steps.step_promote(settings, args.version, args.force, args.reason),
         "batch-score": lambda: steps.step_batch_score(settings, args.as_of, args.top_k, args.shard),

@@ -1,7 +1,9 @@
-"""Each step on a really full disk: a private tmpfs, less free space than the step needs.
+"""Each step on a really full disk (1/2): the bootstrap's steps, on a private tmpfs.
 
 generate, labels (the training set), train, promote, batch-score, drift-check, ingest,
-validate and update; the method and the checks are `fulldisk`'s (its docstring).
+validate and update; the method and the checks are `fulldisk`'s (its docstring). The other
+commands (prepare, features, training-set, rollback, score-distribution, the merges,
+ingest-inbox, daily): `full_disk_cycle_test.py`.
 """
 
 from __future__ import annotations
