@@ -319,3 +319,50 @@ def test_expected_errors_are_one_line_and_verbose_adds_the_traceback(tmp_path):
     verbose = cli("-v", "features")
     assert verbose.returncode == 1 and "Traceback (most recent call last)" in verbose.stderr
     assert "DEBUG" in verbose.stderr or "ml_jobs features: error:" in verbose.stderr
+
+
+def _rewrite_day_file(file: Path, same_size: bool) -> None:
+    """New bytes into a published day file's own inode (what a tool writing over the path does):
+    the same size with other bytes, or other rows (another size)."""
+    if same_size:
+        with open(file, "r+b") as fh:
+            fh.seek(100)
+            block = fh.read(8)
+            fh.seek(100)
+            fh.write(bytes(b ^ 0xFF for b in block))
+        return
+    frame = pd.read_parquet(file)
+    frame.head(len(frame) // 2).to_parquet(file, index=False)
+
+
+def test_a_day_file_rewritten_after_its_publish_stops_its_readers_with_one_line(bootstrapped, tmp_path):
+    """The tables' day files are read bound to their MANIFEST (`churn.storage.verified`): the
+    newest features day rewritten in place (same size) stops batch-score and drift-check, a
+    grid day (another size) the update's look-back, the first features day (another size)
+    the training set `labels` samples; each with one line naming the file and both digests,
+    exit 1. Broken once (the digest comparison removed): every step succeeded on the
+    rewritten bytes."""
+    cli = bootstrapped.copy(tmp_path / "root")  # symlinks kept: the generations stay bound
+    tables = (cli.root / "tables").resolve()
+    features = sorted((tables / "features.parquet").glob("*.parquet"))
+    _rewrite_day_file(features[-1], same_size=True)
+    _rewrite_day_file(features[0], same_size=False)
+
+    def refused(step: str, file: Path | str) -> None:
+        result = cli(step)
+        errors = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert result.returncode == 1, (step, result.stdout, result.stderr[-2000:])
+        assert len(errors) == 1 and "Traceback" not in result.stderr, (step, result.stderr[-2000:])
+        assert f"{file}: changed since it was published (sha256 " in errors[0], (step, errors)
+        assert "MANIFEST records " in errors[0], (step, errors)
+
+    refused("batch-score", features[-1])
+    refused("drift-check", features[-1])
+    refused("labels", f"features.parquet/{features[0].name}")  # its training set, from the labels' new generation
+    cli.ok("generate", "--next-days", "1")
+    cli.ok("ingest-inbox")
+    tables = (cli.root / "tables").resolve()
+    grid = sorted((tables / "user_days.parquet").glob("*.parquet"))[-1]  # the day before the new one
+    _rewrite_day_file(grid, same_size=False)
+    refused("update", grid)
+    assert (cli.root / "tables").resolve() == tables  # the update published nothing

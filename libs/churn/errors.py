@@ -49,3 +49,11 @@ class StaleInput(DataError):
     """An input was built from another state than the current one (a training set from older
     tables, a holdout that is not the one its model was registered with); the message names
     the file, what it was built from, what is current and the command that rebuilds it."""
+
+
+class ChangedSincePublished(DataError):
+    """A file of a published generation whose bytes are not the ones its MANIFEST records (a
+    day file, a report or a snapshot rewritten in place after the publish, or while a reader
+    read it); the message names the file and both digests. Nothing was derived from it."""
+
+    exit_code = EXIT_ERROR

@@ -250,13 +250,13 @@ def run_features(settings: "Settings", paths: "DataPaths") -> pd.DataFrame:
     """The grid -> the features (one file per day, a new generation of the tables); returns them."""
     from churn.storage.daytables import replace_days
     from churn.storage.derived import publish_tables
-    from churn.storage.files import dataset_digest
     from churn.storage.tables import read_parquet
+    from churn.storage.verified import digest_of
 
     paths = paths.bound()
     user_days = read_parquet(paths.user_days)
     features = compute_features(user_days, settings.features.windows_days)
-    with publish_tables(paths, {"user_days": dataset_digest(paths.user_days.glob("*.parquet"))},
+    with publish_tables(paths, {"user_days": digest_of(paths.user_days.glob("*.parquet"))},  # as read, no 2nd read
                         {"features": None}) as out:
         replace_days(features, out.features_file)
     return features

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from churn.storage import verified
 from churn.storage.daytables import day_files, read_day_files, read_days
-from churn.storage.files import DataError, dataset_digest, file_digest, require_file
+from churn.storage.files import DataError, require_file
 
 
 def feature_dates(path: Path) -> list[dt.date]:
@@ -30,7 +31,8 @@ def feature_dates(path: Path) -> list[dt.date]:
     require_file(path, "features")
     if Path(path).is_dir():
         return list(day_files(path))
-    column = pq.read_table(path, columns=["as_of_date"]).column("as_of_date")
+    with verified.opened([path]) as [checked]:
+        column = pq.read_table(checked.source, columns=["as_of_date"]).column("as_of_date")
     unique = pa.compute.unique(column).to_numpy(zero_copy_only=False)
     return sorted(d.astype(object) for d in np.unique(np.asarray(unique).astype("datetime64[D]")))
 
@@ -40,14 +42,16 @@ def features_digest(path: Path, spans: Sequence[tuple[dt.date, dt.date]] | None 
 
     One file: its digest. A day-partitioned folder: one digest over the day files in `spans`
     (inclusive (first, last) ranges; None = every day), so a step reading a few days of a long
-    history hashes those days, not the whole folder.
+    history names those days, not the whole folder. The digests are the MANIFEST's of the
+    files the step's reads checked (`verified.digest_of`: no second read of a file verified,
+    unchanged, in this process); outside a generation (an old root) the files are hashed.
     """
     require_file(path, "features")
     if not Path(path).is_dir():
-        return file_digest(path)
+        return verified.sha256_of(path)
     files = [f for day, f in day_files(path).items()
              if spans is None or any(lo <= day <= hi for lo, hi in spans)]
-    return dataset_digest(files)
+    return verified.digest_of(files)
 
 
 def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
@@ -59,13 +63,14 @@ def read_features(path: Path, dates: Sequence[dt.date]) -> pd.DataFrame:
         if not wanted_days:  # the columns, no rows (as a filtered read of one file gives)
             return read_days(path, *[next(iter(files))] * 2).iloc[:0]
         return read_day_files(path, [files[d] for d in wanted_days])
-    try:
-        dataset = pads.dataset(str(path), format="parquet")
-        kind = dataset.schema.field("as_of_date").type
-        wanted = pa.array(np.asarray(list(dates), dtype="datetime64[D]")).cast(kind)
-        table = dataset.to_table(filter=pads.field("as_of_date").isin(wanted))
-    except (pa.ArrowException, OSError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read features ({type(exc).__name__}: {exc})") from exc
+    with verified.opened([path]) as [checked]:
+        try:
+            dataset = pads.dataset(checked.source, format="parquet")
+            kind = dataset.schema.field("as_of_date").type
+            wanted = pa.array(np.asarray(list(dates), dtype="datetime64[D]")).cast(kind)
+            table = dataset.to_table(filter=pads.field("as_of_date").isin(wanted))
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise DataError(f"{path}: cannot read features ({type(exc).__name__}: {exc})") from exc
     return table.to_pandas()
 
 
@@ -78,33 +83,34 @@ def feature_batches(path: Path, day: dt.date, rows: int) -> Iterator[pd.DataFram
     follows `rows`, not the day file's row groups).
     """
     require_file(path, "features")
-    try:
-        if Path(path).is_dir():
-            file = day_files(path).get(day)
-            if file is None:
-                yield read_features(path, [day])
+    file = day_files(path).get(day) if Path(path).is_dir() else Path(path)
+    if file is None:
+        yield read_features(path, [day])
+        return
+    with verified.opened([file]) as [checked]:
+        try:
+            if Path(path).is_dir():
+                with pq.ParquetFile(checked.source, buffer_size=1 << 20, pre_buffer=False) as pf:
+                    schema = pf.schema_arrow
+                    empty = True
+                    for batch in pf.iter_batches(batch_size=max(1, rows)):
+                        empty = False
+                        yield pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata).to_pandas()
+                    if empty:
+                        yield schema.empty_table().to_pandas()
                 return
-            with pq.ParquetFile(file, buffer_size=1 << 20, pre_buffer=False) as pf:
-                schema = pf.schema_arrow
-                empty = True
-                for batch in pf.iter_batches(batch_size=max(1, rows)):
+            dataset = pads.dataset(checked.source, format="parquet")
+            kind = dataset.schema.field("as_of_date").type
+            wanted = pads.field("as_of_date").isin(pa.array(np.asarray([day], dtype="datetime64[D]")).cast(kind))
+            empty = True
+            for batch in dataset.to_batches(filter=wanted, batch_size=max(1, rows)):
+                if len(batch):
                     empty = False
-                    yield pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata).to_pandas()
-                if empty:
-                    yield schema.empty_table().to_pandas()
-            return
-        dataset = pads.dataset(str(path), format="parquet")
-        kind = dataset.schema.field("as_of_date").type
-        wanted = pads.field("as_of_date").isin(pa.array(np.asarray([day], dtype="datetime64[D]")).cast(kind))
-        empty = True
-        for batch in dataset.to_batches(filter=wanted, batch_size=max(1, rows)):
-            if len(batch):
-                empty = False
-                yield pa.Table.from_batches([batch]).replace_schema_metadata(dataset.schema.metadata).to_pandas()
-        if empty:
-            yield dataset.schema.empty_table().to_pandas()
-    except (pa.ArrowException, OSError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read features of {day} ({type(exc).__name__}: {exc})") from exc
+                    yield pa.Table.from_batches([batch]).replace_schema_metadata(dataset.schema.metadata).to_pandas()
+            if empty:
+                yield dataset.schema.empty_table().to_pandas()
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise DataError(f"{path}: cannot read features of {day} ({type(exc).__name__}: {exc})") from exc
 
 
 def eligible_mask(features: pd.DataFrame, window_days: int) -> np.ndarray:

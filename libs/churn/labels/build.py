@@ -24,9 +24,9 @@ from churn.errors import DataError
 from churn.features.compute import KEY_COLUMNS
 from churn.storage.daytables import replace_days
 from churn.storage.derived import publish_tables
-from churn.storage.files import dataset_digest
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
+from churn.storage.verified import digest_of
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def run_labels(settings: Settings, paths: DataPaths) -> pd.DataFrame:
     paths = paths.bound()
     user_days = read_parquet(paths.user_days, columns=["user_id", "as_of_date", "day_index", "active"])
     labels = build_labels(user_days, settings.churn.window_days)
-    with publish_tables(paths, {"user_days": dataset_digest(paths.user_days.glob("*.parquet"))},
+    with publish_tables(paths, {"user_days": digest_of(paths.user_days.glob("*.parquet"))},  # as read, no 2nd read
                         {"labels": None}) as out:
         replace_days(labels, out.labels_file)
     return labels

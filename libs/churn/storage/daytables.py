@@ -8,6 +8,7 @@ Spark and pyarrow write, and every reader of `churn.storage.tables` accepts it.
 
 Each day file is written atomically (`files.DurableRenames`: the day files of one write
 are fsynced in one pass, renamed, and their folder fsynced once); a day with no rows has no file.
+Every read here is bound to the bytes its generation's MANIFEST records (`churn.storage.verified`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
+from churn.storage import verified
 from churn.storage.files import DataError, DurableRenames
 from churn.storage.tables import write_parquet
 
@@ -141,11 +144,25 @@ def _files_between(folder: Path, first: dt.date | None, last: dt.date | None) ->
     return [p for d, p in day_files(folder).items() if (first is None or d >= first) and (last is None or d <= last)]
 
 
+def row_count(files: Sequence[Path]) -> int:
+    """Rows in these day files, from their footers (of the checked bytes, `verified.opened`)."""
+    with verified.opened(files) as checked:
+        try:
+            return sum(pq.ParquetFile(f.source).metadata.num_rows for f in checked)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{Path(files[0]).parent}: cannot read day file footers ({type(exc).__name__}: {exc})") from exc
+
+
 def _scan(folder: Path, files: Sequence[Path], columns: Iterable[str] | None, filt: Any, what: str) -> pa.Table:
     """The (filtered) rows of day files in file order; a corrupt or missing file is a DataError
-    naming the folder and the days."""
-    try:
-        ds = pads.dataset([str(p) for p in files], format="parquet")
-        return ds.to_table(columns=list(columns) if columns is not None else None, filter=filt)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{folder}: cannot read day files {what} ({type(exc).__name__}: {exc})") from exc
+    naming the folder and the days.
+
+    Bound to the checked bytes (`verified.opened`): in a published generation each file's
+    sha256 is compared with its MANIFEST (once per process per unchanged inode) and pyarrow
+    parses that very inode, its row groups pruned by the filter's statistics as before."""
+    with verified.opened(files) as checked:
+        try:
+            ds = pads.dataset([f.source for f in checked], format="parquet")
+            return ds.to_table(columns=list(columns) if columns is not None else None, filter=filt)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{folder}: cannot read day files {what} ({type(exc).__name__}: {exc})") from exc

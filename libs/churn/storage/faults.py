@@ -11,6 +11,10 @@ calls of one run, then fail the N-th call of a second run. Two ways to fail (doc
   disk: the files are left as a `kill -9` at that point would leave them.
 
 In production `_injector` is None and `point` is one comparison.
+
+`checked` is a second hook, not a point (no step's count changes): called after a published
+file's bytes were compared with its MANIFEST and before a reader parses them
+(`churn.storage.verified`), so a test can write into the file exactly in between.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Callable, Iterator
 Injector = Callable[[str, Path], None]
 
 _injector: Injector | None = None
+_after_check: Injector | None = None
 
 
 class SimulatedCrash(BaseException):
@@ -38,14 +43,29 @@ def point(op: str, path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def injecting(injector: Injector | None) -> Iterator[None]:
-    """Install `injector` for the duration of the block (tests)."""
-    global _injector
-    previous, _injector = _injector, injector
+def _installed(name: str, hook: Injector | None) -> Iterator[None]:
+    """Set the module's hook `name` for the duration of the block, then restore it."""
+    previous, globals()[name] = globals()[name], hook
     try:
         yield
     finally:
-        _injector = previous
+        globals()[name] = previous
+
+
+def injecting(injector: Injector | None) -> contextlib.AbstractContextManager[None]:
+    """Install `injector` for the duration of the block (tests)."""
+    return _installed("_injector", injector)
+
+
+def checked(path: Path) -> None:
+    """Called between the check of a published file and its read (a no-op in production)."""
+    if _after_check is not None:
+        _after_check("checked", path)
+
+
+def after_check(hook: Injector | None) -> contextlib.AbstractContextManager[None]:
+    """Install `hook(op, path)` to run between each check and read for the block (tests)."""
+    return _installed("_after_check", hook)
 
 
 @dataclass

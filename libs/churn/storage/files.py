@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from churn.errors import DataError
+from churn.errors import ChangedSincePublished, DataError
 from churn.storage import faults
 
 log = logging.getLogger(__name__)
@@ -387,11 +387,27 @@ def load_manifest(manifest: Path) -> dict[str, Any]:
     return doc
 
 
-def _manifest_entry(real: Path) -> tuple[Path, dict[str, Any]] | None:
-    """(manifest path, entry) of the published generation holding `real`, if any.
+_MANIFESTS: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+
+
+def _manifest_files(manifest: Path) -> dict[str, Any]:
+    """The `files` mapping of a MANIFEST, parsed once per process per (path, inode, mtime,
+    size): a published MANIFEST is never rewritten, and a training set or a drift window looks
+    up a hundred day files in the same one (a 360-entry JSON parsed for each)."""
+    st = os.stat(manifest)
+    key = (str(manifest), st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _MANIFESTS:
+        _MANIFESTS[key] = load_manifest(manifest).get("files", {})
+    return _MANIFESTS[key]
+
+
+def published_entry(real: Path) -> tuple[Path, dict[str, Any] | None] | None:
+    """(MANIFEST path, the entry of `real` in it, None if it lists no such file) of the
+    published generation holding `real` (a resolved path); None outside any published one.
 
     Only a file below a `.generations` directory can belong to one: a file elsewhere is never
-    compared with some unrelated MANIFEST in a parent directory.
+    compared with some unrelated MANIFEST in a parent directory. A generation being written (a
+    temp directory, no MANIFEST yet) is none either.
     """
     parts = real.parts
     if GENERATIONS_DIR not in parts[:-1]:
@@ -402,9 +418,16 @@ def _manifest_entry(real: Path) -> tuple[Path, dict[str, Any]] | None:
             return None
         manifest = parent / MANIFEST_NAME
         if manifest.is_file():
-            entry = load_manifest(manifest).get("files", {}).get(real.relative_to(parent).as_posix())
-            return None if entry is None else (manifest, entry)
+            return manifest, _manifest_files(manifest).get(real.relative_to(parent).as_posix())
     return None
+
+
+def changed_error(path: Path, manifest: Path, got: str, entry: dict[str, Any], size: int | None = None
+                  ) -> ChangedSincePublished:
+    """One line naming a published file whose bytes are not its MANIFEST's (both digests)."""
+    sizes = "" if size is None or size == entry.get("size") else f", {size} bytes, it records {entry.get('size')}"
+    return ChangedSincePublished(f"{path}: changed since it was published (sha256 {got[:12]}, {manifest} records "
+                                 f"{str(entry.get('sha256'))[:12]}{sizes}): not read; rerun the step that writes it")
 
 
 def read_verified(path: str | Path) -> bytes:
@@ -423,13 +446,12 @@ def read_verified(path: str | Path) -> bytes:
         raise DataError(f"{p}: file not found") from exc
     except IsADirectoryError as exc:
         raise DataError(f"{p}: is a directory, expected a file") from exc
-    found = _manifest_entry(real)
-    if found is not None:
+    found = published_entry(real)
+    if found is not None and found[1] is not None:
         manifest, entry = found
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.get("sha256"):
-            raise DataError(f"{p}: changed since it was published (sha256 {digest[:12]}, {manifest} "
-                            f"records {str(entry.get('sha256'))[:12]}): rerun the step that writes it")
+            raise changed_error(p, manifest, digest, entry)
     return data
 
 
@@ -457,12 +479,13 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def dataset_digest(paths: Iterable[str | Path]) -> str:
-    """One sha256 over several files: name and digest of each, in sorted name order.
+def dataset_digest(paths: Iterable[str | Path], digest: Callable[[Path], str] = file_digest) -> str:
+    """One sha256 over several files: name and digest of each (`digest`: sha256 hex of a
+    file, by default read from it), in sorted name order.
 
     Why names too: swapping users.parquet and events.parquet must change the digest.
     """
     h = hashlib.sha256()
     for p in sorted(Path(x) for x in paths):
-        h.update(p.name.encode("utf-8") + b"\0" + file_digest(p).encode("ascii") + b"\n")
+        h.update(p.name.encode("utf-8") + b"\0" + digest(p).encode("ascii") + b"\n")
     return h.hexdigest()

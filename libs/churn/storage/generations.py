@@ -156,8 +156,11 @@ def _carry(previous: Path, new: Path, wanted: Callable[[str], bool] | None = Non
 
     For areas that accumulate (one drift report per day, the day files of the update's
     tables): the new generation holds the old files and the new ones. Returns the previous
-    MANIFEST's entries of the carried files, so they are not hashed again (a published file
-    is never rewritten in place): publishing costs the bytes the step wrote, not the history.
+    MANIFEST's entries of the carried files, so they are not hashed again: publishing costs
+    the bytes the step wrote, not the history. A file rewritten in place since its publish
+    keeps the entry of what was published (before, one of another size was hashed again, so
+    the next publish certified the changed bytes): its readers still refuse it
+    (`churn.storage.verified`) until a step rewrites it.
     """
     known: dict[str, dict[str, Any]] = {}
     with contextlib.suppress(DataError):
@@ -169,7 +172,7 @@ def _carry(previous: Path, new: Path, wanted: Callable[[str], bool] | None = Non
         if dst.exists() or (wanted is not None and not wanted(rel)):
             continue
         link_or_copy(src, dst)
-        if rel in known and known[rel].get("size") == dst.stat().st_size:
+        if rel in known:  # what was published, also for a file changed since: its readers refuse it
             carried[rel] = known[rel]
     return carried
 

@@ -22,13 +22,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from churn.config.settings import Settings
 from churn.errors import DataError
 from churn.labels.build import LABEL, build_training_set
 from churn.sampling.users import budget_users
-from churn.storage.daytables import day_files, read_days_of
+from churn.storage.daytables import day_files, read_days_of, row_count
 from churn.storage.derived import BUILT_FROM, tables_inputs
 from churn.storage.paths import DataPaths
 from churn.storage.tables import atomic_write_parquet
@@ -61,7 +60,7 @@ def sampled_training_set(settings: Settings, features_dir: Path, labels_dir: Pat
             if f is not None and lab is not None:
                 parts.append(build_training_set(f, lab))
     out = pd.concat(parts, ignore_index=True)
-    labelled = sum(pq.ParquetFile(labels[d]).metadata.num_rows for d in days)  # footers only
+    labelled = row_count([labels[d] for d in days])  # footers only
     out.attrs[LABELLED_ROWS] = labelled
     log.info("training set: %d of %d labelled rows read (budgets %d train, %d holdout)", len(out), labelled,
              settings.training.max_train_rows, settings.training.max_holdout_rows)
