@@ -339,7 +339,7 @@ def test_a_day_file_rewritten_after_its_publish_stops_its_readers_with_one_line(
     """The tables' day files are read bound to their MANIFEST (`churn.storage.verified`): the
     newest features day rewritten in place (same size) stops batch-score and drift-check, a
     grid day (another size) the update's look-back, the first features day (another size)
-    the training set `labels` samples; each with one line naming the file and both digests,
+    training-set (alone and in `labels`); each with one line naming the file and both digests,
     exit 1. Broken once (the digest comparison removed): every step succeeded on the
     rewritten bytes."""
     cli = bootstrapped.copy(tmp_path / "root")  # symlinks kept: the generations stay bound
@@ -358,6 +358,7 @@ def test_a_day_file_rewritten_after_its_publish_stops_its_readers_with_one_line(
 
     refused("batch-score", features[-1])
     refused("drift-check", features[-1])
+    refused("training-set", features[0])
     refused("labels", f"features.parquet/{features[0].name}")  # its training set, from the labels' new generation
     cli.ok("generate", "--next-days", "1")
     cli.ok("ingest-inbox")
