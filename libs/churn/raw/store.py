@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json, remove_path
 from churn.storage.filelock import FileLock
 from churn.storage.paths import DataPaths
+from churn.storage.tables import parse_parquet
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ def read_users_checked(paths: DataPaths, columns: Sequence[str] | None = None,
         require_raw(paths, events=False)
     path = paths.raw / str(m.users)
     data, sha = verified_bytes(paths, path, m)
-    return _read(path, data, columns), sha
+    return parse_parquet(path, data, columns), sha
 
 
 def read_events(paths: DataPaths, columns: Sequence[str] | None = None,
@@ -433,14 +434,6 @@ def day_files(paths: DataPaths, manifest: Manifest | None = None) -> dict[dt.dat
 def event_dates(paths: DataPaths) -> list[dt.date]:
     """The UTC days that have events, sorted (from the manifest: no file is opened)."""
     return read_manifest(paths).dates
-
-
-def _read(path: Path, data: bytes, columns: Sequence[str] | None) -> pd.DataFrame:
-    """A Parquet file parsed from the (checked) bytes read from `path`."""
-    try:
-        return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns is not None else None).to_pandas()
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
 
 
 # ------------------------------------------------------------------ writing

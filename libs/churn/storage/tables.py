@@ -38,14 +38,25 @@ def read_parquet(path: str | Path, columns: Iterable[str] | None = None) -> pd.D
         return read_days(p, columns=columns)
     if not p.is_file():
         raise DataError(f"{p}: file not found (run the step that produces it first)")
-    return _parse(p, read_verified(p), columns)
+    return parse_parquet(p, read_verified(p), columns)
 
 
-def _parse(path: Path, data: bytes, columns: Iterable[str] | None = None) -> pd.DataFrame:
-    import io
+def parse_parquet(path: str | Path, data: bytes, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Parquet bytes (already read from `path` and checked) as pandas; corrupt bytes are a
+    DataError naming `path`.
+
+    Parsed from a native Arrow buffer (`pa.BufferReader`), never a Python file object such as
+    `io.BytesIO`: pyarrow's threaded read of a Python file leaves work that needs the GIL in
+    its thread pool, and the interpreter then intermittently hangs at exit after the step's
+    work is done (apache/arrow#50482; `ml_jobs daily` pods and CLI runs hung here, see
+    docs/consistency.md, "Exit").
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        return pd.read_parquet(io.BytesIO(data), engine="pyarrow", columns=list(columns) if columns is not None else None)
+        table = pq.read_table(pa.BufferReader(data), columns=list(columns) if columns is not None else None)
+        return table.to_pandas()
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise DataError(f"{path}: cannot read Parquet ({type(exc).__name__}: {exc})") from exc
 
@@ -57,4 +68,4 @@ def read_parquet_checked(path: str | Path) -> tuple[pd.DataFrame, str]:
     import hashlib
 
     data = read_verified(path)
-    return _parse(Path(path), data), hashlib.sha256(data).hexdigest()
+    return parse_parquet(path, data), hashlib.sha256(data).hexdigest()
