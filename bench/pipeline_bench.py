@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench import pipeline_scale
-from bench.rss import PeakRss
+from bench.rss import PeakRss, cpu_seconds
 from churn.config.settings import GeneratorSettings, Settings, load_config
 from churn.data.generate import generate
 from churn.invocation.workdir import enter_invocation_directory
@@ -57,6 +57,7 @@ class Result:
     name: str
     rows: int
     seconds: float
+    cpu_s: float  # user + sys CPU of the step (getrusage): its own work, without waiting for a core
     peak_rss_mb: float
     baseline_s: float | None
     note: str
@@ -201,31 +202,32 @@ def run(steps: list[Step], with_baseline: bool) -> list[Result]:
     results = []
     for step in steps:
         with PeakRss() as rss:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             rows = step.run()
-            secs = time.perf_counter() - t0
+            secs, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         base = step.baseline() if (with_baseline and step.baseline) else None
-        results.append(Result(step.name, rows, secs, rss.peak_mb, base, step.baseline_note if base else ""))
+        results.append(Result(step.name, rows, secs, cpu, rss.peak_mb, base, step.baseline_note if base else ""))
     return results
 
 
 def render(results: list[Result], title: str) -> str:
-    head = f"{'step':<13} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'peak RSS':>10} {'baseline s':>11} {'speed-up':>9}  baseline"
+    head = f"{'step':<18} {'rows':>12} {'seconds':>9} {'CPU s':>7} {'rows/s':>12} {'peak RSS':>10} {'baseline s':>11} {'speed-up':>9}  baseline"
     lines = [title, head, "-" * len(head)]
     for r in results:
         rate = r.rows / r.seconds if r.seconds > 0 else float("inf")
         base = f"{r.baseline_s:11.1f}" if r.baseline_s is not None else f"{'-':>11}"
         speed = f"{r.baseline_s / r.seconds:8.0f}x" if r.baseline_s is not None else f"{'-':>9}"
-        lines.append(f"{r.name:<13} {r.rows:>12,} {r.seconds:>9.2f} {rate:>12,.0f} {r.peak_rss_mb:>8.0f}MB {base} {speed}  {r.note}")
+        lines.append(f"{r.name:<18} {r.rows:>12,} {r.seconds:>9.2f} {r.cpu_s:>7.2f} {rate:>12,.0f} {r.peak_rss_mb:>8.0f}MB {base} {speed}  {r.note}")
     total = sum(r.seconds for r in results)
+    cpu = sum(r.cpu_s for r in results)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if any(r.baseline_s is not None for r in results):
         # Steps without a reference loop count at our own time: a lower bound of the reference.
         base_total = sum(r.baseline_s if r.baseline_s is not None else r.seconds for r in results)
-        lines.append(f"{'total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB {base_total:11.1f} "
+        lines.append(f"{'total':<18} {'':>12} {total:>9.2f} {cpu:>7.2f} {'':>12} {peak_mb:>8.0f}MB {base_total:11.1f} "
                      f"{base_total / total:8.0f}x  baselines above + our time for the other steps")
     else:
-        lines.append(f"{'total':<13} {'':>12} {total:>9.2f} {'':>12} {peak_mb:>8.0f}MB")
+        lines.append(f"{'total':<18} {'':>12} {total:>9.2f} {cpu:>7.2f} {'':>12} {peak_mb:>8.0f}MB")
     return "\n".join(lines)
 
 
@@ -277,11 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gen = dataclasses.replace(base.generator, n_users=args.users, days=args.days or base.generator.days,
                               seed=base.generator.seed if args.seed is None else args.seed)
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as tmp:
         settings = with_root(dataclasses.replace(base, generator=gen), args.root or tmp)
         results = run(build_steps(settings, args.baseline_users), not args.no_baseline)
     title = (f"pipeline bench: {gen.n_users:,} users x {gen.days} days, seed {gen.seed}, "
-             f"{os.cpu_count()} CPUs, numpy {np.__version__}, pandas {pd.__version__}")
+             f"{os.cpu_count()} CPUs, numpy {np.__version__}, pandas {pd.__version__}, "
+             f"load average {load0:.1f}-{os.getloadavg()[0]:.1f}; CPU s = user + sys (getrusage)")
     print(render(results, title))
     return 0
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from bench import disk_full
-from bench.rss import PeakRss
+from bench.rss import PeakRss, cpu_seconds
 from churn.config.settings import Settings
 from churn.daily.world import next_days
 from churn.pipeline import steps
@@ -56,6 +56,9 @@ class Run:
     steps: dict[str, float] = field(default_factory=dict)
     step_peak_mb: dict[str, float] = field(default_factory=dict)
     daily: dict[str, float] = field(default_factory=dict)
+    # CPU seconds (user + sys, getrusage) of each step and of "daily", beside the wall seconds
+    # above: what the step did, not what it waited for a core (empty in runs saved before)
+    step_cpu_s: dict[str, float] = field(default_factory=dict)
     peak_mb: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
     note: str = ""
@@ -65,6 +68,11 @@ class Run:
     @property
     def seed_s(self) -> float:
         return sum(self.steps.values())
+
+    @property
+    def seed_cpu_s(self) -> float | None:
+        cpu = [self.step_cpu_s[name] for name in self.steps if name in self.step_cpu_s]
+        return sum(cpu) if cpu and len(cpu) == len(self.steps) else None
 
 
 # ---------------------------------------------------------------- the child
@@ -76,14 +84,16 @@ def child(settings: Settings, out: Path, profile: str | None = None, fill_disk: 
     `profile`: a step name (or "daily") run under cProfile; its top functions go to stderr.
     `fill_disk`: then another day on a full disk (`bench.disk_full`; the need is the daily
     cycle's disk growth)."""
-    result: dict[str, Any] = {"steps": {}, "step_peak_mb": {}, "daily": {}}
+    result: dict[str, Any] = {"steps": {}, "step_peak_mb": {}, "daily": {}, "step_cpu_s": {}}
     for name, run in bootstrap_steps(settings):
         with PeakRss() as rss:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             _ok(_profiled(run, name == profile))
             result["steps"][name] = time.perf_counter() - t0
+            result["step_cpu_s"][name] = cpu_seconds() - c0
         result["step_peak_mb"][name] = rss.peak_mb
-        print(f"{name}: {result['steps'][name]:.1f}s, peak {rss.peak_mb:.0f} MB", file=sys.stderr, flush=True)
+        print(f"{name}: {result['steps'][name]:.1f}s, CPU {result['step_cpu_s'][name]:.1f}s, peak {rss.peak_mb:.0f} MB",
+              file=sys.stderr, flush=True)
     def next_day() -> None:  # the world goes on: not the cycle's time
         next_days(settings.generator, steps.data_paths(settings), 1)
 
@@ -92,11 +102,12 @@ def child(settings: Settings, out: Path, profile: str | None = None, fill_disk: 
 
     next_day()
     root = Path(settings.paths.root)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     with PeakRss() as rss, disk_full.peak_disk_use(root.parent) as disk:
         for r in _profiled(cycle, profile == "daily"):
             result["daily"][r.name] = r.seconds
     result["daily"]["total"] = time.perf_counter() - t0
+    result["step_cpu_s"]["daily"] = cpu_seconds() - c0
     result["step_peak_mb"]["daily"] = rss.peak_mb
     if fill_disk:
         result["full_disk"] = disk_full.trial(root, disk.growth, next_day, cycle)
@@ -149,6 +160,7 @@ def run_child(main_file: str, users: int, shard_users: int, config: str | None, 
         figures = json.loads(out.read_text())
         run.steps, run.step_peak_mb, run.daily = figures["steps"], figures["step_peak_mb"], figures["daily"]
         run.full_disk = figures.get("full_disk", {})
+        run.step_cpu_s = figures.get("step_cpu_s", {})
         log.unlink()  # kept only when the child failed (the note names it)
         return run
     finally:
@@ -160,7 +172,8 @@ def run_child(main_file: str, users: int, shard_users: int, config: str | None, 
 
 
 def render(runs: list[Run]) -> str:
-    head = (f"{'users':>9} {'code':<10} {'seed s':>8} {'update s':>9} {'train s':>8} {'daily s':>8} "
+    head = (f"{'users':>9} {'code':<10} {'seed s':>8} {'seed CPU s':>10} {'update s':>9} {'train s':>8} "
+            f"{'train CPU s':>11} {'daily s':>8} {'daily CPU s':>11} "
             f"{'daily update s':>15} {'peak RSS':>9} {'biggest step':<22} {'load':>9}  target")
     lines = [head, "-" * len(head)]
     for r in runs:
@@ -168,14 +181,41 @@ def render(runs: list[Run]) -> str:
             lines.append(f"{r.users:>9,} {r.code:<10} {r.note}")
             continue
         top = max(r.step_peak_mb, key=lambda k: r.step_peak_mb[k])
-        lines.append(f"{r.users:>9,} {r.code:<10} {r.seed_s:>8.1f} {r.steps.get('update', 0):>9.1f} "
-                     f"{r.steps.get('train', 0):>8.2f} {r.daily.get('total', 0):>8.1f} {r.daily.get('update', 0):>15.1f} "
+        lines.append(f"{r.users:>9,} {r.code:<10} {r.seed_s:>8.1f} {_cpu(r.seed_cpu_s, 10, 1)} "
+                     f"{r.steps.get('update', 0):>9.1f} {r.steps.get('train', 0):>8.2f} "
+                     f"{_cpu(r.step_cpu_s.get('train'), 11, 2)} {r.daily.get('total', 0):>8.1f} "
+                     f"{_cpu(r.step_cpu_s.get('daily'), 11, 1)} {r.daily.get('update', 0):>15.1f} "
                      f"{r.peak_mb / 1024:>7.2f}GB {top + f' {r.step_peak_mb[top] / 1024:.2f}GB':<22} "
                      f"{r.load[0]:>4.1f}-{r.load[1]:<4.1f}  {_verdict(r)}")
     lines.append("seed s = every bootstrap step; daily s = ingest-inbox + update + batch-score + score-distribution "
-                 "of one new day; peak RSS = the child process's (wait4), GB = GiB; load = load average before-after")
+                 "of one new day; CPU s = user + sys CPU of the same (getrusage); peak RSS = the child process's "
+                 "(wait4), GB = GiB; load = load average before-after")
+    lines += render_steps(runs)
     lines += [f"{r.users:>9,} {r.code:<10} {disk_full.verdict(r.full_disk)}" for r in runs if r.full_disk]
     return "\n".join(lines)
+
+
+def _cpu(seconds: float | None, width: int, digits: int) -> str:
+    return f"{seconds:>{width}.{digits}f}" if seconds is not None else f"{'-':>{width}}"
+
+
+def render_steps(runs: list[Run]) -> list[str]:
+    """Every step's wall and CPU seconds, one column per run: a step whose wall time is well
+    above its CPU time waited (for a core on a loaded machine, or for the disk)."""
+    done = [r for r in runs if r.steps]
+    if not done:
+        return []
+    names = list(dict.fromkeys([n for r in done for n in r.steps] + ["daily"]))
+    head = f"{'step: wall / CPU s':<20}" + "".join(f" {f'{r.users:,} {r.code}':>20}" for r in done)
+    lines = ["", head, "-" * len(head)]
+    for name in names:
+        cells = []
+        for r in done:
+            wall = r.daily.get("total") if name == "daily" else r.steps.get(name)
+            cpu = r.step_cpu_s.get(name)
+            cells.append("-" if wall is None else f"{wall:.2f} / {cpu:.2f}" if cpu is not None else f"{wall:.2f} / -")
+        lines.append(f"{name:<20}" + "".join(f" {c:>20}" for c in cells))
+    return lines
 
 
 def _verdict(r: Run) -> str:
