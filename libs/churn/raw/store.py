@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from churn.storage.files import DataError, atomic_path, atomic_write_json, file_digest, read_json, remove_path
+from churn.storage.files import DataError, atomic_write_bytes, atomic_write_json, file_digest, read_json, remove_path
 from churn.storage.filelock import FileLock
 from churn.storage.paths import DataPaths
 from churn.storage.tables import parse_parquet
@@ -521,10 +521,8 @@ class BatchWriter:
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)]):
             day = str(sorted_days[lo])
             rel = f"events/date={day}/part-{self.batch:06d}-{self._seq:04d}.parquet"
-            with atomic_path(self.paths.raw / rel) as tmp:
-                pq.write_table(table.slice(int(lo), int(hi - lo)), tmp, compression="zstd", use_dictionary=_DICT_COLUMNS,
-                               write_statistics=_STATISTICS_COLUMNS)
-                sha = file_digest(tmp)  # what every reader checks the file against (`verified_bytes`)
+            sha = _write_parquet(self.paths.raw / rel, table.slice(int(lo), int(hi - lo)), use_dictionary=_DICT_COLUMNS,
+                                 write_statistics=_STATISTICS_COLUMNS)
             self._parts.append(Part(rel, day, int(hi - lo), self.batch, sha))
         self._seq += 1
         return table.num_rows
@@ -532,9 +530,7 @@ class BatchWriter:
     def set_users(self, users: pd.DataFrame) -> None:
         """The whole users table as of this batch (ids int64)."""
         rel = f"users/users-{self.batch:06d}.parquet"
-        with atomic_path(self.paths.raw / rel) as tmp:
-            users.to_parquet(tmp, engine="pyarrow", compression="zstd", index=False)
-            sha = file_digest(tmp)
+        sha = _write_parquet(self.paths.raw / rel, pa.Table.from_pandas(users, preserve_index=False))
         self._users = (rel, len(users), sha)
 
     @property
@@ -570,6 +566,23 @@ class BatchWriter:
         log.info("raw batch %d (%s): %d events in %d days, users %s", batch.batch, self.kind,
                  batch.events_added, len(batch.dates), users_rows if self._users else "unchanged")
         return batch
+
+
+def _write_parquet(path: Path, table: pa.Table, **options: Any) -> str:
+    """Write `table` as a zstd Parquet file at `path` atomically (`atomic_write_bytes`: temp,
+    fsync, rename, fsync of the folder, and the storage fault points of every write); returns
+    the sha256 of its bytes, what every reader checks the file against (`verified_bytes`).
+
+    Why through a buffer: the sha256 is of the bytes written, taken from memory, instead of
+    reading the file back (0.46 s of generate's 17 s at 100,000 users); a part is one day of
+    one shard, the users file a few bytes a user. (Never `io.BytesIO` to pyarrow: an Arrow
+    buffer stream, see docs/consistency.md "Exit".)"""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", **options)
+    data = sink.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(path, data)
+    return sha
 
 
 def _listed(manifest: Manifest) -> list[str]:
