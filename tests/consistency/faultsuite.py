@@ -35,7 +35,7 @@ from typing import Any, Callable
 from churn.config.settings import Settings
 from churn.errors import ChurnError
 from churn.pipeline.steps import StepResult, bootstrap, last_complete_run
-from churn.raw.store import raw_files, read_manifest
+from churn.raw.store import REPORTS, batch_report, raw_files, read_manifest
 from churn.raw.verdict import is_validated
 from churn.pipeline.testing import tiny_settings
 from churn.registry.registry import ModelRegistry
@@ -93,13 +93,23 @@ def view(root: Path, area: str, seeded: Path | None = None) -> dict[str, str]:
 
 
 def raw_state(root: Path, seeded: Path | None = None) -> dict[str, Any]:
-    """What a reader of the raw store sees: the users table and each day's events, by content
-    (batch numbers in file names differ between a clean run and a crashed one plus a rerun)."""
+    """What a reader of the raw store sees: the users table, each day's events and each
+    batch's report (`raw/reports/`, read through `store.batch_report`: a report missing or
+    changed since its batch committed is a DataError here), by content (batch numbers in file
+    names differ between a clean run and a crashed one plus a rerun, so a report's own
+    `batch` field is left out with the timing fields)."""
     paths = DataPaths.from_root(root)
     m = read_manifest(paths)
     users = hashlib.sha256(read_verified(paths.raw / m.users)).hexdigest() if m.users else None
     days = sorted((p.date, p.rows, hashlib.sha256(read_verified(paths.raw / p.path)).hexdigest()) for p in m.parts)
-    return {"users": users, "users_rows": m.users_rows, "events": days}
+    roots = (root,) if seeded is None else (root, seeded)
+    reports = []
+    for batch in m.batches:
+        report = batch_report(paths, batch)
+        if report is not None:
+            doc = {k: v for k, v in report.items() if k != "batch"}
+            reports.append((batch.kind, _normalized("report.json", json.dumps(doc).encode(), roots)))
+    return {"users": users, "users_rows": m.users_rows, "events": days, "reports": reports}
 
 
 def another_world(settings: Settings) -> StepResult:
@@ -111,11 +121,16 @@ def another_world(settings: Settings) -> StepResult:
 
 
 def no_unlisted_raw_file(root: Path) -> None:
-    """A crashed batch's part files are removed by the next writer; what is left beside the
-    listed files is only what the manifest keeps for readers in flight (the state before)."""
+    """A crashed batch's part files and report are removed by the next writer; what is left
+    beside the listed files (and the reports the batches name) is only what the manifest keeps
+    for readers in flight (the state before)."""
     paths = DataPaths.from_root(root)
-    allowed = set(raw_files(paths)) | {paths.raw / f for f in read_manifest(paths).kept}
-    stray = [f for sub in ("users", "events") for f in (paths.raw / sub).rglob("*") if f.is_file() and f not in allowed]
+    m = read_manifest(paths)
+    reports = {paths.raw / str(b.detail["report"]["path"]) for b in m.batches
+               if isinstance(b.detail.get("report"), dict) and b.detail["report"].get("path")}
+    allowed = set(raw_files(paths, m)) | {paths.raw / f for f in m.kept} | reports
+    stray = [f for sub in ("users", "events", REPORTS) for f in (paths.raw / sub).rglob("*")
+             if f.is_file() and f not in allowed]
     assert not stray, stray
 
 
