@@ -22,6 +22,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from churn.storage import verified
+from churn.storage.derived import in_spans
 from churn.storage.daytables import day_files, read_day_files, read_days
 from churn.storage.files import DataError, require_file
 
@@ -45,12 +46,12 @@ def features_digest(path: Path, spans: Sequence[tuple[dt.date, dt.date]] | None 
     history names those days, not the whole folder. The digests are the MANIFEST's of the
     files the step's reads checked (`verified.digest_of`: no second read of a file verified,
     unchanged, in this process); outside a generation (an old root) the files are hashed.
+    Its readers rebuild it from the MANIFEST alone (`storage.derived.features_digest_now`).
     """
     require_file(path, "features")
     if not Path(path).is_dir():
         return verified.sha256_of(path)
-    files = [f for day, f in day_files(path).items()
-             if spans is None or any(lo <= day <= hi for lo, hi in spans)]
+    files = [f for day, f in day_files(path).items() if in_spans(day, spans)]
     return verified.digest_of(files)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from churn.pipeline import recorded_inputs
 from churn.registry.registry import ModelRegistry
 from churn.scoring.batch import read_scores
 from churn.storage.files import DataError, atomic_write_json
@@ -40,6 +41,17 @@ def risk_distribution(risk: np.ndarray, threshold: float, bins: int = 20) -> dic
     }
 
 
+def stale_predictions(paths: DataPaths, registry: ModelRegistry, day: dt.date) -> dict[str, dict[str, Any]]:
+    """The stale recorded inputs of the predictions of `day` ({} when current), each logged
+    as a WARNING naming the predictions, the input and both values."""
+    stale = recorded_inputs.stale(recorded_inputs.check_predictions(paths, registry, day))
+    for name, values in stale.items():
+        log.warning("%s: scored from %s %s, the current %s is %s: the scores (and this distribution) "
+                    "are not the production model's view of the current features; run `ml_jobs batch-score`",
+                    paths.predictions / day.isoformat(), name, values["recorded"], name, values["current"])
+    return stale
+
+
 def distribution_path(paths: DataPaths, day: dt.date) -> Path:
     """monitoring/score_distribution/<day>.json: one file per day, replaced by one rename."""
     return paths.monitoring / "score_distribution" / f"{day.isoformat()}.json"
@@ -51,6 +63,11 @@ def score_distribution(paths: DataPaths, registry: ModelRegistry,
 
     The threshold is the scoring model's own (its card's `threshold`, where its holdout
     metrics were measured), so the share above it compares with `holdout_flagged_share`.
+
+    `stale_inputs`: the inputs the scores recorded (features digest of the day, model
+    version) that differ from the current ones (`churn.pipeline.recorded_inputs`), each
+    {"recorded", "current"}; also a log WARNING naming the predictions. The report is
+    written all the same (it describes the scores as they are; exit unchanged).
     """
     day, scores = read_scores(paths, as_of)
     versions = sorted(set(scores["model_version"].astype(str)))
@@ -60,10 +77,12 @@ def score_distribution(paths: DataPaths, registry: ModelRegistry,
     card = registry.card(versions[0])
     threshold = float(card["threshold"])
     metrics = card.get("metrics", {})
+    stale = stale_predictions(paths, registry, day)
     report = {"as_of": day.isoformat(), "model_versions": versions,
               **risk_distribution(scores["risk"].to_numpy(), threshold),
               "reference": {"holdout_positive_rate": metrics.get("positive_rate"),
-                            "holdout_flagged_share": metrics.get("flagged_share")}}
+                            "holdout_flagged_share": metrics.get("flagged_share")},
+              "stale_inputs": stale}
     path = atomic_write_json(distribution_path(paths, day), report)
     log.info("score distribution %s: %d scores, mean %.3f, %.1f%% above %.2f -> %s", day, report["rows"],
              report["mean"] or float("nan"), 100 * (report["share_above_threshold"] or 0.0), threshold, path)

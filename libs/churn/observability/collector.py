@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from churn.errors import DataError
+from churn.pipeline import recorded_inputs
 from churn.registry.registry import ABORTED, CARD_FILE, PENDING, PRODUCTION, ModelRegistry, RegistryError
 from churn.storage.generations import current
 from churn.storage.paths import DRIFT_AREA, DataPaths
@@ -140,7 +142,7 @@ class BatchCollector(Collector):
             return section()
         except FileNotFoundError:
             return []
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RegistryError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, DataError, RegistryError) as exc:
             with self._lock:
                 self.read_errors[report] += 1
             log.warning("metrics: %s report unreadable: %s: %s", report, type(exc).__name__, exc)
@@ -167,7 +169,19 @@ class BatchCollector(Collector):
                            "feature", {str(f["name"]): float(f["status"] != "OK") for f in features})
         out: list[Metric] = [status, psi, failed, _gauge(
             "churn_drift_last_run_timestamp_seconds", "When the newest drift report was written.", path.stat().st_mtime)]
+        out += self._stale("churn_drift_input_stale",
+                           "1 if an input the newest drift report recorded (features digest of its windows, "
+                           "model version) is not the current one (drift-check ran before an update or a promotion).",
+                           recorded_inputs.check_drift(self.paths, self.registry, reports, report))
         return out + self._drift_details(report)
+
+    @staticmethod
+    def _stale(name: str, doc: str, checked: dict[str, dict[str, str | None]]) -> list[Metric]:
+        """A 0/1 gauge per compared input (`recorded_inputs.check`); none when nothing was compared."""
+        if not checked:
+            return []
+        return [_labelled(name, doc, "input", {key: float(recorded_inputs.is_stale(v))
+                                               for key, v in checked.items()})]
 
     @staticmethod
     def _drift_details(report: dict[str, Any]) -> list[Metric]:
@@ -200,10 +214,15 @@ class BatchCollector(Collector):
         summary_path = path / "summary.json"
         summary = self.files.read(summary_path)
         newest_day = _gauge(newest_day.name, newest_day.documentation, day_timestamp(summary["as_of"]))
+        stale = self._stale("churn_scores_input_stale",
+                            "1 if an input the newest day's scores recorded (features digest of the day, model "
+                            "version) is not the current one (an update recomputed the day, or a promotion since).",
+                            recorded_inputs.check_predictions(self.paths, self.registry,
+                                                              dt.date.fromisoformat(str(summary["as_of"])[:10])))
         return [newest_day,
                 _gauge("churn_scores_last_run_timestamp_seconds", "When the newest day's scores were written.",
                        summary_path.stat().st_mtime),
-                _gauge("churn_scores_users", "Users scored for the newest day.", float(summary["rows"]))]
+                _gauge("churn_scores_users", "Users scored for the newest day.", float(summary["rows"])), *stale]
 
     def _score_distribution(self) -> list[Metric]:
         """monitoring/score_distribution/<as-of>.json, the newest: the risk distribution of a whole day."""

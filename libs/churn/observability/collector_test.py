@@ -147,3 +147,67 @@ def test_a_journal_line_that_did_not_take_effect_is_not_counted(seeded: Path, tm
         fh.write(json.dumps({**line, "state": "pending"}) + "\n")
         fh.write(json.dumps({**line, "txn": "t2", "state": "aborted"}) + "\n")
     assert scrape(root)[("churn_registry_alias_changes_total", (("action", "promote"),))] == 1.0
+
+
+def _stale_gauges(samples: dict) -> dict[tuple[str, str], float]:
+    return {(name, dict(labels)["input"]): v for (name, labels), v in samples.items()
+            if name in ("churn_scores_input_stale", "churn_drift_input_stale")}
+
+
+def test_stale_inputs_of_scores_and_drift_are_0_when_current_and_1_once_changed(seeded: Path, tmp_path: Path) -> None:
+    """The inputs the newest scores and drift report recorded (their generation's MANIFEST),
+    compared at scrape time with the current tables' MANIFEST and the production alias: 0 on
+    the bootstrapped root; after `features` recomputed the tables with other windows, the
+    features input is 1 (the model still 0); after another model is promoted, the model input
+    is 1 too. Broken once (`recorded_inputs.is_stale` answering False): the
+    gauges stayed 0."""
+    import dataclasses
+    import shutil
+
+    from churn.pipeline import steps
+    from churn.pipeline.testing import tiny_settings
+    from churn.registry.registry import ModelRegistry
+
+    root = tmp_path / "root"
+    shutil.copytree(seeded, root, symlinks=True)
+    every = {(f"churn_{area}_input_stale", name) for area in ("scores", "drift") for name in ("features", "model")}
+    assert _stale_gauges(scrape(root)) == dict.fromkeys(every, 0.0)
+    settings = tiny_settings(root)
+    other = dataclasses.replace(settings, features=dataclasses.replace(settings.features, windows_days=(7, 14)))
+    assert steps.step_features(other).exit_code == 0  # every day recomputed: other feature bytes
+    stale = _stale_gauges(scrape(root))
+    assert stale == {**dict.fromkeys(every, 0.0), ("churn_scores_input_stale", "features"): 1.0,
+                     ("churn_drift_input_stale", "features"): 1.0}
+    registry = ModelRegistry(root)
+    production = registry.get_alias()
+    other_version = next(v for v in registry.versions() if v != production)
+    assert steps.step_promote(settings, version=other_version, force=True, reason="test").exit_code == 0
+    assert _stale_gauges(scrape(root)) == dict.fromkeys(every, 1.0)
+    samples = scrape(root)
+    assert all(v == 0 for (n, _), v in samples.items() if n == "churn_batch_report_read_errors_total")
+
+
+SCRAPE_IN_A_FRESH_INTERPRETER = """
+import sys
+from prometheus_client import CollectorRegistry, generate_latest
+from churn.observability.collector import BatchCollector
+registry = CollectorRegistry()
+registry.register(BatchCollector(sys.argv[1]))
+text = generate_latest(registry).decode()
+print(sorted({m.split(".")[0] for m in sys.modules} & {"pandas", "pyarrow", "numpy"}))
+print(sum(line.startswith(("churn_scores_input_stale{", "churn_drift_input_stale{")) for line in text.splitlines()))
+"""
+
+
+def test_the_stale_input_gauges_import_no_pandas(seeded: Path) -> None:
+    """The API has no pandas: rebuilding the recorded digests at scrape time reads MANIFESTs
+    only. A fresh interpreter scrapes the seeded root (all four gauges present) and has
+    imported neither pandas nor pyarrow (nor numpy)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-c", SCRAPE_IN_A_FRESH_INTERPRETER, str(seeded)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[]", "4"], proc.stdout + proc.stderr

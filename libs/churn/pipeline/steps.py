@@ -372,9 +372,12 @@ def step_score_distribution(settings: Settings, as_of: dt.date | None = None) ->
     def body() -> StepResult:
         path, report = score_distribution(paths, registry_for(paths), as_of)
         share = report["share_above_threshold"]
+        stale = "; ".join(f"predictions {report['as_of']}: {name} {v['recorded']} recorded, {v['current']} now "
+                          "(run `ml_jobs batch-score`)" for name, v in report["stale_inputs"].items()) or None
         return StepResult("score-distribution", report["rows"], 0.0, [str(path)],
-                          message=f"as of {report['as_of']}: mean risk {report['mean']:.4f}, "
-                                  f"{100 * (share or 0):.1f}% >= {report['threshold']}", detail=report)
+                          message=_warned(stale, f"as of {report['as_of']}: mean risk {report['mean']:.4f}, "
+                                                 f"{100 * (share or 0):.1f}% >= {report['threshold']}"),
+                          detail=report)
 
     return _timed("score-distribution", body, paths.root)
 

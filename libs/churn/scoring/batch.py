@@ -38,7 +38,7 @@ from churn.registry.registry import LoadedModel, ModelRegistry, RegistryError
 from churn.sampling.users import shard_of
 from churn.storage.files import atomic_path, atomic_write_json, is_temp_name
 from churn.storage.generations import current, publish
-from churn.storage.paths import DataPaths
+from churn.storage.paths import DataPaths, predictions_area
 from churn.storage.tables import atomic_write_parquet, read_parquet
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,6 @@ def write_summary(result: ScoreResult, ranked: pd.DataFrame, directory: Path, **
     being published), last, so its presence means the scores and top-K beside it are complete."""
     return atomic_write_json(directory / Path(result.summary_path).name,
                              {**result.to_dict(), **risk_summary(ranked["risk"].to_numpy()), **extra})
-
-
-def predictions_area(day: dt.date) -> str:
-    """The generation area of one as-of date's outputs: `predictions/<date>`."""
-    return f"predictions/{day.isoformat()}"
 
 
 @contextlib.contextmanager

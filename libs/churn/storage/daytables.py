@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -27,9 +26,8 @@ import pyarrow.parquet as pq
 
 from churn.storage import verified
 from churn.storage.files import DataError, DurableRenames
+from churn.storage.paths import DAY_FILE
 from churn.storage.tables import write_parquet
-
-_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
 def day_file(folder: Path, day: dt.date) -> Path:
@@ -47,7 +45,7 @@ def day_files(folder: Path) -> dict[dt.date, Path]:
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                m = _DAY_FILE.match(entry.name)
+                m = DAY_FILE.match(entry.name)
                 if m and entry.is_file():
                     found[dt.date.fromisoformat(m.group(1))] = Path(folder) / entry.name
     except (FileNotFoundError, NotADirectoryError):

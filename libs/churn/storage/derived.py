@@ -29,12 +29,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from churn.errors import DataError
 from churn.storage import generations
-from churn.storage.files import is_temp_name, remove_path
-from churn.storage.paths import FEATURES, LABELS, TABLES_AREA, USER_DAYS, DataPaths
+from churn.storage.files import dataset_digest, is_temp_name, manifest_files, remove_path
+from churn.storage.paths import DAY_FILE, FEATURES, LABELS, TABLES_AREA, USER_DAYS, DataPaths
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,35 @@ def tables_inputs(paths: DataPaths) -> dict[str, Any]:
     except (OSError, ValueError, AttributeError):
         return {"tables": at.name, "manifest": None, "raw": None}
     return {"tables": at.name, "manifest": hashlib.sha256(data).hexdigest(), "raw": raw}
+
+
+def in_spans(day: dt.date, spans: Sequence[tuple[dt.date, dt.date]] | None) -> bool:
+    """Whether `day` is in one of the inclusive (first, last) `spans` (None: every day)."""
+    return spans is None or any(lo <= day <= hi for lo, hi in spans)
+
+
+def features_digest_now(paths: DataPaths, spans: Sequence[tuple[dt.date, dt.date]] | None) -> str | None:
+    """What `features.rows.features_digest(paths.features_file, spans)` (the digest predictions
+    and drift reports record as their `features` input) gives for the tables current now,
+    computed from their MANIFEST entries: the same `files.dataset_digest` of the same names
+    and sha256s the writer's checked reads returned, with no file read and no pandas (the API's
+    /metrics calls it at scrape time). None when the tables are not a published generation
+    (the layout from before generations: nothing recorded to compare with)."""
+    at = paths.bound().tables
+    if at is None or not (at / generations.MANIFEST_NAME).is_file():
+        return None
+    entries = manifest_files(at / generations.MANIFEST_NAME)
+    single = entries.get(FEATURES)
+    if single is not None:  # one features file, not a folder of days
+        return str(single["sha256"])
+    folder = at / FEATURES
+    digests: dict[Path, str] = {}
+    for rel, entry in entries.items():
+        parent, _, name = rel.partition("/")
+        day = DAY_FILE.match(name) if parent == FEATURES else None
+        if day and in_spans(dt.date.fromisoformat(day.group(1)), spans):
+            digests[folder / name] = str(entry["sha256"])
+    return dataset_digest(digests, digests.__getitem__)
 
 
 def base_id(paths: DataPaths) -> str:

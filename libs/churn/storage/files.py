@@ -389,7 +389,7 @@ def load_manifest(manifest: Path) -> dict[str, Any]:
 _MANIFESTS: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 
 
-def _manifest_files(manifest: Path) -> dict[str, Any]:
+def manifest_files(manifest: Path) -> dict[str, Any]:
     """The `files` mapping of a MANIFEST, parsed once per process per (path, inode, mtime,
     size): a published MANIFEST is never rewritten, and a training set or a drift window looks
     up a hundred day files in the same one (a 360-entry JSON parsed for each)."""
@@ -417,7 +417,7 @@ def published_entry(real: Path) -> tuple[Path, dict[str, Any] | None] | None:
             return None
         manifest = parent / MANIFEST_NAME
         if manifest.is_file():
-            return manifest, _manifest_files(manifest).get(real.relative_to(parent).as_posix())
+            return manifest, manifest_files(manifest).get(real.relative_to(parent).as_posix())
     return None
 
 

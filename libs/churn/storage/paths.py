@@ -14,7 +14,9 @@ migrated by the next publish.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +29,18 @@ from churn.storage.files import locked_temp
 DRIFT_AREA = "monitoring/drift"
 TABLES_AREA = "tables"  # grid, features, labels, update state: one update's outputs together
 
+
+def predictions_area(day: dt.date) -> str:
+    """The generation area of one as-of date's outputs: `predictions/<date>`."""
+    return f"predictions/{day.isoformat()}"
+
+
 # The files of the tables area, by name inside a generation (the layout before generations:
 # `legacy_tables`).
 USER_DAYS, FEATURES, LABELS = "user_days.parquet", "features.parquet", "labels.parquet"
 UPDATE_STATE, USERS_SNAPSHOT = "update_state.json", "users.parquet"
+# a day file of a day-partitioned table (`churn.storage.daytables`): `<dir>/YYYY-MM-DD.parquet`
+DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
 @dataclass(frozen=True)
