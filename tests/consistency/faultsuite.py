@@ -134,6 +134,11 @@ def no_unlisted_raw_file(root: Path) -> None:
     assert not stray, stray
 
 
+# Checks of a healed root by name (the full-disk driver runs them in another process): each
+# raises AssertionError naming what it found.
+ROOT_CHECKS: dict[str, Callable[[Path], None]] = {"no_unlisted_raw_file": no_unlisted_raw_file}
+
+
 def training_set_state(root: Path, seeded: Path | None = None) -> str:
     """`labels/training_set.parquet` (one file, replaced by one rename), read verified, by its
     rows and columns: the file also records the tables generation it was sampled from

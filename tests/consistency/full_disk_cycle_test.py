@@ -25,7 +25,7 @@ from churn.pipeline.steps import (
 )
 
 from tests.consistency import fulldisk
-from tests.consistency.fulldisk import Step, config
+from tests.consistency.fulldisk import RAW_CHECKS, Step, config
 
 PODS = 3  # the Indexed Jobs' pods whose outputs the merges merge
 
@@ -74,10 +74,10 @@ STEPS = {
     "score-distribution": Step(("score-distribution",), ("score_distribution",), root="rescored"),
     "merge-update": Step(("merge-update", str(PODS)), ("derived",), root="update-pods", absent=("shards/update",)),
     "merge-shards": Step(("merge-shards", str(PODS)), ("predictions",), root="score-pods"),
-    "ingest-inbox": Step(("ingest-inbox",), ("raw", "validation", "inbox"), root="inboxed"),
+    "ingest-inbox": Step(("ingest-inbox",), ("raw", "validation", "inbox"), root="inboxed", after=RAW_CHECKS),
     # its four steps commit one after the other: a full disk in one leaves the earlier ones'
     "daily": Step(("daily",), ("raw", "validation", "inbox", "derived", "predictions", "score_distribution"),
-                  root="inboxed", parts=True),
+                  root="inboxed", parts=True, after=RAW_CHECKS),
 }
 
 

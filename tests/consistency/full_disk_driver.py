@@ -13,7 +13,8 @@ as the namespace's root it mounts a tmpfs that only this namespace sees, then
 2. on a fresh copy, fills the tmpfs with a filler file until less than that need is free,
    runs the step (it must fail), reads the state through the fault suite's readers;
 3. removes the filler, reruns the step, reads the state and lists the temp entries left
-   (and which of the spec's `absent` paths, e.g. merged shard folders, are still there).
+   (and which of the spec's `absent` paths, e.g. merged shard folders, are still there), and
+   runs the spec's `after` checks (`faultsuite.ROOT_CHECKS`) on the healed root.
 
 It prints one JSON line (what the test asserts on): exit codes, stderr, the states (the
 readers' digests), need and free space. No assertion here: the test owns the verdicts.
@@ -98,6 +99,15 @@ def run_step(spec: dict[str, Any], root: Path, mount: Path,
     return proc, peak[0] - base
 
 
+def _check(name: str, root: Path) -> str:
+    """"ok", or what the check found (its AssertionError): the test owns the verdict."""
+    try:
+        faultsuite.ROOT_CHECKS[name](root)
+    except AssertionError as exc:
+        return f"failed: {exc}"
+    return "ok"
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     mount = Path(spec["mount"])
@@ -131,7 +141,8 @@ def main(spec_path: str) -> int:
     out["rerun"] = {"rc": proc.returncode, "stderr": proc.stderr[-2000:],
                     "state": {r: readers[r](root) for r in spec["readers"]},
                     "temps": [str(p.relative_to(root)) for p in faultsuite.temps(root)],
-                    "present": [p for p in spec.get("absent", []) if (root / p).exists()]}
+                    "present": [p for p in spec.get("absent", []) if (root / p).exists()],
+                    "checks": {c: _check(c, root) for c in spec.get("after", [])}}
     print(json.dumps(out, default=str))
     return 0
 

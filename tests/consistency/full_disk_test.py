@@ -17,7 +17,7 @@ from churn.raw.store import read_events, read_manifest
 from churn.storage.paths import DataPaths
 
 from tests.consistency import faultsuite, fulldisk
-from tests.consistency.fulldisk import Step, config
+from tests.consistency.fulldisk import RAW_CHECKS, Step, config
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +49,14 @@ def _steps(events_file: Path) -> dict[str, Step]:
     """Each run changes what its readers see (another world, fewer training rows, a top-K of
     10, a 7-day recent window, another model in production)."""
     return {
-        "generate": Step(("generate",), ("raw",), config(generator="n_users: 60, days: 20, seed: 7")),
+        "generate": Step(("generate",), ("raw",), config(generator="n_users: 60, days: 20, seed: 7"),
+                         after=RAW_CHECKS),
         "labels": Step(("labels",), ("training_set",), config("training: {max_train_rows: 2000}\n")),
         "train": Step(("train",), ("training",)),
         "promote": Step(("promote", "--version", "{other}", "--force", "--reason", "full disk"), ("production",)),
         "batch-score": Step(("batch-score", "--top-k", "10"), ("predictions",)),
         "drift-check": Step(("drift-check",), ("drift",), config("monitoring: {recent_days: 7}\n")),
-        "ingest": Step(("ingest", "--events", str(events_file)), ("raw",)),
+        "ingest": Step(("ingest", "--events", str(events_file)), ("raw",), after=RAW_CHECKS),
         "validate": Step(("validate",), ("validation",), root="another-world"),
         "update": Step(("update",), ("derived",), root="ingested"),
     }

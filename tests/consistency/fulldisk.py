@@ -10,7 +10,8 @@ StorageFullError, no traceback): every step is seen to hit the full disk; the st
 reader of the fault suite sees is the old one (nothing half-written; for a step made of
 steps that each commit on their own, `daily`: each reader the old or the clean run's state,
 not all new); after the filler is removed the rerun succeeds, gives the clean run's state
-and leaves no temp entry (nor any of the step's `absent` paths).
+and leaves no temp entry (nor any of the step's `absent` paths), and the step's `after`
+checks hold on the healed root (`RAW_CHECKS`: no unlisted raw file).
 
 If the namespace cannot be made (a host or sandbox that forbids user namespaces), the test
 fails with unshare's exact error: CI runs as an unprivileged user on a host that allows them.
@@ -59,7 +60,8 @@ class Step:
     """One command on a full disk: its argv (`{other}`: the seeded run's model that is not in
     production, `{production}`: the one that is), the readers of what it publishes, its
     config, the root it runs on (a key of the target's roots), `parts`: made of steps that
-    commit one by one (each reader old or new), `absent`: paths the rerun must leave absent."""
+    commit one by one (each reader old or new), `absent`: paths the rerun must leave absent,
+    `after`: checks of the healed root (names in `faultsuite.ROOT_CHECKS`, e.g. `RAW_CHECKS`)."""
 
     argv: tuple[str, ...]
     readers: tuple[str, ...]
@@ -67,6 +69,12 @@ class Step:
     root: str = "seeded"
     parts: bool = False
     absent: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+# for the steps that write raw data (generate, ingest, ingest-inbox, daily): after the rerun no
+# raw file (part, users file, batch report) is left that the manifest neither lists nor keeps
+RAW_CHECKS = ("no_unlisted_raw_file",)
 
 
 def seed(tmp_path_factory: Any) -> Path:
@@ -116,7 +124,7 @@ def run(name: str, step: Step, roots: dict[str, Path], tmp_path: Path) -> dict[s
     spec.write_text(json.dumps({"name": name, "argv": argv, "readers": list(step.readers), "config": step.config,
                                 "seeded": str(roots[step.root]), "mount": str(tmp_path / "tmpfs"),
                                 "size_mb": TMPFS_MB, "main": str(MAIN), "configs": str(tmp_path),
-                                "absent": list(step.absent)}))
+                                "absent": list(step.absent), "after": list(step.after)}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, str(DRIVER), str(spec)],
                           capture_output=True, text=True, env=env, timeout=900)
@@ -147,3 +155,4 @@ def check(name: str, step: Step, roots: dict[str, Path], tmp_path: Path) -> None
     assert rerun["state"] == clean["state"] != old, f"{name}: the rerun did not give the clean run's state"
     assert not rerun["temps"], rerun["temps"]
     assert not rerun["present"], f"{name}: left after the rerun: {rerun['present']}"
+    assert rerun["checks"] == {c: "ok" for c in step.after}, f"{name}: after the rerun: {rerun['checks']}"

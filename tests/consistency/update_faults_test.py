@@ -15,6 +15,7 @@ is finished by its rerun (the MANIFEST names the plan it merged).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ import pytest
 from churn.config.settings import Settings
 from churn.pipeline.steps import (
     StepResult,
+    step_batch_score,
     step_daily,
     step_features,
     step_generate_next,
@@ -33,6 +35,8 @@ from churn.pipeline.steps import (
     step_prepare,
     step_update,
 )
+
+from churn.storage import faults
 
 from tests.consistency import faultsuite
 
@@ -185,3 +189,68 @@ def test_daily_shows_each_area_old_or_new_and_its_rerun_finishes_the_cycle(inbox
         after_rerun=faultsuite.no_unlisted_raw_file)
     counts = faultsuite.run_suite(command, inboxed, tmp_path, sample=DAILY_SAMPLE)
     assert counts.consistent == counts.injections > 0
+
+
+# daily --shard I/3: the pod under faults is the last of the three at both barriers, so it runs
+# every global step (merge-update, merge-shards, score-distribution, the merge record)
+POD = 2
+POD_SAMPLE = 8  # of its other points (most are merge-update's carry links, sampled above)
+
+
+@pytest.fixture(scope="module")
+def pods_waiting(seeded: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The seeded root as pods 0 and 1 leave it at the update barrier: the inbox ingested (by
+    the first pod to take the cycle lock) and their update shards written; and the new day."""
+    root = tmp_path_factory.mktemp("pods") / "root"
+    shutil.copytree(seeded, root, symlinks=True)
+    for i in range(PODS):
+        if i != POD:
+            result = step_update(faultsuite.settings_for(root), (i, PODS))
+            assert result.exit_code == 0 and "written" in result.detail["reason"], result.message
+    return root, result.detail["newest_day"]
+
+
+def _last_pod(newest: str) -> Callable[[Settings], StepResult]:
+    """`daily --shard 2/3` (the pod's own code, `indexed_daily.step_daily_shard`), the other
+    pods' scoring at a fixed moment of it: at its first storage point under
+    predictions/<newest> (its batch-score shard, after its merge-update), pods 0 and 1 score
+    their shards (`batch-score --shard I/3` as of that day, what they run after the barrier)
+    with no fault injected and not counted. So the pod finds every barrier complete (it never
+    waits) and its points are the same in every run; a crash or an error in it leaves the
+    others' work done, as in the Indexed Job, whose retry of the pod is the rerun."""
+    def run(settings: Settings) -> StepResult:
+        outer = faults._injector
+        scored: list[bool] = []
+        day = Path(settings.paths.root) / "predictions" / newest
+
+        def hook(op: str, path: Path) -> None:
+            dead = isinstance(outer, faults.FailAt) and outer.fired is not None
+            if not scored and not dead and path.is_relative_to(day):
+                scored.append(True)
+                with faults.injecting(None):
+                    for i in range(PODS):
+                        if i != POD:
+                            other = step_batch_score(settings, as_of=dt.date.fromisoformat(newest), shard=(i, PODS))
+                            assert other.exit_code == 0, other.message
+            if outer is not None:
+                outer(op, path)
+
+        with faults.injecting(hook):
+            results = step_daily(settings, shard=(POD, PODS))
+        assert scored, "the pod never wrote under predictions/<newest>"
+        return next((r for r in results if r.exit_code != 0), results[-1])
+    return run
+
+
+def test_a_daily_pod_shows_each_area_old_or_new_and_its_retry_finishes_the_cycle(pods_waiting: tuple[Path, str],
+                                                                                 tmp_path: Path) -> None:
+    """Pod 2 of 3 (`daily --shard 2/3`) after pods 0 and 1 reached the update barrier: a crash
+    or an ENOSPC at its points, then its retry; the tables, the newest day's predictions and
+    its score distribution each old or new, and no update shard folder left."""
+    root, newest = pods_waiting
+    command = faultsuite.Command(f"daily --shard {POD}/{PODS}", _last_pod(newest), ("tables",), readers={
+        "predictions": faultsuite.predictions_state, "score_distribution": faultsuite.score_distribution_state},
+        after_rerun=_no_shard_folder)
+    counts = faultsuite.run_suite(command, root, tmp_path, sample=POD_SAMPLE)
+    assert counts.consistent == counts.injections > 0
+    assert counts.commit_points >= 4  # the tables' generation and pointer, the day's predictions, the distribution
