@@ -18,6 +18,9 @@ Refuse or warn, per case (docs/consistency.md, "Readers noticing stale inputs"):
   update.
 - the holdout gate refuses a holdout whose bytes are not those its version was registered
   with (`churn.training.train.holdout_gate`).
+- `score-distribution` warns, and the API's /metrics exports 0/1 gauges, when the features
+  digest or model version the predictions (or the newest drift report) recorded is not the
+  current one (`churn.pipeline.recorded_inputs`: pandas-free, its own Bazel target).
 """
 
 from __future__ import annotations
