@@ -55,7 +55,8 @@ def test_score_distribution_warns_on_recomputed_features_and_another_model(cli: 
     assert stale.stdout.startswith(f"WARNING: predictions {day}: features {inputs['features']} recorded, "
                                    f"{features['current']} now (run `ml_jobs batch-score`)")
 
-    cli.ok("features")  # the original windows again: the same bytes, so current again (by content)
+    cli.ok("features")  # the original windows again (the model's features), then scored again: current
+    cli.ok("batch-score")
     cli.ok("score-distribution")
     assert distribution(cli)[1]["stale_inputs"] == {}
 
@@ -72,3 +73,25 @@ def test_score_distribution_warns_on_recomputed_features_and_another_model(cli: 
     cli.ok("batch-score")  # scored again with the current model: nothing stale
     again = cli.ok("score-distribution")
     assert distribution(cli)[1]["stale_inputs"] == {} and "WARNING" not in again.stdout
+
+
+def test_a_merged_day_records_the_features_its_shards_read_and_is_compared_too(cli: Cli) -> None:
+    """`merge-shards` publishes the day again with its shards' files as inputs; it also
+    records the features digest every shard read (each shard's summary names it, and shards
+    of two states of the tables are refused), so score-distribution compares a merged day's
+    features as well. Broken once (merge recording no features): no warning."""
+    for i in range(2):
+        cli.ok("batch-score", "--shard", f"{i}/2")
+    cli.ok("merge-shards", "2")
+    cli.ok("score-distribution")
+    day, _ = distribution(cli)
+    inputs = recorded(cli, day)
+    assert {"shard 0/2", "shard 1/2", "features", "model_version"} <= set(inputs)
+    assert distribution(cli)[1]["stale_inputs"] == {}
+    original = cli.config.read_text()
+    cli.config.write_text(original + "features: {windows_days: [7, 14]}\n")
+    cli.ok("features")
+    cli.config.write_text(original)
+    stale = cli.ok("score-distribution")
+    assert distribution(cli)[1]["stale_inputs"]["features"]["recorded"] == inputs["features"]
+    assert stale.stdout.startswith(f"WARNING: predictions {day}: features {inputs['features']} recorded")

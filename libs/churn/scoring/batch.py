@@ -166,7 +166,7 @@ def batch_score(paths: DataPaths, registry: ModelRegistry, window_days: int, *, 
                              None if shard is None else f"{shard[0]}/{shard[1]}", str(out_dir / scores_path.name),
                              str(out_dir / top_k_path.name), str(out_dir / f"summary{suffix}.json"),
                              round(time.perf_counter() - start, 3))
-        write_summary(result, ranked, tmp)
+        write_summary(result, ranked, tmp, features_digest=inputs["features"])  # per shard: merge checks it
     log.info("batch-score %s: %d of %d users scored with %s (%s path) in %.2fs -> %s", day, len(ranked),
              candidates, loaded.version, scorer.kind, result.seconds, out_dir)
     return result

@@ -36,7 +36,9 @@ from churn.storage.tables import read_parquet
 log = logging.getLogger(__name__)
 
 # What every shard of one run must agree on (summary keys), besides its own shard number.
-RUN_KEYS = ("as_of", "model_version", "eligible", "candidates")
+# `features_digest`: the features the shard read (batch-score's recorded input), so a merge of
+# shards scored from two states of the tables is refused and the merged day records it too.
+RUN_KEYS = ("as_of", "model_version", "eligible", "candidates", "features_digest")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ def check_shard(shard: Shard, expected: dict[str, Any]) -> None:
     for key, want in expected.items():
         if shard.summary.get(key) != want:
             raise DataError(f"{shard.name} was scored with {key} {shard.summary.get(key)!r}, the run with "
-                            f"{want!r}; nothing merged (re-run every shard with one model on one date)")
+                            f"{want!r}; nothing merged (re-run every shard with one model on one date, "
+                            "from one state of the tables)")
     scores = shard.scores
     if set(scores["model_version"]) - {expected["model_version"]}:
         raise DataError(f"{shard.name}: rows scored by {sorted(set(scores['model_version']))}, "
@@ -114,12 +117,14 @@ def merge_shards(paths: DataPaths, total: int, *, as_of: dt.date | None = None, 
     ranked = rank_scores(union, run["model_version"])
     scorer = ",".join(sorted({str(s.summary.get("scorer")) for s in shards}))
     inputs = {f"shard {i}/{total}": file_digest(shard_files(bound, i, total)[1]) for i in range(total)}
+    if run["features_digest"]:  # what the shards read (shards from before record none)
+        inputs["features"] = str(run["features_digest"])
     with publish_day(paths, day, {**inputs, "model_version": str(run["model_version"])}) as tmp:
         write_outputs(ranked, tmp, "", top_k)
         result = ScoreResult(run["as_of"], run["model_version"], scorer, len(ranked), run["eligible"],
                              run["candidates"], None, str(out_dir / "scores.parquet"), str(out_dir / "top_k.csv"),
                              str(out_dir / "summary.json"), round(time.perf_counter() - start, 3))
-        write_summary(result, ranked, tmp, merged_shards=total)
+        write_summary(result, ranked, tmp, merged_shards=total, features_digest=run["features_digest"])
     log.info("merge-shards %s: %d shards, %d users ranked (%s) in %.2fs -> %s", day, total, len(ranked),
              run["model_version"], result.seconds, out_dir)
     return result

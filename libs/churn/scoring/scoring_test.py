@@ -150,8 +150,11 @@ def test_merge_checks_name_the_shard_that_does_not_belong_to_the_run():
                                     "candidates": 250, **summary})
 
     good = [shard(0, halves[0]), shard(1, halves[1])]
-    assert check_run(good, day) == {"as_of": "2025-01-01", "model_version": "v1", "eligible": 200, "candidates": 250}
+    assert check_run(good, day) == {"as_of": "2025-01-01", "model_version": "v1", "eligible": 200, "candidates": 250,
+                                    "features_digest": None}  # shards from before record no features
     bad = {r"shard 1/2 .*model_version 'v2'": shard(1, halves[1], model_version="v2"),
+           r"shard 1/2 .*features_digest 'b', the run with None.*one state of the tables": shard(
+               1, halves[1], features_digest="b"),
            r"shard 1/2 .*eligible 180": shard(1, halves[1], eligible=180),
            r"shard 1/2 .*users of other shards": shard(1, halves[0]),
            r"199 users, but 200 were eligible": shard(1, halves[1][1:])}
