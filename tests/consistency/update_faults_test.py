@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -191,10 +192,12 @@ def test_daily_shows_each_area_old_or_new_and_its_rerun_finishes_the_cycle(inbox
     assert counts.consistent == counts.injections > 0
 
 
-# daily --shard I/3: the pod under faults is the last of the three at both barriers, so it runs
-# every global step (merge-update, merge-shards, score-distribution, the merge record)
+# daily --shard I/3: the pod under faults is the last of the three at the update barrier and
+# the only one to reach the scores' merge, so it runs every global step (merge-update,
+# merge-shards, score-distribution, the merge record) and its points are the same in every run
 POD = 2
-POD_SAMPLE = 8  # of its other points (most are merge-update's carry links, sampled above)
+POD_SAMPLE = 2  # of its other points (most are merge-update's carry links, sampled above)
+POD_WAIT_S = 120  # sharding.wait_seconds for the pod: a broken barrier fails, it does not hang
 
 
 @pytest.fixture(scope="module")
@@ -210,34 +213,59 @@ def pods_waiting(seeded: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return root, result.detail["newest_day"]
 
 
+def merged_predictions_state(root: Path, seeded: Path | None = None) -> dict[str, dict[str, str]]:
+    """`predictions_state` without the shards' own files: what a reader of a day's results
+    reads (the merged scores, top-K and summary). Each pod's shard files are published into the
+    day's area when that pod finishes scoring (the merge's input: a state between old and new
+    by design; a day with only those has no results yet); they are still read, verified, by `view`."""
+    merged = {day: {name: sha for name, sha in files.items() if ".shard-" not in name}
+              for day, files in faultsuite.predictions_state(root, seeded).items()}
+    return {day: files for day, files in merged.items() if files}
+
+
 def _last_pod(newest: str) -> Callable[[Settings], StepResult]:
-    """`daily --shard 2/3` (the pod's own code, `indexed_daily.step_daily_shard`), the other
-    pods' scoring at a fixed moment of it: at its first storage point under
-    predictions/<newest> (its batch-score shard, after its merge-update), pods 0 and 1 score
-    their shards (`batch-score --shard I/3` as of that day, what they run after the barrier)
-    with no fault injected and not counted. So the pod finds every barrier complete (it never
-    waits) and its points are the same in every run; a crash or an error in it leaves the
-    others' work done, as in the Indexed Job, whose retry of the pod is the rerun."""
+    """`daily --shard 2/3` (the pod's own code, `indexed_daily.step_daily_shard`) in this
+    thread, and pods 0 and 1 scoring their shards in another (`batch-score --shard I/3` as of
+    the new day: what they run after the update barrier), started at the pod's first storage
+    point under predictions/<newest> (its own shard, after its merge-update): the pod waits for
+    them at the scores' barrier and merges. Only the pod's points are counted and failed (the
+    hook passes the other thread's through), so a crash kills the pod alone and the others'
+    work is done, as in the Indexed Job, whose retry of the pod is the rerun."""
     def run(settings: Settings) -> StepResult:
+        settings = dataclasses.replace(settings, sharding=dataclasses.replace(settings.sharding,
+                                                                              wait_seconds=POD_WAIT_S))
         outer = faults._injector
-        scored: list[bool] = []
+        pod = threading.get_ident()
+        others: list[threading.Thread] = []
+        failures: list[str] = []
         day = Path(settings.paths.root) / "predictions" / newest
 
+        def score_others() -> None:
+            for i in range(PODS):
+                if i != POD:
+                    result = step_batch_score(settings, as_of=dt.date.fromisoformat(newest), shard=(i, PODS))
+                    if result.exit_code:
+                        failures.append(result.message)
+
         def hook(op: str, path: Path) -> None:
+            if threading.get_ident() != pod:
+                return
             dead = isinstance(outer, faults.FailAt) and outer.fired is not None
-            if not scored and not dead and path.is_relative_to(day):
-                scored.append(True)
-                with faults.injecting(None):
-                    for i in range(PODS):
-                        if i != POD:
-                            other = step_batch_score(settings, as_of=dt.date.fromisoformat(newest), shard=(i, PODS))
-                            assert other.exit_code == 0, other.message
+            if not others and not dead and path.is_relative_to(day):
+                others.append(threading.Thread(target=score_others, daemon=True))
+                others[0].start()
             if outer is not None:
                 outer(op, path)
 
-        with faults.injecting(hook):
-            results = step_daily(settings, shard=(POD, PODS))
-        assert scored, "the pod never wrote under predictions/<newest>"
+        try:
+            with faults.injecting(hook):
+                try:
+                    results = step_daily(settings, shard=(POD, PODS))
+                finally:
+                    for thread in others:
+                        thread.join(timeout=POD_WAIT_S)
+        finally:
+            assert not failures, failures
         return next((r for r in results if r.exit_code != 0), results[-1])
     return run
 
@@ -245,11 +273,11 @@ def _last_pod(newest: str) -> Callable[[Settings], StepResult]:
 def test_a_daily_pod_shows_each_area_old_or_new_and_its_retry_finishes_the_cycle(pods_waiting: tuple[Path, str],
                                                                                  tmp_path: Path) -> None:
     """Pod 2 of 3 (`daily --shard 2/3`) after pods 0 and 1 reached the update barrier: a crash
-    or an ENOSPC at its points, then its retry; the tables, the newest day's predictions and
-    its score distribution each old or new, and no update shard folder left."""
+    or an ENOSPC at its points, then its retry; the tables, the day's merged predictions and
+    the score distribution each old or new, and no update shard folder left."""
     root, newest = pods_waiting
     command = faultsuite.Command(f"daily --shard {POD}/{PODS}", _last_pod(newest), ("tables",), readers={
-        "predictions": faultsuite.predictions_state, "score_distribution": faultsuite.score_distribution_state},
+        "predictions": merged_predictions_state, "score_distribution": faultsuite.score_distribution_state},
         after_rerun=_no_shard_folder)
     counts = faultsuite.run_suite(command, root, tmp_path, sample=POD_SAMPLE)
     assert counts.consistent == counts.injections > 0
