@@ -411,10 +411,17 @@ def max_value(paths: DataPaths, column: str) -> int | None:
 
 
 def _id_filter(event_ids: np.ndarray | None, user_ids: np.ndarray | None) -> pads.Expression | None:
+    """Rows whose ids are among the given ones. The ids' range is part of the filter (implied by
+    the `isin`, so the same rows) because pyarrow prunes row groups by their min/max statistics
+    on a range, not on an `isin`: ingest's probe of a new day's event ids, all above the stored
+    ones, then decodes no stored row group (120 parts: 0.06 s against 0.11-0.44 s)."""
     out = None
     for name, ids in (("event_id", event_ids), ("user_id", user_ids)):
         if ids is not None:
-            cond = pads.field(name).isin(pa.array(np.asarray(ids, dtype=np.int64)))
+            ids = np.asarray(ids, dtype=np.int64)
+            cond = pads.field(name).isin(pa.array(ids))
+            if len(ids):
+                cond = (pads.field(name) >= int(ids.min())) & (pads.field(name) <= int(ids.max())) & cond
             out = cond if out is None else out & cond
     return out
 
