@@ -465,14 +465,44 @@ def read_json(path: str | Path) -> Any:
         raise DataError(f"{p}: cannot read JSON ({exc})") from exc
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 hex of a file's bytes (artifacts record the digest of their inputs)."""
-    p = Path(path)
+def file_digest(path: str | Path | int) -> str:
+    """sha256 hex of a file's bytes (artifacts record the digest of their inputs): by path, or
+    from an open fd (`digest_and_size`)."""
+    return digest_and_size(path)[0]
+
+
+def digest_and_size(file: str | Path | int, sync: bool = False) -> tuple[str, int]:
+    """(sha256 hex, size) of a file's bytes, by path or from an open fd, through the stdlib's
+    loop (`hashlib.file_digest`: ~25% faster here than ours): the one hashing read loop of the
+    storage layer (`verified` hashes from the fd it holds, `generations` the files it publishes).
+
+    An fd is read from its start through a duplicate and left open at its offset (the
+    duplicate shares it, so it is put back); the size is the fd's fstat after the read (a
+    caller binding the bytes to the inode compares the fstat before and after: `verified`).
+    `sync`: fsync the file after hashing (its bytes durable before a switch; a filesystem
+    that refuses it is ignored)."""
+    if isinstance(file, int):
+        offset = os.lseek(file, 0, os.SEEK_CUR)
+        os.lseek(file, 0, os.SEEK_SET)
+        try:
+            with os.fdopen(os.dup(file), "rb", buffering=0, closefd=True) as fh:
+                return _digest_and_size(fh, sync)
+        finally:
+            os.lseek(file, offset, os.SEEK_SET)
+    p = Path(file)
     try:
-        with open(p, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()  # the stdlib's loop: ~25% faster here than ours
+        with open(p, "rb", buffering=0) as fh:
+            return _digest_and_size(fh, sync)
     except FileNotFoundError as exc:
         raise DataError(f"{p}: file not found") from exc
+
+
+def _digest_and_size(fh: Any, sync: bool) -> tuple[str, int]:
+    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if sync:
+        with contextlib.suppress(OSError):
+            os.fsync(fh.fileno())
+    return digest, os.fstat(fh.fileno()).st_size
 
 
 def dataset_digest(paths: Iterable[str | Path], digest: Callable[[Path], str] = file_digest) -> str:

@@ -29,7 +29,6 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -45,6 +44,7 @@ from churn.storage.files import (
     MANIFEST_NAME,
     TEMP_PREFIX,
     atomic_write_json,
+    digest_and_size,
     disk_full_error,
     fsync_dir,
     is_disk_full,
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 MANIFEST_FORMAT = 1
 LEGACY_ID = "00000000000000000000-legacy"  # sorts before every id `publish` makes
 LOCK_TIMEOUT_S = 600.0
-_CHUNK = 1 << 20
 
 
 def link_path(root: str | Path, area: str) -> Path:
@@ -121,15 +120,7 @@ def read_manifest(generation: Path) -> dict[str, Any]:
 
 def _digest_and_sync(path: Path) -> tuple[str, int]:
     """sha256 and size of a file, after an fsync (its bytes are durable before the switch)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-            size += len(block)
-        with contextlib.suppress(OSError):
-            os.fsync(fh.fileno())
-    return h.hexdigest(), size
+    return digest_and_size(path, sync=True)
 
 
 def _files(directory: Path) -> list[Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from churn.storage.files import (
     atomic_write_text,
     atomic_write_with,
     dataset_digest,
+    digest_and_size,
     file_digest,
     read_json,
 )
@@ -337,3 +340,22 @@ def test_durable_renames_a_full_disk_replaces_nothing_and_a_crash_leaves_old_or_
     assert [t.read_text() for t in targets] == ["new"] + ["old"] * 4, "each file complete, old or new"
     assert len(sweep_dead_temps(tmp_path)) == 4, "the dead run's temps are swept"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(t.name for t in targets)
+
+
+def test_one_digest_loop_by_path_and_from_an_fd(tmp_path: Path) -> None:
+    """`digest_and_size`: the same (sha256, size) by path and from an open fd (read from its
+    start, the fd's offset put back), what `verified` and `generations` hash with."""
+    data = os.urandom(3 << 20) + b"tail"
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    expected = (hashlib.sha256(data).hexdigest(), len(data))
+    assert digest_and_size(f) == expected and digest_and_size(f, sync=True) == expected
+    assert file_digest(f) == expected[0]
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        os.lseek(fd, 12345, os.SEEK_SET)
+        assert digest_and_size(fd) == expected
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 12345
+        assert file_digest(fd) == expected[0]
+    finally:
+        os.close(fd)

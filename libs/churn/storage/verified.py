@@ -28,7 +28,6 @@ is refused.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Iterable, Iterator, Sequence
 
 from churn.errors import ChangedSincePublished, DataError
 from churn.storage import faults
-from churn.storage.files import changed_error, dataset_digest, file_digest, published_entry
+from churn.storage.files import changed_error, dataset_digest, digest_and_size, file_digest, published_entry
 
 _Key = tuple[str, int, int, int, int, int]
 # inodes whose bytes matched their MANIFEST entry in this process: key -> the entry's sha256
@@ -67,14 +66,8 @@ def _source(real: Path, fd: int) -> str:
 
 
 def _hash(fd: int) -> tuple[str, int]:
-    """sha256 and size of the bytes behind `fd`, streamed from its start (held in 1 MiB)."""
-    h = hashlib.sha256()
-    size, offset = 0, 0
-    while block := os.pread(fd, 1 << 20, offset):
-        h.update(block)
-        size += len(block)
-        offset += len(block)
-    return h.hexdigest(), size
+    """sha256 and size of the bytes behind `fd`, from its start (`files.digest_and_size`)."""
+    return digest_and_size(fd)
 
 
 def _verify(path: Path, real: Path, fd: int, key: _Key) -> str | None:
