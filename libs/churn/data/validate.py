@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from churn.config.settings import Settings
 from churn.data.unique_ids import Duplicates, IdBuckets
@@ -45,6 +46,10 @@ OPEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": tuple(c.name for c in EVENTS if c.open_vocabulary),
 }
 IGNORE, REJECT = "ignore", "reject"
+# `ml_jobs validate` judges consecutive part files together up to about this many rows
+# (`_check_group`): a part of a large data set (25,000 rows at 100,000 users) is judged
+# nearly alone, so memory still follows a part, not the data
+GROUP_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -425,15 +430,15 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     parts = [p for files in raw_day_files(paths, manifest).values() for p in files]
     known = KnownUsers.of(users)
     with IdBuckets(paths.root / "shards" / "validate", shards) as buckets:
+        group: list[tuple[Path, pa.Table]] = []
         for i, part in enumerate(parts):
-            sub = ValidationReport(files={"events": str(part)})
-            frame, sha = _read_part(paths, part, manifest)
+            table, sha = read_event_file(paths, part, manifest=manifest)
             checked.append((part.relative_to(paths.raw).as_posix(), sha))
-            validate_frames(None, frame, exp, known_users=known, report=sub)
-            sub.violations = _with_shards(sub.violations, frame, shards)
-            buckets.add(i, _ids_of(frame))
-            del frame
-            _merge(report, sub)
+            buckets.add(i, _ids_of(table))
+            group.append((part, table))
+            if sum(t.num_rows for _, t in group) >= GROUP_ROWS or i == len(parts) - 1:
+                _check_group(report, group, exp, known, shards)
+                group = []
         if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
             sub = ValidationReport()
             validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=known, report=sub)
@@ -464,11 +469,43 @@ def _with_shards(violations: list[Violation], frame: pd.DataFrame, shards: int) 
     return out
 
 
+def _check_group(report: ValidationReport, group: list[tuple[Path, pa.Table]], exp: Expectations,
+                 known: KnownUsers, shards: int) -> None:
+    """The rules on consecutive part files (each in the contract's types, as
+    `churn.raw.store.read_events` gives them), merged into `report` as if judged one by one.
+
+    Why together: a part of a small data set is a few thousand rows, and each judgement has a
+    fixed cost of a few ms (a pandas conversion, ~20 masks), which was most of validate's time
+    at 2,000 users (120 parts of ~4,000 rows). Every rule is local to a row or, for unique ids,
+    also holds for any rows it holds for in one part, so parts without a violation (and not
+    empty) are parts whose rows together violate nothing, with the same counts, vocabularies
+    and unknown types. When the rows together violate a rule (or a part is empty), each part
+    is judged alone, so a report names its part file and rows in it as before.
+    """
+    if len(group) > 1 and all(t.num_rows for _, t in group):
+        together = ValidationReport(files={"events": str(group[0][0])})
+        validate_frames(None, _frame(pa.concat_tables([t for _, t in group])), exp, known_users=known,
+                        report=together)
+        if not together.violations:
+            _merge(report, together)
+            return
+    for part, table in group:
+        sub = ValidationReport(files={"events": str(part)})
+        frame = _frame(table)
+        validate_frames(None, frame, exp, known_users=known, report=sub)
+        sub.violations = _with_shards(sub.violations, frame, shards)
+        _merge(report, sub)
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    return table.unify_dictionaries().to_pandas()
+
+
 def _read_part(paths: DataPaths, path: Path, manifest: Manifest) -> tuple[pd.DataFrame, str]:
     """(one raw part file in the contract's types, as `churn.raw.store.read_events` gives them;
     sha256 of the bytes it was parsed from, checked against the manifest)."""
     table, sha = read_event_file(paths, path, manifest=manifest)
-    return table.unify_dictionaries().to_pandas(), sha
+    return _frame(table), sha
 
 
 def _merge(report: ValidationReport, part: ValidationReport) -> None:
@@ -498,10 +535,9 @@ def _union_shards(a: list[str], b: list[str]) -> list[str]:
     return sorted(set(a) | set(b), key=lambda s: int(s.split("/")[0]))
 
 
-def _ids_of(frame: pd.DataFrame) -> np.ndarray:
+def _ids_of(table: pa.Table) -> np.ndarray:
     """A part's event ids as int64 (missing ones, already a violation of their own, left out)."""
-    ids = frame["event_id"]
-    return ids.dropna().to_numpy(dtype=np.int64) if ids.hasnans else ids.to_numpy(dtype=np.int64)
+    return table.column("event_id").drop_null().to_numpy().astype(np.int64, copy=False)
 
 
 def _ids_unique_across(chk: Checker, paths: DataPaths, manifest: Manifest, parts: list[Path], dups: Duplicates,

@@ -368,3 +368,53 @@ def test_the_users_are_indexed_once_for_every_part_file(tmp_path: Path, monkeypa
     monkeypatch.setattr(validate.KnownUsers, "of", classmethod(counting))
     assert run_validate(SETTINGS, paths).ok
     assert len(built) == 1 and sum(len(f) for f in day_files(paths).values()) > 20
+
+
+def test_parts_judged_together_give_the_report_of_parts_judged_one_by_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_validate` judges consecutive parts together (`GROUP_ROWS`): on clean data and on
+    data with violations in several parts (two of them in one group, one a duplicate within
+    a part, one a duplicate across parts, an empty part), the report is the one of every
+    part judged alone (GROUP_ROWS = 1), and clean parts are really judged together."""
+    import pyarrow.parquet as pq
+
+    from churn.data import validate
+    from churn.raw.store import day_files
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    parts = [p for files in day_files(paths).values() for p in files]
+
+    def report(group_rows: int) -> dict[str, object]:
+        monkeypatch.setattr(validate, "GROUP_ROWS", group_rows)
+        calls = []
+        real = validate.validate_frames
+        monkeypatch.setattr(validate, "validate_frames", lambda *a, **k: calls.append(1) or real(*a, **k))
+        doc = run_validate(SETTINGS, paths).to_dict()
+        doc.pop("seconds")
+        return {**doc, "judgements": len(calls)}
+
+    clean, alone = report(validate.GROUP_ROWS), report(1)
+    assert clean["ok"] and clean["judgements"] < len(parts) // 4 and alone["judgements"] == len(parts) + 1
+    assert {**clean, "judgements": 0} == {**alone, "judgements": 0}
+
+    def corrupt(part: Path, column: str, rows: list[int], value: object) -> None:
+        frame = pq.read_table(part).to_pandas()
+        frame.loc[rows, column] = value
+        _commit_part(paths, part, frame)
+
+    corrupt(parts[3], "watch_minutes", [1, 4], -2.0)
+    corrupt(parts[5], "quiz_score", [2], 140.0)
+    corrupt(parts[8], "event_id", [6], int(pq.read_table(parts[8]).column("event_id")[2].as_py()))
+    corrupt(parts[21], "event_id", [0], int(pq.read_table(parts[20]).column("event_id")[0].as_py()))
+    empty = pq.read_table(parts[30]).to_pandas().iloc[:0]
+    _commit_part(paths, parts[30], empty)
+    bad, bad_alone = report(validate.GROUP_ROWS), report(1)
+    assert not bad["ok"] and {**bad, "judgements": 0} == {**bad_alone, "judgements": 0}
+    rules = {v["rule"]: v for v in bad["violations"]}
+    assert rules["events.watch_minutes.non_negative"]["file"] == str(parts[3])
+    assert rules["events.watch_minutes.non_negative"]["rows"] == [1, 4]
+    assert rules["events.quiz_score.range_0_100"]["rows"] == [2]
+    assert (rules["events.event_id.unique"]["file"], rules["events.event_id.unique"]["rows"]) == (str(parts[8]), [2, 6])
+    assert rules["events.rows.not_empty"]["file"] == str(parts[30])
