@@ -39,7 +39,10 @@ def build_baseline(specs: Sequence[FeatureSpec], random_state: int = 0) -> Pipel
         ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
     ])
     numeric = Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True)),
+        # np.median of each column's present values: the statistics of strategy="median"
+        # (equal bit for bit), without its masked-array sort of the whole matrix (0.15 s of
+        # CPU at 2,000 users' 36,000 rows, of a 0.35 s fit, against 0.02 s; README, Benchmarks)
+        ("impute", SimpleImputer(strategy=np.median, add_indicator=True)),
         ("scale", StandardScaler()),
     ])
     pre = ColumnTransformer([
