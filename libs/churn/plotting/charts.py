@@ -7,7 +7,7 @@ axes from 0 to 1, a grid, lines, markers, text and a legend: Pillow (already ins
 matplotlib dependency, ~0.04 s to import) draws them in a few milliseconds. Drift reports,
 whose plots are bar charts with free axes, keep matplotlib (`churn.plotting.figures`).
 
-Drawn at SUPERSAMPLE times the size and scaled down (anti-aliased lines and text); the PNG
+Drawn at SUPERSAMPLE times the size and scaled down by block means (anti-aliased lines and text); the PNG
 bytes are a function of the inputs alone (no timestamps), like the rest of a version.
 """
 
@@ -67,7 +67,10 @@ def panels_png(panels: Sequence[Panel], title: str, size: tuple[int, int] = (900
         box = (i * panel_width, top, (i + 1) * panel_width, height)
         _panel(image, draw, panel, tuple(v * s for v in box), fonts)
     out = io.BytesIO()
-    image.resize((width, height), Image.Resampling.LANCZOS).save(out, format="PNG", optimize=False)
+    # each output pixel the mean of its SUPERSAMPLE x SUPERSAMPLE block (a box filter, the
+    # plain anti-aliasing of a supersampled drawing): 1.5 ms against 21 ms for a Lanczos resize
+    # of the 1800 x 756 drawing, of which `train` draws two
+    image.reduce(s).save(out, format="PNG", optimize=False)
     return out.getvalue()
 
 
