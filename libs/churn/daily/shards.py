@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churn.errors import DataError
+from churn.features.compute import day_order
 from churn.raw.contract import EVENT_TYPES
 from churn.sampling.users import shard_of
 from churn.storage.daytables import day_file
@@ -230,7 +231,7 @@ class DayFiles:
             return []
         dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
         if len(dates) > 1 and not bool(np.all(dates[1:] >= dates[:-1])):  # features come by day already
-            order = np.argsort((dates - dates.min()).astype(np.int32), kind="stable")  # a day keeps user order
+            order = day_order(dates)  # a day keeps user order
             # reordered as numpy columns before the conversion: an Arrow take of the table was
             # 0.4 s a piece of 12,500 users, most of the regrouping
             frame, dates = frame.take(order), dates[order]
@@ -247,7 +248,7 @@ class DayFiles:
                 target = self._group.path(day_file(self._areas[name], day))
                 writer = pq.ParquetWriter(target, table.schema, compression="zstd",
                                           use_dictionary=dictionary_columns(table.schema),
-                                          write_statistics=STATISTICS_COLUMNS)
+                                          write_statistics=STATISTICS_COLUMNS, write_batch_size=WRITE_BATCH_ROWS)
                 self._writers[(name, day)] = writer
             out.append((writer, table.slice(int(a), int(b - a)).replace_schema_metadata(writer.schema.metadata)))
             self.rows[name] += int(b - a)
@@ -351,6 +352,12 @@ def _write_by_day(frame: pd.DataFrame, path: Path, days: set[dt.date]) -> dict[s
                 index[str(day)] = len(index)
     return index
 
+
+# Rows the Parquet writer encodes per batch (pyarrow's default 1,024): a piece's row group of a
+# day (12,500 rows) in one batch instead of 13 per column; the same pages and bytes (a column
+# chunk of a row group is one page below the 1 MB page size), 10% less CPU writing a piece's
+# day files (1.39 against 1.56 s at 100,000 users, median of 5 interleaved runs).
+WRITE_BATCH_ROWS = 65_536
 
 # The columns whose Parquet statistics a reader filters on (`daytables.read_days_of`: a piece
 # reads its row groups by user_id); the other columns' min/max were a fifth of the write time.

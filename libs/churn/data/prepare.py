@@ -220,7 +220,9 @@ def _duplicated_after_first(ids: np.ndarray) -> np.ndarray:
     that in a third of the time of hashing every id; only a repeat pays for the hash."""
     if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
         return np.zeros(len(ids), dtype=bool)
-    ordered = np.sort(ids)
+    # stable = timsort for int64: a piece's ids are runs of increasing ids (one per raw part
+    # file), which it merges in O(n log runs); the default quicksort took 2.3x as long
+    ordered = np.sort(ids, kind="stable")
     if not bool(np.any(ordered[1:] == ordered[:-1])):
         return np.zeros(len(ids), dtype=bool)
     return pd.Series(ids).duplicated(keep="first").to_numpy()

@@ -138,7 +138,9 @@ class IdBuckets:
             ids = self._read(b)
             if len(ids) < 2:
                 continue
-            ordered = np.sort(ids)
+            # stable = timsort for int64: a bucket is runs of increasing ids (each part's ids
+            # keep their order, `add`), merged in O(n log runs); quicksort took 3x as long
+            ordered = np.sort(ids, kind="stable")
             same = ordered[1:] == ordered[:-1]
             if not same.any():
                 continue

@@ -121,6 +121,19 @@ def _cumsum(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def day_order(days: np.ndarray) -> np.ndarray:
+    """The stable order of rows by day number (a row keeps its place within its day).
+
+    Why 16-bit keys when the days span fewer than 32,768: numpy's stable sort of 16-bit
+    integers is a radix sort, O(rows), about 3.5x faster than its timsort of the same days as
+    32-bit (a piece's 1.5M grid rows: 15 against 52 ms); the order is the same."""
+    if not len(days):
+        return np.zeros(0, dtype=np.int64)
+    offset = days - days.min()
+    key = offset.astype(np.int16) if int(offset.max()) < 2**15 else offset.astype(np.int64)
+    return np.argsort(key, kind="stable")
+
+
 def _output_rows(grid: _Grid, windows: Sequence[int], as_of_dates: Iterable[object] | None,
                  data_start: dt.date | None) -> np.ndarray:
     """Grid rows that get a feature row: full history available, optionally only given dates."""
@@ -131,8 +144,25 @@ def _output_rows(grid: _Grid, windows: Sequence[int], as_of_dates: Iterable[obje
     keep = dates >= first + np.timedelta64(history_days(windows) - 1, "D")
     if as_of_dates is not None:
         wanted = np.array([np.datetime64(pd.Timestamp(d).date(), "D") for d in as_of_dates], dtype="datetime64[D]")
-        keep &= np.isin(dates, wanted)
+        keep &= _on_days(dates, wanted)
     return np.flatnonzero(keep)
+
+
+def _on_days(dates: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Mask of `dates` (datetime64[D]) that are one of `wanted`: a lookup table over the wanted
+    days' span, O(rows); np.isin sorted every row's date (0.28 s of a piece's 1.5M rows, 15 ms
+    now)."""
+    if not len(wanted):
+        return np.zeros(len(dates), dtype=bool)
+    number, want = dates.astype(np.int64), wanted.astype(np.int64)
+    lo = int(want.min())
+    table = np.zeros(int(want.max()) - lo + 1, dtype=bool)
+    table[want - lo] = True
+    at = number - lo
+    inside = (at >= 0) & (at < len(table))
+    out = np.zeros(len(dates), dtype=bool)
+    out[inside] = table[at[inside]]
+    return out
 
 
 def _days_since_last_active(grid: _Grid, rows: np.ndarray) -> np.ndarray:
@@ -196,8 +226,7 @@ def compute_features(user_days: pd.DataFrame, windows: Sequence[int] = WINDOWS_D
     grid = _as_grid(user_days)
     rows = _output_rows(grid, windows, as_of_dates, data_start)
     if by_day and len(rows):
-        day = grid.day[rows]
-        rows = rows[np.argsort((day - day.min()).astype(np.int32), kind="stable")]
+        rows = rows[day_order(grid.day[rows])]
     cols = _static(grid.frame, rows)
     sums: dict[tuple[str, int], np.ndarray] = {}
     bounds = _window_bounds(rows, grid.group_start, set(windows) | {PAYMENT_RATE_WINDOW})

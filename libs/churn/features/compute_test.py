@@ -12,7 +12,9 @@ from churn.config.settings import GeneratorSettings, Settings
 from churn.data.generate import generate, write_raw
 from churn.data.prepare import prepare_frames, run_prepare
 from churn.features.compute import (
+    _on_days,
     compute_features,
+    day_order,
     feature_columns,
     features_as_of,
     history_days,
@@ -159,3 +161,18 @@ def test_run_features_writes_parquet(tmp_path: Path) -> None:
     # one file per as-of day: read back in day order, the same rows and values
     pd.testing.assert_frame_equal(back, out.sort_values(["as_of_date", "user_id"], kind="stable").reset_index(drop=True))
     assert len(list(paths.features_file.glob("*.parquet"))) == 45 - 29
+
+
+@pytest.mark.parametrize("span", [1, 120, 40_000])  # 40,000 days: wider than the 16-bit keys
+def test_day_order_is_the_stable_sort_of_the_days(span: int) -> None:
+    rng = np.random.default_rng(span)
+    days = rng.integers(0, span, size=5_000).astype(np.int64) + 20_000
+    assert np.array_equal(day_order(days), np.argsort(days, kind="stable"))
+    assert len(day_order(days[:0])) == 0
+
+
+def test_on_days_is_isin_of_the_wanted_days() -> None:
+    rng = np.random.default_rng(3)
+    dates = np.datetime64("2025-01-01", "D") + rng.integers(-10, 200, size=5_000).astype("timedelta64[D]")
+    for wanted in (dates[:0], dates[:1], np.unique(dates[:300]), np.datetime64("2024-06-01", "D") + np.arange(3)):
+        assert np.array_equal(_on_days(dates, wanted), np.isin(dates, wanted))
