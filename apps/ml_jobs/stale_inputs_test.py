@@ -7,6 +7,7 @@ answering False): no warning, `stale_inputs` empty, the test failed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -34,6 +35,31 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     return cli
 
 
+def feature_files(cli: Cli) -> dict[str, str]:
+    """{day file: sha256} of the current features (what the recorded digest is made of)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((cli.root / "tables" / "features.parquet").glob("*.parquet"))}
+
+
+def test_rerunning_features_labels_or_update_on_unchanged_data_flags_nothing(cli: Cli) -> None:
+    """One encoding of day files (`daytables.DayFiles`): `features` and `labels` recomputing
+    every day of unchanged data write the bytes `update` wrote, so the scores' recorded features
+    digest is still the current one. Seen failing before the fix: `features` wrote pandas'
+    `to_parquet` and score-distribution warned that every score was stale."""
+    cli.ok("score-distribution")
+    day, report = distribution(cli)
+    assert report["stale_inputs"] == {}
+    before = feature_files(cli)
+    cli.ok("features")
+    cli.ok("labels")
+    updated = cli.ok("update")
+    assert "no new data" in updated.stdout + updated.stderr
+    assert feature_files(cli) == before, "features rerun on unchanged data wrote other bytes"
+    again = cli.ok("score-distribution")
+    assert distribution(cli)[0] == day and distribution(cli)[1]["stale_inputs"] == {}
+    assert "WARNING" not in again.stdout + again.stderr
+
+
 def test_score_distribution_warns_on_recomputed_features_and_another_model(cli: Cli) -> None:
     fresh = cli.ok("score-distribution")
     day, report = distribution(cli)
@@ -55,7 +81,10 @@ def test_score_distribution_warns_on_recomputed_features_and_another_model(cli: 
     assert stale.stdout.startswith(f"WARNING: predictions {day}: features {inputs['features']} recorded, "
                                    f"{features['current']} now (run `ml_jobs batch-score`)")
 
-    cli.ok("features")  # the original windows again (the model's features), then scored again: current
+    cli.ok("features")  # the original windows again: the same rows, so the same bytes: current again
+    assert distribution(cli)[1]["stale_inputs"]["features"]["current"] != inputs["features"]
+    cli.ok("score-distribution")
+    assert distribution(cli)[1]["stale_inputs"] == {}
     cli.ok("batch-score")
     cli.ok("score-distribution")
     assert distribution(cli)[1]["stale_inputs"] == {}

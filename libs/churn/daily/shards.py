@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -46,11 +45,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churn.errors import DataError
-from churn.features.compute import day_order
 from churn.raw.contract import EVENT_TYPES
 from churn.sampling.users import shard_of
-from churn.storage.daytables import day_file
-from churn.storage.files import DurableRenames, atomic_path, atomic_write_json, read_json, remove_path
+from churn.storage.daytables import (  # noqa: F401 (re-exported)
+    STATISTICS_COLUMNS, WRITE_BATCH_ROWS, DayFiles, day_file, dictionary_columns, piece_firsts)
+from churn.storage.files import atomic_path, atomic_write_json, read_json, remove_path
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -180,110 +179,6 @@ def read_partition(paths: DataPaths, shard: tuple[int, int], columns: Iterable[s
     return frame[list(columns)]
 
 
-class DayFiles:
-    """The day files of one update's plan, written at once by the pieces of one process.
-
-    Every recomputed day file of every table is open for the whole run; each piece (a
-    contiguous range of user ids, `user_bounds`, computed in id order) appends its rows of
-    each day as one row group, so a day file is every piece's rows in user order: the
-    unsharded run's rows, written once. When the block ends the files are closed, fsynced
-    and renamed together (`files.DurableRenames`), and the plan's days without a row lose
-    their file; a failure (a full disk) removes every temp and replaces nothing.
-    A piece's row groups are encoded (zstd) on one thread while the main thread computes
-    the next piece: the encoding was 22 s of a 100,000-user seed's update, in series with
-    the computing on a 2-core machine.
-    Memory: two pieces' rows at most (the one encoding, the one computed; the writers hold
-    only their footers).
-    """
-
-    def __init__(self, areas: dict[str, Path], days: dict[str, Iterable[str]]) -> None:
-        self._areas = areas
-        self._days = {name: {dt.date.fromisoformat(d) for d in ds} for name, ds in days.items()}
-        self._group = DurableRenames(max_open=sum(len(d) for d in self._days.values()) + 1)
-        self._writers: dict[tuple[str, dt.date], pq.ParquetWriter] = {}
-        self.rows = {name: 0 for name in days}
-        # one thread encodes a piece's row groups (pyarrow releases the GIL) while the next
-        # piece is computed: at most one piece in flight, so memory stays about two pieces
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="day-files")
-        self._in_flight: Future[None] | None = None
-
-    def __enter__(self) -> "DayFiles":
-        return self
-
-    def write_piece(self, tables: dict[str, tuple[pd.DataFrame, Iterable[dt.date]]]) -> None:
-        """One piece's rows of each table (rows of days outside the plan are not written).
-
-        The row groups are cut here and encoded on the encoder thread after the previous
-        piece's (file order kept); an encoding failure (a full disk) surfaces here or at the end."""
-        groups = [group for name, (frame, _) in tables.items() for group in self._row_groups(name, frame)]
-        self._wait()
-        self._in_flight = self._encoder.submit(_write_groups, groups)
-
-    def _wait(self) -> None:
-        """Block until the piece being encoded is written; re-raise its failure."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            in_flight.result()
-
-    def _row_groups(self, name: str, frame: pd.DataFrame) -> list[tuple[pq.ParquetWriter, pa.Table]]:
-        """(day file's writer, this piece's rows of that day) for each plan day of `frame`."""
-        if not len(frame):
-            return []
-        dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
-        if len(dates) > 1 and not bool(np.all(dates[1:] >= dates[:-1])):  # features come by day already
-            order = day_order(dates)  # a day keeps user order
-            # reordered as numpy columns before the conversion: an Arrow take of the table was
-            # 0.4 s a piece of 12,500 users, most of the regrouping
-            frame, dates = frame.take(order), dates[order]
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        starts = np.r_[0, np.flatnonzero(dates[1:] != dates[:-1]) + 1]  # sorted: no np.unique sort
-        ends = np.r_[starts[1:], len(dates)]
-        out = []
-        for day_number, a, b in zip(dates[starts], starts, ends):
-            day = dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + int(day_number))
-            if day not in self._days[name]:
-                continue
-            writer = self._writers.get((name, day))
-            if writer is None:
-                target = self._group.path(day_file(self._areas[name], day))
-                writer = pq.ParquetWriter(target, table.schema, compression="zstd",
-                                          use_dictionary=dictionary_columns(table.schema),
-                                          write_statistics=STATISTICS_COLUMNS, write_batch_size=WRITE_BATCH_ROWS)
-                self._writers[(name, day)] = writer
-            out.append((writer, table.slice(int(a), int(b - a)).replace_schema_metadata(writer.schema.metadata)))
-            self.rows[name] += int(b - a)
-        return out
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        failure = exc
-        try:
-            self._wait()  # never close a writer the encoder thread is still writing to
-        except BaseException as write_exc:
-            failure = failure or write_exc
-        finally:
-            self._encoder.shutdown(wait=True)
-        for writer in self._writers.values():
-            try:
-                writer.close()
-            except BaseException as close_exc:  # a full disk at a footer: a failed write too
-                failure = failure or close_exc
-        self._group.__exit__(type(failure) if failure else None, failure, failure.__traceback__ if failure else None)
-        if failure is not None:
-            if failure is not exc:
-                raise failure
-            return
-        for name, days in self._days.items():
-            for day in days:
-                if (name, day) not in self._writers:
-                    day_file(self._areas[name], day).unlink(missing_ok=True)
-
-
-def _write_groups(groups: list[tuple[pq.ParquetWriter, pa.Table]]) -> None:
-    """Append each table as a row group of its day file (on `DayFiles`' encoder thread)."""
-    for writer, table in groups:
-        writer.write_table(table)
-
-
 def users_of_shard(users: pd.DataFrame, shard: tuple[int, int] | None) -> pd.DataFrame:
     """The rows of `users` in shard (I, N) (all of them for None), order kept."""
     if shard is None or shard[1] == 1:
@@ -353,24 +248,6 @@ def _write_by_day(frame: pd.DataFrame, path: Path, days: set[dt.date]) -> dict[s
     return index
 
 
-# Rows the Parquet writer encodes per batch (pyarrow's default 1,024): a piece's row group of a
-# day (12,500 rows) in one batch instead of 13 per column; the same pages and bytes (a column
-# chunk of a row group is one page below the 1 MB page size), 10% less CPU writing a piece's
-# day files (1.39 against 1.56 s at 100,000 users, median of 5 interleaved runs).
-WRITE_BATCH_ROWS = 65_536
-
-# The columns whose Parquet statistics a reader filters on (`daytables.read_days_of`: a piece
-# reads its row groups by user_id); the other columns' min/max were a fifth of the write time.
-STATISTICS_COLUMNS: list[str] = ["user_id", "as_of_date"]
-
-
-def dictionary_columns(schema: pa.Schema) -> list[str]:
-    """The columns worth a Parquet dictionary: those that are one already (categories). For the
-    others pyarrow's default tries one per column and row group and mostly gives up: at 100,000
-    users half the time of writing the features."""
-    return [f.name for f in schema if pa.types.is_dictionary(f.type)]
-
-
 def check_shards(paths: DataPaths, shards: int, plan: Plan | None) -> Plan:
     """The plan all N shards ran; a DataError naming the shard that is missing or differs.
 
@@ -400,34 +277,26 @@ def _short(v: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Path]) -> dict[str, int]:
+def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Path],
+                 firsts: np.ndarray | None = None) -> dict[str, int]:
     """Each plan day of each table: the N shards' rows of it concatenated, sorted by user_id,
-    written over the area's day file (`areas[table]`; removed when no shard has rows that day).
-    Arrow tables throughout: the pandas metadata the shards wrote travels with them, so the day
-    file reads back as the unsharded run's. Returns the rows written per table."""
+    written over the area's day file (`areas[table]`; removed when no shard has rows that day)
+    through `DayFiles`, with row groups starting at `firsts` (`piece_firsts` of the users: the
+    bytes an update in one process writes for the same rows). Arrow tables throughout: the
+    pandas metadata the shards wrote travels with them, so the day file reads back as the
+    unsharded run's. Returns the rows written per table."""
     days_of = {"user_days": plan.grid_days, "features": plan.feature_days, "labels": plan.label_days}
     markers = [read_json(shard_dir(paths, (i, shards)) / MARKER) for i in range(shards)]
     rows = {}
     for name in TABLES:
         files = [pq.ParquetFile(table_file(shard_dir(paths, (i, shards)), name)) for i in range(shards)]
-        total = 0
-        with DurableRenames() as group:  # the day files fsynced in one pass, then renamed
+        with DayFiles({name: areas[name]}, {name: days_of[name]}, firsts) as out:
             for day in days_of[name]:
                 parts = [f.read_row_group(m["row_groups"][name][day]) for f, m in zip(files, markers)
                          if day in m["row_groups"][name]]
-                target = day_file(areas[name], dt.date.fromisoformat(day))
-                if not parts:
-                    target.unlink(missing_ok=True)
-                    continue
-                table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-                # each shard's rows are in user order: a stable sort restores the global order
-                table = table.take(pa.array(np.argsort(table.column("user_id").to_numpy(), kind="stable")))
-                # row groups of about a shard's rows, each a range of user ids: an update in one
-                # process reads a piece's users of a day by the row groups' statistics (`DayFiles`)
-                pq.write_table(table, group.path(target), compression="zstd", row_group_size=-(-table.num_rows // shards),
-                               use_dictionary=dictionary_columns(table.schema), write_statistics=STATISTICS_COLUMNS)
-                total += table.num_rows
-        rows[name] = total
+                if parts:  # a day no shard has rows of loses its file (`DayFiles`)
+                    out.write_arrow(name, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
+        rows[name] = out.rows[name]
     return rows
 
 

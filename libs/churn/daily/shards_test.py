@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from churn.config.settings import Settings
 from churn.daily import inbox, shards, update, world
+from churn.data.prepare import run_prepare
+from churn.features.compute import run_features
+from churn.labels.build import run_labels
+from churn.storage.derived import features_digest_now
 from churn.daily.testing import assert_equal_to_rebuild, seed_raw, small_settings
 from churn.errors import DataError
 from churn.storage.files import StorageFullError
@@ -44,6 +50,12 @@ def assert_same_day_files(a: DataPaths, b: DataPaths) -> None:
         assert list(fa) == list(fb), f"{name}: days {list(fa)[:3]}... vs {list(fb)[:3]}..."
         for day in fa:
             pd.testing.assert_frame_equal(read_parquet(fa[day]), read_parquet(fb[day]), obj=f"{name} {day}")
+
+
+def day_file_bytes(paths: DataPaths) -> dict[str, dict[dt.date, str]]:
+    """{table: {day: sha256 of its day file}}: what a MANIFEST, and so a recorded digest, holds."""
+    return {name: {d: hashlib.sha256(p.read_bytes()).hexdigest() for d, p in day_files(f).items()}
+            for name, f in folders(paths).items()}
 
 
 def job_update(settings: Settings, paths: DataPaths) -> update.UpdateResult:
@@ -91,6 +103,39 @@ def test_sharded_updates_equal_unsharded_row_for_row(tmp_path: Path) -> None:
         for name in ("loop", "job"):
             assert_same_day_files(paths["one"], paths[name])
     assert_equal_to_rebuild(settings["job"], paths["job"])
+
+
+def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(tmp_path: Path) -> None:
+    """One encoding of day files (`daytables.DayFiles`): an update in 5 pieces, the merge of 3
+    pods' shards, and `features`, `labels` and `prepare` recomputing every day from the same
+    data write byte-identical day files, so the features digest the scores record stays put
+    (before, `features` and `labels` wrote pandas' `to_parquet`: other bytes for the same
+    rows, and every score was flagged stale); rows that change give other bytes."""
+    base = with_shard_users(small_settings(tmp_path / "loop"), 70)  # 300 users -> 5 pieces
+    roots = {"loop": tmp_path / "loop", "job": tmp_path / "job"}
+    seed_raw(base, DataPaths.from_root(roots["loop"]))
+    shutil.copytree(roots["loop"], roots["job"])
+    s = {name: dataclasses.replace(base, paths=dataclasses.replace(base.paths, root=str(root)))
+         for name, root in roots.items()}
+    paths = {name: DataPaths.from_root(root) for name, root in roots.items()}
+    update.run_update(s["loop"], paths["loop"])
+    job_update(s["job"], paths["job"])
+    written = day_file_bytes(paths["loop"])
+    assert day_file_bytes(paths["job"]) == written, "the merge of the pods' shards wrote other bytes"
+    newest = next(reversed(day_files(paths["loop"].user_days).values()))
+    assert pq.ParquetFile(newest).metadata.num_row_groups == 5, "a row group per piece of users"
+    digest = features_digest_now(paths["loop"], None)
+
+    run_features(s["loop"], paths["loop"])
+    run_labels(s["loop"], paths["loop"])
+    assert day_file_bytes(paths["loop"]) == written, "features/labels rerun on unchanged rows wrote other bytes"
+    assert features_digest_now(paths["loop"], None) == digest
+    run_prepare(s["loop"], paths["loop"])
+    assert day_file_bytes(paths["loop"])["grid"] == written["grid"], "prepare wrote other grid bytes"
+
+    windows = dataclasses.replace(s["loop"].features, windows_days=(7, 14))  # other rows
+    run_features(dataclasses.replace(s["loop"], features=windows), paths["loop"])
+    assert features_digest_now(paths["loop"], None) != digest
 
 
 def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_shard(tmp_path: Path) -> None:

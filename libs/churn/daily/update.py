@@ -59,6 +59,7 @@ from churn.raw.store import day_files as raw_day_files
 from churn.raw.store import raw_digest, read_event_files, read_events, read_users, require_raw
 from churn.daily.shards import (
     DayFiles,
+    piece_firsts,
     Plan,
     check_shards,
     merge_tables,
@@ -239,7 +240,7 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
             # table, a slice per day; dictionaries only for categories): `write_days`' pandas
             # conversion and Parquet write per day file were 3.5 of the 3.8 s of CPU of a
             # 2,000-user seed's update (302 day files)
-            with DayFiles(_areas(out), _plan_days(plan)) as files:
+            with DayFiles(_areas(out), _plan_days(plan), _firsts(settings, users)) as files:
                 files.write_piece(_compute(settings, paths, users, plan, sharded=False))
             rows = files.rows
         else:
@@ -264,13 +265,20 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
                      lambda day: read_event_files(paths, raw[day], EVENT_INPUT_COLUMNS) if day in raw else None)
     log.info("update: raw events of %s..%s partitioned to %d pieces in %.1fs", first, newest, n,
              time.perf_counter() - t1)
-    with DayFiles(_areas(out), _plan_days(plan)) as files:
+    with DayFiles(_areas(out), _plan_days(plan), _firsts(settings, users)) as files:
         for i in range(n):
             t1 = time.perf_counter()
             files.write_piece(_compute(settings, paths, users_of_piece(users, bounds, i), plan, sharded=True,
                                        partition=(i, n)))
             log.info("update: piece %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
     return files.rows
+
+
+def _firsts(settings: Settings, users: pd.DataFrame) -> np.ndarray:
+    """Where the day files' row groups start: the first user id of each piece an update in one
+    process computes (`daytables.piece_firsts`, the same bounds as `user_bounds`), whichever
+    writer writes them (one piece, N pieces, the merge of N pods' shards)."""
+    return piece_firsts(users["user_id"].to_numpy(), settings.sharding.shard_users)
 
 
 def _plan_days(plan: Plan) -> dict[str, tuple[str, ...]]:
@@ -296,7 +304,7 @@ def merge_update(settings: Settings, paths: DataPaths, shards: int) -> UpdateRes
     users, files, plan, result = prep
     ran = check_shards(paths, shards, plan)
     with _publishing(settings, paths, users, files, plan) as out:
-        rows = merge_tables(paths, shards, ran, _areas(out))
+        rows = merge_tables(paths, shards, ran, _areas(out), _firsts(settings, users))
     result.reason += f"; merged {shards} shards"
     remove_run(paths, shards)  # after the publish: a merge that dies before it can be rerun
     return _finish(plan, result, rows, t0)

@@ -28,7 +28,7 @@ from churn.data.generate import HIDDEN_USER_COLUMNS
 from churn.raw.contract import EVENT_TYPES, PLANS
 from churn.storage.files import DataError, atomic_write_json
 from churn.raw.store import raw_digest, read_events, read_users
-from churn.storage.daytables import replace_days
+from churn.storage.daytables import piece_firsts, replace_days
 from churn.storage.derived import publish_tables
 from churn.storage.paths import DataPaths
 
@@ -342,7 +342,10 @@ def run_prepare(settings: Settings, paths: DataPaths) -> PrepareReport:
     events = read_events(paths, columns=EVENT_INPUT_COLUMNS)
     grid, report = prepare_frames(users, events)
     with publish_tables(paths, {"raw": raw_digest(paths)}, {"user_days": None}) as out:
-        replace_days(grid, out.user_days)  # features and labels carried: rerun those steps
+        # features and labels carried: rerun those steps; row groups of the update's pieces of
+        # these users (`daytables.DayFiles`, the one encoding of day files)
+        replace_days(grid, out.user_days, firsts=piece_firsts(np.unique(grid["user_id"].to_numpy()),
+                                                              settings.sharding.shard_users))
     atomic_write_json(paths.prepare_report, report.to_dict())
     log.info("prepare: %d users, %d events -> %d user-days (%s..%s), dropped %s in %.2fs",
              report.users_out, report.events_out, report.grid_rows, report.data_start, report.data_end,

@@ -277,7 +277,7 @@ def latest_date(user_days: pd.DataFrame) -> dt.date:
 
 def run_features(settings: "Settings", paths: "DataPaths") -> pd.DataFrame:
     """The grid -> the features (one file per day, a new generation of the tables); returns them."""
-    from churn.storage.daytables import replace_days
+    from churn.storage.daytables import layout_firsts, replace_days
     from churn.storage.derived import publish_tables
     from churn.storage.tables import read_parquet
     from churn.storage.verified import digest_of
@@ -287,5 +287,7 @@ def run_features(settings: "Settings", paths: "DataPaths") -> pd.DataFrame:
     features = compute_features(user_days, settings.features.windows_days)
     with publish_tables(paths, {"user_days": digest_of(paths.user_days.glob("*.parquet"))},  # as read, no 2nd read
                         {"features": None}) as out:
-        replace_days(features, out.features_file)
+        # the update's encoding and row groups (`daytables.DayFiles`): unchanged rows, unchanged bytes
+        replace_days(features, out.features_file,
+                     firsts=layout_firsts(paths.users_snapshot, settings.sharding.shard_users, user_days))
     return features

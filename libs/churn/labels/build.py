@@ -22,7 +22,7 @@ import pandas as pd
 from churn.config.settings import Settings
 from churn.errors import DataError
 from churn.features.compute import KEY_COLUMNS
-from churn.storage.daytables import replace_days
+from churn.storage.daytables import layout_firsts, replace_days
 from churn.storage.derived import publish_tables
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
@@ -127,5 +127,7 @@ def run_labels(settings: Settings, paths: DataPaths) -> pd.DataFrame:
     labels = build_labels(user_days, settings.churn.window_days)
     with publish_tables(paths, {"user_days": digest_of(paths.user_days.glob("*.parquet"))},  # as read, no 2nd read
                         {"labels": None}) as out:
-        replace_days(labels, out.labels_file)
+        # the update's encoding and row groups (`daytables.DayFiles`): unchanged rows, unchanged bytes
+        replace_days(labels, out.labels_file,
+                     firsts=layout_firsts(paths.users_snapshot, settings.sharding.shard_users, user_days))
     return labels
