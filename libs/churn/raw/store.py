@@ -357,10 +357,32 @@ def read_event_file(paths: DataPaths, path: Path, columns: Sequence[str] | None 
     cols = list(columns) if columns is not None else list(EVENT_COLUMNS)
     data, sha = verified_bytes(paths, path, manifest)
     try:
-        table = _fragment(data).to_table(schema=EVENTS_SCHEMA, columns=cols, filter=filter)
+        table = _contract_table(data, cols) if filter is None else None
+        if table is None:
+            table = _fragment(data).to_table(schema=EVENTS_SCHEMA, columns=cols, filter=filter)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: cannot read raw events ({type(exc).__name__}: {exc})") from exc
     return table, sha
+
+
+def _contract_table(data: bytes, columns: list[str]) -> pa.Table | None:
+    """`columns` of a part file whose stored types are the contract's (every part this store
+    writes), read directly on this thread; None for any other file (the dataset fragment
+    reads it, casting to the contract's types).
+
+    Why: the fragment's scanner costs about 0.5 ms a file more (a thread pool and a scan
+    plan per file) than the Parquet reader on a 4,000-row part; validate and update read
+    every raw part, 120 of them at 2,000 users."""
+    if not columns or any(EVENTS_SCHEMA.get_field_index(c) < 0 for c in columns):
+        return None
+    wanted = pa.schema([EVENTS_SCHEMA.field(c) for c in columns], metadata=EVENTS_SCHEMA.metadata)
+    source = pq.ParquetFile(pa.BufferReader(data))
+    stored = source.schema_arrow
+    if any(stored.get_field_index(f.name) < 0 or not stored.field(f.name).type.equals(f.type) for f in wanted):
+        return None
+    table = source.read(columns=columns, use_threads=False)
+    # the fragment's table has the contract's schema alone: no pandas metadata of the writer
+    return table.cast(wanted) if table.schema.equals(wanted) else None
 
 
 def _fragment(data: bytes) -> pads.Fragment:

@@ -181,3 +181,30 @@ def test_max_value_of_a_column_over_every_stored_day_batch_by_batch(tmp_path: Pa
     want = int(read_events(paths, columns=["event_id"])["event_id"].max())
     assert max_value(paths, "event_id") == want >= 500
     assert max_value(paths, "user_id") == int(read_events(paths, columns=["user_id"])["user_id"].max())
+
+
+def test_a_part_in_the_contract_types_is_read_directly_as_the_fragment_reads_it(tmp_path: Path) -> None:
+    """`read_event_file` reads a part stored in the contract's types with the Parquet reader
+    (`_contract_table`), every other part through the dataset fragment; both give the same
+    table (types, values, no writer metadata) for every column selection."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from churn.raw import store
+
+    paths = DataPaths.from_root(tmp_path)
+    write_batch(paths, "ingest", USERS, [_events(1, ["2024-03-01"], per_day=6)])
+    part = day_files(paths)[dt.date(2024, 3, 1)][0]
+    stored = part.read_bytes()
+    retyped = io.BytesIO()  # the same rows as pandas writes them: other stored types
+    pq.read_table(part).to_pandas().astype({"watch_minutes": "float64"}).to_parquet(retyped, index=False)
+    for columns in (list(store.EVENT_COLUMNS), ["event_id"], ["course_id", "event_type", "amount"]):
+        want = store._fragment(stored).to_table(schema=store.EVENTS_SCHEMA, columns=columns)
+        direct = store._contract_table(stored, columns)
+        assert direct is not None and direct.equals(want, check_metadata=True)
+        assert direct.schema.equals(want.schema, check_metadata=True)
+        table, _ = store.read_event_file(paths, part, columns)
+        assert table.equals(want, check_metadata=True)
+        assert store._contract_table(retyped.getvalue(), columns) is None or "watch_minutes" not in columns
+    assert store._contract_table(stored, ["no_such_column"]) is None
