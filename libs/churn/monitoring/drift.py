@@ -101,6 +101,10 @@ class DriftReport:
     skipped: dict[str, str] = field(default_factory=dict)
     small_sample: bool = False
     seconds: float = 0.0
+    # the inputs this report records (features digest of its windows, model version) that were
+    # no longer the current ones when it was published: {input: {"recorded", "current"}}
+    # (`monitoring.report.stale_drift_inputs`); {} when current
+    stale_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema_version: int = REPORT_SCHEMA_VERSION
     method: str = METHOD_DOC
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 from pathlib import Path
+from typing import Any
 
 from churn.monitoring.drift import DriftReport, FeatureDrift
 from churn.plotting.figures import figure_png, subplots
 from churn.storage.files import atomic_write_json, atomic_write_text
 from churn.storage.generations import publish
 from churn.storage.paths import DRIFT_AREA, DataPaths
+
+log = logging.getLogger(__name__)
 
 
 def feature_png(feature: FeatureDrift) -> bytes:
@@ -79,6 +83,30 @@ def write_report(report: DriftReport, out_dir: Path) -> tuple[Path, Path]:
     json_path = atomic_write_json(stem.with_suffix(".json"), report.to_dict())
     html_path = atomic_write_text(stem.with_suffix(".html"), render_html(report))
     return json_path, html_path
+
+
+def stale_drift_inputs(paths: DataPaths, registry: Any, inputs: dict[str, str],
+                       report: DriftReport) -> dict[str, dict[str, Any]]:
+    """The inputs `report` is about to record (`inputs`: the features digest of its training
+    and recent windows, the model version) that are no longer the current ones ({} when
+    current), each logged as a WARNING naming the report, the input and both values.
+
+    `paths`: the layout as it is NOW (not the state drift-check read): the drift CronJob can
+    overlap a daily cycle, and an update or a promotion published while drift-check read the
+    features makes the report stale when it is written. Compared the way score-distribution
+    compares the scores' (`churn.pipeline.recorded_inputs.check`, the digest rebuilt from the
+    current tables' MANIFEST); the /metrics gauge `churn_drift_input_stale` says the same later."""
+    from churn.pipeline import recorded_inputs  # standard library, storage and registry only
+
+    spans = recorded_inputs.drift_spans({"training_window": report.training_window,
+                                         "recent_window": report.recent_window})
+    stale = recorded_inputs.stale(recorded_inputs.check(paths, registry, inputs, spans))
+    for name, values in stale.items():
+        log.warning("%s: drift of %s computed from %s %s, the current %s is %s (published while drift-check "
+                    "ran): the report is not of the current state; run `ml_jobs drift-check` again",
+                    paths.drift_reports / f"{report.recent_window[1]}.json", report.recent_window[1], name,
+                    values["recorded"], name, values["current"])
+    return stale
 
 
 def publish_report(report: DriftReport, paths: DataPaths, inputs: dict[str, str]) -> tuple[Path, Path]:

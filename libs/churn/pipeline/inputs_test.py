@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from churn.pipeline import steps
 from churn.pipeline.testing import tiny_settings
 from churn.raw.store import day_files, raw_digest
 from churn.registry.registry import ModelRegistry
+from churn.storage import generations
 from churn.storage.paths import DataPaths
 
 
@@ -144,3 +146,48 @@ def test_a_published_parquet_file_changed_in_place_is_refused_by_its_reader(root
     assert steps.step_ingest_inbox(settings).exit_code == 0
     with pytest.raises(DataError, match="users.parquet: changed since it was published"):
         steps.step_update(settings)
+
+
+def test_drift_check_warns_when_its_inputs_changed_while_it_ran(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """drift-check compares what it records (the features digest of its windows, the model
+    version) with the state current when it publishes, as score-distribution does for the
+    scores: run alone, nothing is stale; with the features recomputed (other windows) and
+    another model promoted while it reads the features (the storage layer's `after_check`
+    hook runs them, for real, after its first checked read), the report, the step's detail and
+    message and a log WARNING name both inputs and both values; the exit code is the one of
+    the same drift without them. Broken once (the check left out of step_drift_check): no
+    warning, `stale_inputs` empty."""
+    from churn.storage import faults
+
+    settings = tiny_settings(root, users=200, days=90)
+    quiet = steps.step_drift_check(settings)
+    assert quiet.detail["stale_inputs"] == {} and "WARNING" not in quiet.message
+    report_path = Path(quiet.outputs[0])
+    assert json.loads(report_path.read_text())["stale_inputs"] == {}
+    registry = ModelRegistry(root)
+    production = registry.get_alias()
+    other = next(v for v in registry.versions() if v != production)
+    other_windows = dataclasses.replace(settings, features=dataclasses.replace(settings.features, windows_days=(7, 14)))
+    ran: list[str] = []
+
+    def meanwhile(op: str, path: Path) -> None:
+        if not ran:  # once, after drift-check's first checked read of the features
+            ran.append(str(path))
+            assert steps.step_features(other_windows).exit_code == 0
+            assert steps.step_promote(settings, version=other, force=True, reason="test: meanwhile").exit_code == 0
+
+    with faults.after_check(meanwhile):
+        stale = steps.step_drift_check(settings)
+    assert ran and stale.exit_code == quiet.exit_code
+    found = stale.detail["stale_inputs"]
+    assert set(found) == {"features", "model"}
+    assert found["model"] == {"recorded": production, "current": other}
+    recorded = generations.read_manifest((root / "monitoring" / "drift").resolve())["inputs"]
+    assert found["features"]["recorded"] == recorded["features"] != found["features"]["current"]
+    assert json.loads(report_path.read_text())["stale_inputs"] == found
+    day = report_path.stem
+    assert stale.message.startswith(f"WARNING: drift report {day}: features {recorded['features']} recorded, "
+                                    f"{found['features']['current']} now")
+    assert f"model {production} recorded, {other} now" in stale.message
+    assert any(r.levelname == "WARNING" and f"computed from model {production}, the current model is {other}"
+               in r.getMessage() for r in caplog.records)

@@ -386,7 +386,7 @@ def step_drift_check(settings: Settings) -> StepResult:
     """Drift between the production model's training window and the recent window; exit 2 on FAIL."""
     from churn.features.rows import features_digest
     from churn.monitoring.drift import FAIL, drift_check
-    from churn.monitoring.report import publish_report
+    from churn.monitoring.report import publish_report, stale_drift_inputs
     from churn.scoring.batch import load_production
 
     paths = data_paths(settings)
@@ -400,14 +400,21 @@ def step_drift_check(settings: Settings) -> StepResult:
         spans = [(dt.date.fromisoformat(w[0]), dt.date.fromisoformat(w[1]))
                  for w in (report.training_window, report.recent_window)]
         inputs = {"features": features_digest(paths.features_file, spans), "model_version": str(loaded.version)}
+        # what it records compared with the state now (not the one it read): an update or a
+        # promotion published while it ran leaves a report of stale inputs; warned, exit unchanged
+        report.stale_inputs = stale_drift_inputs(data_paths(settings), registry_for(paths), inputs, report)
         json_path, html_path = publish_report(report, paths, inputs)
         drifted = ", ".join(f"{f.name} ({f.status}, PSI {f.psi:.3f})" for f in report.drifted()) or "none"
         message = (f"drift {report.status}: training window {report.training_window} ({report.baseline_n} users) "
                    f"vs recent {report.recent_window} ({report.recent_n} users); drifted: {drifted}; "
                    f"{len(report.features)} features checked, skipped: {', '.join(report.skipped) or 'none'}")
+        own = "; ".join(f"drift report {report.recent_window[1]}: {name} {v['recorded']} recorded, {v['current']} "
+                        "now (published while drift-check ran; run `ml_jobs drift-check` again)"
+                        for name, v in report.stale_inputs.items()) or None
+        warning = "\nWARNING: ".join(w for w in (stale, own) if w) or None
         return StepResult("drift-check", len(report.features), 0.0, [str(json_path), str(html_path)],
-                          EXIT_DRIFT if report.status == FAIL else EXIT_OK, _warned(stale, message),
-                          {"status": report.status, "stale_tables": stale})
+                          EXIT_DRIFT if report.status == FAIL else EXIT_OK, _warned(warning, message),
+                          {"status": report.status, "stale_tables": stale, "stale_inputs": report.stale_inputs})
 
     return _timed("drift-check", body, paths.root)
 
