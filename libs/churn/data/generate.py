@@ -213,7 +213,8 @@ def _assemble(cfg: GeneratorSettings, pop: Population, lo: int, parts: list, rng
             "watch_minutes": _column(parts, 4, 0.0)[order],
             "quiz_score": _column(parts, 5, np.nan)[order],
             "amount": _column(parts, 6, np.nan)[order],
-        }
+        },
+        copy=False,  # fresh arrays: no stacking of the same-typed columns into one block (a copy)
     )
 
 

@@ -279,9 +279,18 @@ class KnownUsers:
         return cls(users, usable, ids[order], order, unique, signup)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Row of each id in `frame` (-1 = not there), by binary search."""
+        """Row of each id in `frame` (-1 = not there): an offset for ids without a gap, else by
+        binary search."""
         if len(self.sorted_ids) == 0:
             return np.full(len(ids), -1, dtype=np.int64)
+        first, n = self.sorted_ids[0], len(self.sorted_ids)
+        if (np.issubdtype(ids.dtype, np.integer) and np.issubdtype(self.sorted_ids.dtype, np.integer)
+                and self.unique and int(self.sorted_ids[-1]) - int(first) == n - 1):
+            # ids 1..N without a gap (generated and most real users tables): the row is an
+            # offset, no binary search (a third of the users check of a part at 100,000 users)
+            at = ids.astype(np.int64) - int(first)
+            inside = (at >= 0) & (at < n)
+            return np.where(inside, self.order[np.where(inside, at, 0)], -1)
         pos = np.clip(np.searchsorted(self.sorted_ids, ids), 0, len(self.sorted_ids) - 1)
         return np.where(self.sorted_ids[pos] == ids, self.order[pos], -1)
 

@@ -418,3 +418,19 @@ def test_parts_judged_together_give_the_report_of_parts_judged_one_by_one(
     assert rules["events.quiz_score.range_0_100"]["rows"] == [2]
     assert (rules["events.event_id.unique"]["file"], rules["events.event_id.unique"]["rows"]) == (str(parts[8]), [2, 6])
     assert rules["events.rows.not_empty"]["file"] == str(parts[30])
+
+
+@pytest.mark.parametrize("ids", [[3, 1, 2, 5, 4], [1, 2, 4, 5, 6], [2, 2, 3, 4, 5]])  # contiguous, a gap, a repeat
+def test_known_users_rows_are_the_rows_of_the_ids(ids: list[int]) -> None:
+    """`KnownUsers.rows` (an offset for ids without a gap, else a binary search): the row of
+    each id in the users table, -1 for ids it does not hold."""
+    from churn.data import validate
+
+    users = pd.DataFrame({"user_id": np.array(ids, dtype=np.int64),
+                          "signup_date": pd.to_datetime(["2025-01-01"] * len(ids))})
+    known = validate.KnownUsers.of(users)
+    asked = np.array([0, 1, 2, 3, 4, 5, 6, 7, -3, 2**40], dtype=np.int64)
+    got = known.rows(asked)
+    for i, uid in zip(got, asked):
+        rows = np.flatnonzero(users["user_id"].to_numpy() == uid)
+        assert (i == -1) if not len(rows) else (i in rows), (ids, uid, i)

@@ -176,3 +176,30 @@ def test_on_days_is_isin_of_the_wanted_days() -> None:
     dates = np.datetime64("2025-01-01", "D") + rng.integers(-10, 200, size=5_000).astype("timedelta64[D]")
     for wanted in (dates[:0], dates[:1], np.unique(dates[:300]), np.datetime64("2024-06-01", "D") + np.arange(3)):
         assert np.array_equal(_on_days(dates, wanted), np.isin(dates, wanted))
+
+
+def test_frame_matrix_is_the_columns_as_float64_across_row_blocks() -> None:
+    """`frame_matrix` fills its matrix in blocks of rows: every value lands where the column
+    written whole would put it (rows beyond one block, NaN, nullable ints, category strings)."""
+    from churn.features import matrix
+    from churn.features.schema import FeatureSpec
+
+    n = 3 * matrix._BLOCK_ROWS + 17
+    rng = np.random.default_rng(11)
+    quiz = rng.random(n).astype(np.float32)
+    quiz[::7] = np.nan
+    nullable = pd.array(rng.integers(0, 9, n), dtype="Int64")
+    nullable[::5] = pd.NA
+    frame = pd.DataFrame({"events": rng.integers(0, 50, n).astype(np.int32), "quiz": quiz, "n": nullable,
+                          "paid": rng.integers(0, 2, n).astype(np.int8),
+                          "country": pd.Categorical(rng.choice(["DE", "FR", "XX"], n))})
+    specs = [FeatureSpec("events", "numeric"), FeatureSpec("quiz", "numeric", nullable=True),
+             FeatureSpec("n", "numeric", nullable=True), FeatureSpec("paid", "numeric"),
+             FeatureSpec("country", "categorical", categories=("FR", "DE"))]
+    got = matrix.frame_matrix(frame, specs)
+    country = pd.Index(["FR", "DE"]).get_indexer(frame["country"].astype(object))
+    want = np.column_stack([frame["events"].to_numpy(np.float64), quiz.astype(np.float64),
+                            frame["n"].to_numpy(np.float64, na_value=np.nan), frame["paid"].to_numpy(np.float64),
+                            np.where(country < 0, np.nan, country)])
+    assert got.shape == want.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
