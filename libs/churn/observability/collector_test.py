@@ -157,7 +157,8 @@ def _stale_gauges(samples: dict) -> dict[tuple[str, str], float]:
 def test_stale_inputs_of_scores_and_drift_are_0_when_current_and_1_once_changed(seeded: Path, tmp_path: Path) -> None:
     """The inputs the newest scores and drift report recorded (their generation's MANIFEST),
     compared at scrape time with the current tables' MANIFEST and the production alias: 0 on
-    the bootstrapped root; after `features` recomputed the tables with other windows, the
+    the bootstrapped root, and still after `features` and `labels` recomputed the same rows;
+    after `features` recomputed the tables with other windows, the
     features input is 1 (the model still 0); after another model is promoted, the model input
     is 1 too. Broken once (`recorded_inputs.is_stale` answering False): the
     gauges stayed 0."""
@@ -173,6 +174,10 @@ def test_stale_inputs_of_scores_and_drift_are_0_when_current_and_1_once_changed(
     every = {(f"churn_{area}_input_stale", name) for area in ("scores", "drift") for name in ("features", "model")}
     assert _stale_gauges(scrape(root)) == dict.fromkeys(every, 0.0)
     settings = tiny_settings(root)
+    # the same rows again: one encoding of day files (`daytables.DayFiles`), the same bytes, so
+    # still current (before 994e143 `features` wrote other bytes and both features gauges were 1)
+    assert steps.step_features(settings).exit_code == 0 and steps.step_labels(settings).exit_code == 0
+    assert _stale_gauges(scrape(root)) == dict.fromkeys(every, 0.0)
     other = dataclasses.replace(settings, features=dataclasses.replace(settings.features, windows_days=(7, 14)))
     assert steps.step_features(other).exit_code == 0  # every day recomputed: other feature bytes
     stale = _stale_gauges(scrape(root))
