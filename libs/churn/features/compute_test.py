@@ -14,7 +14,6 @@ from churn.data.prepare import prepare_frames, run_prepare
 from churn.features.compute import (
     _on_days,
     compute_features,
-    day_order,
     feature_columns,
     features_as_of,
     history_days,
@@ -23,6 +22,7 @@ from churn.features.compute import (
 )
 from churn.errors import DataError
 from churn.features.schema import feature_names, feature_specs
+from churn.storage.daytables import day_order
 from churn.storage.paths import DataPaths
 from churn.storage.tables import read_parquet
 

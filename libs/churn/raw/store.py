@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from churn.storage.files import DataError, atomic_write_bytes, atomic_write_json, file_digest, read_json, remove_path
 from churn.storage.filelock import FileLock
 from churn.storage.paths import DataPaths
+from churn.storage.daytables import day_order
 from churn.storage.tables import parse_parquet
 
 log = logging.getLogger(__name__)
@@ -542,10 +543,7 @@ class BatchWriter:
             return 0
         table = table.cast(EVENTS_SCHEMA)
         days = _days(table)
-        # day numbers as 16-bit ints when they fit: numpy's stable sort is a radix sort only
-        # for 16 bits or less (32-bit keys were its timsort, 3.5x slower on a shard's events)
-        offset = (days - days.min()).astype(np.int64)
-        order = np.argsort(offset.astype(np.int16) if int(offset.max()) < 2**15 else offset, kind="stable")
+        order = day_order(days)  # a radix sort of the day numbers
         sorted_days = days[order]
         table = table.take(pa.array(order))  # once: each day's part is a slice of it
         bounds = np.flatnonzero(sorted_days[1:] != sorted_days[:-1]) + 1

@@ -264,18 +264,28 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
+def day_order(days: np.ndarray) -> np.ndarray:
+    """The stable order of rows by day number (a row keeps its place within its day).
+
+    Why 16-bit keys when the days span fewer than 32,768: numpy's stable sort of 16-bit
+    integers is a radix sort, O(rows), about 3.5x faster than its timsort of the same days as
+    32-bit (a piece's 1.5M grid rows: 15 against 52 ms); the order is the same. The one sort
+    by day of the day files, the features' rows and the raw store's parts."""
+    if not len(days):
+        return np.zeros(0, dtype=np.int64)
+    offset = (days - days.min()).astype(np.int64)
+    key = offset.astype(np.int16) if int(offset.max()) < 2**15 else offset
+    return np.argsort(key, kind="stable")
+
+
 def _day_user_order(dates: np.ndarray, users: np.ndarray) -> np.ndarray | None:
     """The (day, user) order of these rows, or None when they are in it already (the update's
     pieces come by day, each day in user order)."""
     if len(dates) < 2 or _in_day_user_order(dates, users):
         return None
     # a stable sort by day keeps a frame's user order within a day (the grid and labels come by
-    # user): a two-key sort only for rows in no user order at all. 16-bit keys when the days
-    # span fewer than 32,768: numpy's stable sort of them is a radix sort, O(rows), ~3.5x its
-    # timsort of 32-bit keys (`features.compute.day_order`, which storage cannot import)
-    offset = dates - dates.min()
-    key = offset.astype(np.int16) if int(offset.max()) < 2**15 else offset
-    order = np.argsort(key, kind="stable")
+    # user): a two-key sort only for rows in no user order at all
+    order = day_order(dates)
     return order if _in_day_user_order(dates[order], users[order]) else np.lexsort((users, dates))
 
 
