@@ -351,10 +351,15 @@ class ShardingSettings:
     `wait_seconds`: how long a pod of the sharded daily cycle (`ml_jobs daily --shard I/N`, the
     `indexed-daily` component) waits for the other shards at each barrier before it fails naming
     them; below the Job's activeDeadlineSeconds (7200), so a missing pod is reported, not killed.
+
+    `workers`: processes that compute the pieces of one step at once (`churn.parallel.pool`);
+    2, the cores of the machine the targets are set for. Memory is about `workers + 1` pieces
+    (the pieces computed and the one being written); 1 computes in the step's own process.
     """
 
     shard_users: Positive = 12_500
     wait_seconds: Positive = 3600
+    workers: Positive = 2
 
 
 @section
