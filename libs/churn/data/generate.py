@@ -20,6 +20,7 @@ become a feature (it was one in the reference: a leak).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -30,7 +31,8 @@ import numpy as np
 import pandas as pd
 from churn.config.settings import GeneratorSettings
 from churn.raw.contract import EVENT_TYPES, PLANS
-from churn.raw.store import BatchWriter
+from churn.parallel.pool import ordered_map
+from churn.raw.store import BatchWriter, EncodedPart, encode_events
 from churn.storage.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -132,11 +134,20 @@ def _shift_arrays(cfg: GeneratorSettings) -> tuple[np.ndarray, np.ndarray, np.nd
     return eng, act, watch
 
 
-def chunk_events(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chunk_no: int) -> pd.DataFrame:
+def chunk_events(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chunk_no: int,
+                 first_row: int = 0) -> pd.DataFrame:
     """Events of users [lo, hi) as a DataFrame sorted by (user_id, event_time); no event_id yet.
 
-    The user_id of an event is its user's position in `pop.users` + 1; the random stream is
-    `default_rng([seed, 1, chunk_no])` (a continued world passes one chunk number per day)."""
+    The user_id of an event is its user's position in the users table + 1, `pop` holding the
+    users from position `first_row` on (a worker gets only its shard's rows); the random stream
+    is `default_rng([seed, 1, chunk_no])` (a continued world passes one chunk number per day)."""
+    parts, rng = _draw_parts(cfg, pop, lo - first_row, hi - first_row, chunk_no)
+    return _assemble(cfg, lo, parts, rng)
+
+
+def _draw_parts(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chunk_no: int) -> tuple[list, np.random.Generator]:
+    """The event parts of `pop`'s rows [lo, hi) (before their times and order) and the stream
+    to draw the rest from; how many events there are is known here."""
     rng = np.random.default_rng([cfg.seed, 1, chunk_no])
     days = cfg.days
     e = pop.users["engagement_score"].to_numpy()[lo:hi]
@@ -188,14 +199,14 @@ def chunk_events(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chun
         (au[ticket], ad[ticket], np.full(int(ticket.sum()), _TICKET, np.int8), np.full(int(ticket.sum()), -1, np.int8),
          None, None, None),
     ]
-    return _assemble(cfg, pop, lo, parts, rng)
+    return parts, rng
 
 
 def _column(parts: list, i: int, fill: float) -> np.ndarray:
     return np.concatenate([p[i] if p[i] is not None else np.full(p[0].size, fill) for p in parts]).astype(np.float32)
 
 
-def _assemble(cfg: GeneratorSettings, pop: Population, lo: int, parts: list, rng: np.random.Generator) -> pd.DataFrame:
+def _assemble(cfg: GeneratorSettings, lo: int, parts: list, rng: np.random.Generator) -> pd.DataFrame:
     """Concatenate event parts, draw times within the day, sort by (user, time)."""
     user = np.concatenate([p[0] for p in parts])
     day = np.concatenate([p[1] for p in parts]).astype(np.int64)
@@ -218,6 +229,19 @@ def _assemble(cfg: GeneratorSettings, pop: Population, lo: int, parts: list, rng
     )
 
 
+def _shard_bounds(n_users: int, shard_users: int) -> list[tuple[int, int]]:
+    """[lo, hi) of each shard: the whole streams of about `shard_users` users (at least one)."""
+    per = max(1, shard_users // STREAM_USERS) * STREAM_USERS
+    return [(lo, min(lo + per, n_users)) for lo in range(0, n_users, per)]
+
+
+def _shard_frame(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, first_row: int = 0) -> pd.DataFrame:
+    """The events of users [lo, hi), stream by stream, without event ids (see `chunk_events`)."""
+    streams = [chunk_events(cfg, pop, s, min(s + STREAM_USERS, hi), s // STREAM_USERS, first_row)
+               for s in range(lo, hi, STREAM_USERS)]
+    return pd.concat(streams, ignore_index=True) if len(streams) > 1 else streams[0]
+
+
 def iter_event_chunks(cfg: GeneratorSettings, pop: Population | None = None,
                       shard_users: int = STREAM_USERS) -> Iterator[pd.DataFrame]:
     """Events a shard at a time, with global event ids 1..N (in user order).
@@ -225,19 +249,64 @@ def iter_event_chunks(cfg: GeneratorSettings, pop: Population | None = None,
     A shard is the whole streams of about `shard_users` users (at least one stream); the
     events are the same whatever the shard size, only the memory held at once changes."""
     pop = pop or draw_population(cfg)
-    per = max(1, shard_users // STREAM_USERS) * STREAM_USERS
     next_id = 1
-    for lo in range(0, cfg.n_users, per):
-        hi = min(lo + per, cfg.n_users)
-        streams = [chunk_events(cfg, pop, s, min(s + STREAM_USERS, hi), s // STREAM_USERS)
-                   for s in range(lo, hi, STREAM_USERS)]
-        ev = pd.concat(streams, ignore_index=True) if len(streams) > 1 else streams[0]
-        del streams
+    for lo, hi in _shard_bounds(cfg.n_users, shard_users):
+        ev = _shard_frame(cfg, pop, lo, hi)
         ev.insert(0, "event_id", np.arange(next_id, next_id + len(ev), dtype=np.int64))
         next_id += len(ev)
         log.debug("generated users %d..%d: %d events", lo + 1, hi, len(ev))
         yield ev
         del ev  # before the next shard is drawn: one shard in memory at a time
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """What a worker needs to draw one shard: the settings and only its users' rows."""
+
+    cfg: GeneratorSettings
+    pop: Population  # users lo+1..hi (row 0 is user lo+1): what the event draws read
+    lo: int
+    hi: int
+    first_event_id: int = 0
+
+
+def _shards(cfg: GeneratorSettings, pop: Population, shard_users: int) -> list[_Shard]:
+    cols = ["engagement_score", "is_paid"]
+    return [_Shard(cfg, Population(pop.users[cols].iloc[lo:hi].reset_index(drop=True),
+                                   pop.first_day[lo:hi].copy(), pop.last_day[lo:hi].copy()), lo, hi)
+            for lo, hi in _shard_bounds(cfg.n_users, shard_users)]
+
+
+def _count_shard(shard: _Shard) -> int:
+    """How many events the shard has: its streams' draws up to the counts (no times, no sort,
+    no frame), what fixes the first event id of every later shard."""
+    n = 0
+    for s in range(shard.lo, shard.hi, STREAM_USERS):
+        parts, _ = _draw_parts(shard.cfg, shard.pop, s - shard.lo, min(s + STREAM_USERS, shard.hi) - shard.lo,
+                               s // STREAM_USERS)
+        n += sum(p[0].size for p in parts)
+    return n
+
+
+def _encode_shard(shard: _Shard) -> list[EncodedPart]:
+    """The shard's events with their global ids, encoded as its day parts (a worker's piece)."""
+    ev = _shard_frame(shard.cfg, shard.pop, shard.lo, shard.hi, first_row=shard.lo)
+    ev.insert(0, "event_id", np.arange(shard.first_event_id, shard.first_event_id + len(ev), dtype=np.int64))
+    return encode_events(ev)
+
+
+def _encoded_in_workers(cfg: GeneratorSettings, pop: Population, shard_users: int,
+                        workers: int) -> Iterator[list[EncodedPart]]:
+    """The shards' encoded day parts, in shard order, computed by `workers` processes.
+
+    A shard's first event id is 1 + the events of the shards before it, so the shards are
+    counted first (in the workers too: about a quarter of a shard's drawing), then drawn and
+    encoded; the caller writes. The bytes are those of one process (`generate_test`)."""
+    shards = _shards(cfg, pop, shard_users)
+    counts = list(ordered_map(_count_shard, shards, workers))
+    firsts = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
+    yield from ordered_map(_encode_shard, [replace(s, first_event_id=int(f)) for s, f in zip(shards, firsts)],
+                           workers)
 
 
 def with_shift(cfg: GeneratorSettings, simulate_shift: bool | None) -> GeneratorSettings:
@@ -258,23 +327,30 @@ def generate(cfg: GeneratorSettings, simulate_shift: bool | None = None,
 
 
 def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | None = None,
-              shard_users: int = STREAM_USERS) -> GenerateResult:
+              shard_users: int = STREAM_USERS, workers: int = 1) -> GenerateResult:
     """Generate and write the raw data as one batch that replaces all earlier raw data.
 
     Events stream shard by shard (`shard_users`: `sharding.shard_users`) into the date
     partitions (`churn.raw.store`), one part per day and shard; nothing is visible until the
-    batch commits.
+    batch commits. With `workers` > 1 (`sharding.workers`) and more than one shard, the shards
+    are drawn and encoded by that many processes (`churn.parallel.pool.ordered_map`) and this
+    process writes their parts in shard order: the same files byte for byte, every write (and
+    its storage fault points) in this process; memory about `workers` + 1 shards.
     """
     t0 = time.perf_counter()
     cfg = with_shift(cfg, simulate_shift)
     pop = draw_population(cfg)
     n_events = 0
     with BatchWriter(paths, "generate", replace=True) as writer:
-        for i, ev in enumerate(iter_event_chunks(cfg, pop, shard_users)):
-            n_events += writer.add_events(ev)
-            del ev
-            log.info("generate: shard %d of about %d users written (%d events so far, %.1fs)",
-                     i + 1, shard_users, n_events, time.perf_counter() - t0)
+        parallel = workers > 1 and len(_shard_bounds(cfg.n_users, shard_users)) > 1
+        pieces: Iterator[pd.DataFrame] | Iterator[list[EncodedPart]] = (
+            _encoded_in_workers(cfg, pop, shard_users, workers) if parallel else iter_event_chunks(cfg, pop, shard_users))
+        with contextlib.closing(pieces):  # a failed write stops the workers now, not when the traceback goes
+            for i, piece in enumerate(pieces):
+                n_events += writer.add_encoded(piece) if parallel else writer.add_events(piece)
+                del piece
+                log.info("generate: shard %d of about %d users written (%d events so far, %.1fs)",
+                         i + 1, shard_users, n_events, time.perf_counter() - t0)
         writer.set_users(pop.users)
         writer.commit({"seed": cfg.seed, "simulate_shift": cfg.shift.enabled})
     user_days = int(np.sum(cfg.days - pop.first_day))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from churn.config.settings import GeneratorSettings
 from churn.data.generate import EVENT_TYPES, STREAM_USERS, generate, iter_event_chunks, write_raw
-from churn.raw.store import read_events, read_users
+from churn.raw.store import raw_digest, read_events, read_users
 from churn.storage.paths import DataPaths
 
 SMALL = GeneratorSettings(n_users=300, days=60, seed=7)
@@ -125,3 +126,31 @@ def test_write_raw_streams_atomic_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in paths.raw.iterdir()) == ["events", "manifest.json", "users"]
     assert sorted(p.name for p in (paths.raw / "events").iterdir())[0] == "date=2025-01-01"
     assert not list(paths.raw.rglob("*.tmp"))
+
+
+def _raw_bytes(paths: DataPaths) -> dict[str, bytes]:
+    """Every file under raw/ (the manifest without its commit times)."""
+    out = {p.relative_to(paths.raw).as_posix(): p.read_bytes() for p in sorted(paths.raw.rglob("*")) if p.is_file()}
+    manifest = json.loads(out.pop("manifest.json"))
+    for b in manifest["batches"]:
+        b.pop("at")
+    out["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
+    return out
+
+
+def test_workers_write_the_same_raw_bytes_as_one_process(tmp_path: Path) -> None:
+    """Shards drawn and encoded by two processes (sharding.workers), written by this one: the
+    same parts, digests and manifest as one process (#16)."""
+    cfg = dataclasses.replace(SMALL, n_users=3 * STREAM_USERS + 700, days=20)
+    one, two = DataPaths.from_root(tmp_path / "one"), DataPaths.from_root(tmp_path / "two")
+    res1 = write_raw(cfg, one, shard_users=STREAM_USERS, workers=1)
+    res2 = write_raw(cfg, two, shard_users=STREAM_USERS, workers=2)
+    assert (res1.users, res1.events) == (res2.users, res2.events)
+    got1, got2 = _raw_bytes(one), _raw_bytes(two)
+    assert sum(name.startswith("events/") for name in got1) == 4 * 20  # 4 shards x 20 days
+    assert sorted(got1) == sorted(got2)
+    for name in got1:
+        assert got1[name] == got2[name], f"{name} differs between workers=1 and workers=2"
+    assert raw_digest(one) == raw_digest(two)
+    events = read_events(two).sort_values("event_id", ignore_index=True)
+    assert events["event_id"].tolist() == list(range(1, res2.events + 1))
