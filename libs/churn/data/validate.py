@@ -16,13 +16,14 @@ the event type are closed, and unknown event types are ignored (counted) unless
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ import pyarrow as pa
 from churn.config.settings import Settings
 from churn.data.unique_ids import Duplicates, IdBuckets
 from churn.raw.contract import EVENT_TYPES, EVENTS, PAYMENT_TYPES, PLANS, USERS, Column
-from churn.raw.store import EVENTS_SCHEMA, Manifest, digest_of, read_event_file, read_manifest, read_users_checked
+from churn.parallel.pool import ordered_map
+from churn.raw.store import EVENTS_SCHEMA, Manifest, Part, digest_of, read_event_file, read_manifest, read_users_checked
 from churn.raw.store import day_files as raw_day_files
 from churn.sampling.users import shard_count, shard_of
 from churn.storage.files import atomic_write_json
@@ -47,7 +49,7 @@ OPEN_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 IGNORE, REJECT = "ignore", "reject"
 # `ml_jobs validate` judges consecutive part files together up to about this many rows
-# (`_check_group`): a part of a large data set (25,000 rows at 100,000 users) is judged
+# (`_judge_group`): a part of a large data set (25,000 rows at 100,000 users) is judged
 # nearly alone, so memory still follows a part, not the data
 GROUP_ROWS = 100_000
 
@@ -427,6 +429,12 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     check holds about 1/N of the ids, not all 240M of 1,000,000 users. A violation names the part file and the first offending rows in it (0-based),
     and says how many other part files had it too. The caller (CLI) exits 1 when `report.ok`
     is False.
+
+    `sharding.workers` > 1, with more users than one shard (`sharding.shard_users`): the groups of parts are
+    read, checked against their digests and judged by that many processes
+    (`churn.parallel.pool.ordered_map`); this process buckets their ids and merges their
+    judgements in part order, so the report and its digest are those of one process
+    (`validate_test`), and the buckets on disk (and their fault points) stay here.
     """
     t0 = time.perf_counter()
     exp = Expectations.from_settings(settings)
@@ -439,15 +447,20 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     parts = [p for files in raw_day_files(paths, manifest).values() for p in files]
     known = KnownUsers.of(users)
     with IdBuckets(paths.root / "shards" / "validate", shards) as buckets:
-        group: list[tuple[Path, pa.Table]] = []
-        for i, part in enumerate(parts):
-            table, sha = read_event_file(paths, part, manifest=manifest)
-            checked.append((part.relative_to(paths.raw).as_posix(), sha))
-            buckets.add(i, _ids_of(table))
-            group.append((part, table))
-            if sum(t.num_rows for _, t in group) >= GROUP_ROWS or i == len(parts) - 1:
-                _check_group(report, group, exp, known, shards)
-                group = []
+        workers = settings.sharding.workers
+        if workers > 1 and shards > 1 and len(parts) > 1:
+            judged = _judged_in_workers(paths, manifest, exp, shards, workers)
+        else:
+            judged = _judged_here(paths, manifest, parts, exp, known, shards)
+        with contextlib.closing(judged):  # a failure stops the workers now, not when the traceback goes
+            i = 0
+            for files, subs in judged:
+                for sha, ids in files:
+                    checked.append((parts[i].relative_to(paths.raw).as_posix(), sha))
+                    buckets.add(i, ids)
+                    i += 1
+                for sub in subs:
+                    _merge(report, sub)
         if not parts:  # no events at all: the events table's rules say so (events.rows.not_empty)
             sub = ValidationReport()
             validate_frames(None, EVENTS_SCHEMA.empty_table().to_pandas(), exp, known_users=known, report=sub)
@@ -478,10 +491,11 @@ def _with_shards(violations: list[Violation], frame: pd.DataFrame, shards: int) 
     return out
 
 
-def _check_group(report: ValidationReport, group: list[tuple[Path, pa.Table]], exp: Expectations,
-                 known: KnownUsers, shards: int) -> None:
+def _judge_group(group: list[tuple[Path, pa.Table]], exp: Expectations, known: KnownUsers,
+                 shards: int) -> list[ValidationReport]:
     """The rules on consecutive part files (each in the contract's types, as
-    `churn.raw.store.read_events` gives them), merged into `report` as if judged one by one.
+    `churn.raw.store.read_events` gives them): the reports to merge, in order, into the run's
+    report (`_merge`), as if the parts were judged one by one.
 
     Why together: a part of a small data set is a few thousand rows, and each judgement has a
     fixed cost of a few ms (a pandas conversion, ~20 masks), which was most of validate's time
@@ -496,14 +510,78 @@ def _check_group(report: ValidationReport, group: list[tuple[Path, pa.Table]], e
         validate_frames(None, _frame(pa.concat_tables([t for _, t in group])), exp, known_users=known,
                         report=together)
         if not together.violations:
-            _merge(report, together)
-            return
+            return [together]
+    subs = []
     for part, table in group:
         sub = ValidationReport(files={"events": str(part)})
         frame = _frame(table)
         validate_frames(None, frame, exp, known_users=known, report=sub)
         sub.violations = _with_shards(sub.violations, frame, shards)
-        _merge(report, sub)
+        subs.append(sub)
+    return subs
+
+
+# what one group gives back: (sha256 of the bytes read, event ids) of each of its parts, and
+# the judgements to merge
+_Judged = tuple[list[tuple[str, np.ndarray]], list[ValidationReport]]
+
+
+def _judged_here(paths: DataPaths, manifest: Manifest, parts: list[Path], exp: Expectations, known: KnownUsers,
+                 shards: int) -> Iterator[_Judged]:
+    """The groups of consecutive parts (up to GROUP_ROWS rows) read and judged in this process."""
+    group: list[tuple[Path, pa.Table]] = []
+    files: list[tuple[str, np.ndarray]] = []
+    for i, part in enumerate(parts):
+        table, sha = read_event_file(paths, part, manifest=manifest)
+        files.append((sha, _ids_of(table)))
+        group.append((part, table))
+        if sum(t.num_rows for _, t in group) >= GROUP_ROWS or i == len(parts) - 1:
+            yield files, _judge_group(group, exp, known, shards)
+            group, files = [], []
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What a worker needs to judge a group of parts: their manifest entries, the users file's."""
+
+    paths: DataPaths
+    users: str
+    users_sha256: str
+    parts: tuple[Part, ...]
+    exp: Expectations
+    shards: int
+
+
+def _judged_in_workers(paths: DataPaths, manifest: Manifest, exp: Expectations, shards: int,
+                       workers: int) -> Iterator[_Judged]:
+    """`_judged_here`'s groups, by `workers` processes, in order. The groups are cut by the row
+    counts the manifest recorded (the files are read by the workers); the report does not
+    depend on where groups end (`validate_test`: grouped = one by one)."""
+    ordered = sorted(manifest.parts, key=lambda p: (p.date, p.path))  # `raw_day_files`' order
+    groups: list[_Group] = []
+    cut: list[Part] = []
+    for i, part in enumerate(ordered):
+        cut.append(part)
+        if sum(p.rows for p in cut) >= GROUP_ROWS or i == len(ordered) - 1:
+            groups.append(_Group(paths, str(manifest.users), manifest.users_sha256, tuple(cut), exp, shards))
+            cut = []
+    yield from ordered_map(_judge_in_worker, groups, workers)
+
+
+_KNOWN: dict[tuple[str, str], KnownUsers] = {}  # a worker's users index, built once per users file
+
+
+def _judge_in_worker(group: _Group) -> _Judged:
+    """One group read (each file checked against its recorded digest) and judged (a worker's piece)."""
+    m = Manifest(users=group.users, parts=group.parts, users_sha256=group.users_sha256)
+    key = (str(group.paths.raw / group.users), group.users_sha256)
+    if key not in _KNOWN:
+        _KNOWN.clear()
+        _KNOWN[key] = KnownUsers.of(read_users_checked(group.paths, manifest=m)[0])
+    tables = [(group.paths.raw / p.path, *read_event_file(group.paths, group.paths.raw / p.path, manifest=m))
+              for p in group.parts]
+    return ([(sha, _ids_of(table)) for _, table, sha in tables],
+            _judge_group([(path, table) for path, table, _ in tables], group.exp, _KNOWN[key], group.shards))
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:

@@ -434,3 +434,45 @@ def test_known_users_rows_are_the_rows_of_the_ids(ids: list[int]) -> None:
     for i, uid in zip(got, asked):
         rows = np.flatnonzero(users["user_id"].to_numpy() == uid)
         assert (i == -1) if not len(rows) else (i in rows), (ids, uid, i)
+
+
+def test_workers_give_the_report_of_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups of parts read and judged by two processes (sharding.workers), bucketed and merged
+    here: the report file (verdict, violations, raw digest) is byte for byte the one of one
+    process, on clean data and on data with violations in several parts (#16)."""
+    import pyarrow.parquet as pq
+
+    from churn.data import validate
+    from churn.raw.store import day_files
+    from churn.storage.paths import DataPaths
+
+    paths = DataPaths.from_root(tmp_path)
+    write_raw(SETTINGS.generator, paths)
+    parts = [p for files in day_files(paths).values() for p in files]
+    monkeypatch.setattr(validate, "GROUP_ROWS", 2_000)  # several groups (cut in this process)
+
+    def report_bytes(workers: int) -> bytes:
+        settings = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50,
+                                                                              workers=workers))
+        out = tmp_path / f"report-{workers}.json"
+        run_validate(settings, paths, report_path=str(out))
+        doc = json.loads(out.read_text())
+        doc.pop("seconds")
+        return json.dumps(doc, sort_keys=True).encode()
+
+    clean = report_bytes(1)
+    assert json.loads(clean)["ok"] and report_bytes(2) == clean
+    corrupt = {3: ("watch_minutes", [1, 4], -2.0), 5: ("quiz_score", [2], 140.0),
+               8: ("event_id", [6], int(pq.read_table(parts[8]).column("event_id")[2].as_py())),
+               21: ("event_id", [0], int(pq.read_table(parts[20]).column("event_id")[0].as_py())),
+               27: ("user_id", [3], 10**6)}
+    for i, (column, rows, value) in corrupt.items():
+        frame = pq.read_table(parts[i]).to_pandas()
+        frame.loc[rows, column] = value
+        _commit_part(paths, parts[i], frame)
+    _commit_part(paths, parts[30], pq.read_table(parts[30]).to_pandas().iloc[:0])
+    bad = report_bytes(1)
+    rules = {v["rule"] for v in json.loads(bad)["violations"]}
+    assert {"events.watch_minutes.non_negative", "events.quiz_score.range_0_100", "events.event_id.unique",
+            "events.user_id.known_user", "events.rows.not_empty"} <= rules
+    assert report_bytes(2) == bad
