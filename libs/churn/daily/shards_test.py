@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -105,22 +107,37 @@ def test_sharded_updates_equal_unsharded_row_for_row(tmp_path: Path) -> None:
     assert_equal_to_rebuild(settings["job"], paths["job"])
 
 
-def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(tmp_path: Path) -> None:
-    """One encoding of day files (`daytables.DayFiles`): an update in 5 pieces, the merge of 3
+def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """One encoding of day files (`daytables.DayFiles`): an update in 5 pieces (computed on 2
+    worker processes, and in the step's own process: `sharding.workers` 1), the merge of 3
     pods' shards, and `features`, `labels` and `prepare` recomputing every day from the same
     data write byte-identical day files, so the features digest the scores record stays put
     (before, `features` and `labels` wrote pandas' `to_parquet`: other bytes for the same
     rows, and every score was flagged stale); rows that change give other bytes."""
     base = with_shard_users(small_settings(tmp_path / "loop"), 70)  # 300 users -> 5 pieces
-    roots = {"loop": tmp_path / "loop", "job": tmp_path / "job"}
+    assert base.sharding.workers == 2, "the default: the pieces on worker processes"
+    roots = {"loop": tmp_path / "loop", "inline": tmp_path / "inline", "job": tmp_path / "job"}
     seed_raw(base, DataPaths.from_root(roots["loop"]))
-    shutil.copytree(roots["loop"], roots["job"])
+    for name in ("inline", "job"):
+        shutil.copytree(roots["loop"], roots[name])
     s = {name: dataclasses.replace(base, paths=dataclasses.replace(base.paths, root=str(root)))
          for name, root in roots.items()}
+    s["inline"] = dataclasses.replace(s["inline"], sharding=dataclasses.replace(base.sharding, workers=1))
     paths = {name: DataPaths.from_root(root) for name, root in roots.items()}
-    update.run_update(s["loop"], paths["loop"])
+    for name, elsewhere in (("loop", True), ("inline", False)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="churn.daily.update"):
+            update.run_update(s[name], paths[name])
+        where = [m.group(1) for r in caplog.records
+                 if (m := re.search(r"piece \d/5 in .*s \(computed in .*s (in this process|by worker process \d+)\)",
+                                    r.getMessage()))]
+        assert len(where) == 5, [r.getMessage() for r in caplog.records]
+        # which of the 2 workers takes which piece is the pool's choice (a worker still starting)
+        assert all(w.startswith("by worker") == elsewhere for w in where), (name, where)
     job_update(s["job"], paths["job"])
     written = day_file_bytes(paths["loop"])
+    assert day_file_bytes(paths["inline"]) == written, "the pieces computed on 2 workers and in this process differ"
     assert day_file_bytes(paths["job"]) == written, "the merge of the pods' shards wrote other bytes"
     newest = next(reversed(day_files(paths["loop"].user_days).values()))
     assert pq.ParquetFile(newest).metadata.num_row_groups == 5, "a row group per piece of users"

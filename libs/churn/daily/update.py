@@ -19,9 +19,10 @@ Anything that moves every row - another calendar start, a changed or removed use
 feature window or horizon - triggers a full rebuild (the log says why).
 
 Shards (`churn.daily.shards`): every row depends on one user's days only, so users are
-computed in groups - in one process, when there are more than `sharding.shard_users` users,
-pieces of contiguous user ids written straight into the day files in their final order
-(memory follows the piece size), or one shard of the stable user hash per pod of an Indexed
+computed in groups - in one step, when there are more than `sharding.shard_users` users,
+pieces of contiguous user ids computed by `sharding.workers` processes and written by the
+step's own process straight into the day files in their final order (memory follows the
+piece size times the workers), or one shard of the stable user hash per pod of an Indexed
 Job (`--shard I/N`, then `merge_update`). Within a group the new grid days stay in memory for
 the features and labels, and only the group's rows of older days are read.
 
@@ -43,6 +44,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +77,7 @@ from churn.daily.shards import (
     written_for,
 )
 from churn.errors import DataError
+from churn.parallel.pool import ordered_map
 from churn.sampling.users import shard_count
 from churn.storage import generations
 from churn.storage.daytables import read_days_of
@@ -253,9 +256,11 @@ def run_update(settings: Settings, paths: DataPaths, shard: tuple[int, int] | No
 
 def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, n: int,
                out: DataPaths) -> dict[str, int]:
-    """The update in N pieces of contiguous user ids one after the other: raw events
-    partitioned once, then each piece computed and appended to the day files (`DayFiles`) of
-    the new generation `out`; returns the rows per table."""
+    """The update in N pieces of contiguous user ids: raw events partitioned once, then the
+    pieces computed by `sharding.workers` processes (`churn.parallel.pool.ordered_map`, at most
+    that many ahead) and appended here, in piece order, to the day files (`DayFiles`) of the
+    new generation `out` (this process is the only writer, so the bytes do not depend on the
+    workers); returns the rows per table."""
     t1 = time.perf_counter()
     first, newest = dt.date.fromisoformat(plan.first), dt.date.fromisoformat(plan.newest)
     bounds = user_bounds(len(users), n)
@@ -265,13 +270,32 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
                      lambda day: read_event_files(paths, raw[day], EVENT_INPUT_COLUMNS) if day in raw else None)
     log.info("update: raw events of %s..%s partitioned to %d pieces in %.1fs", first, newest, n,
              time.perf_counter() - t1)
-    with DayFiles(_areas(out), _plan_days(plan), _firsts(settings, users)) as files:
-        for i in range(n):
+    workers = settings.sharding.workers
+    jobs = [(settings, paths, users_of_piece(users, bounds, i), plan, i, n) for i in range(n)]
+    with DayFiles(_areas(out), _plan_days(plan), _firsts(settings, users)) as files, \
+            contextlib.closing(ordered_map(_piece, jobs, workers)) as pieces:
+        # closing: a failed write (a full disk) stops the pool at once, not when the traceback
+        # holding this frame is freed
+        t1 = time.perf_counter()
+        for i, (tables, computed, pid) in enumerate(pieces):
+            files.write_piece(tables)
+            del tables
+            log.info("update: piece %d/%d in %.1fs (computed in %.1fs %s)", i + 1, n, time.perf_counter() - t1,
+                     computed, "in this process" if pid == os.getpid() else f"by worker process {pid}")
             t1 = time.perf_counter()
-            files.write_piece(_compute(settings, paths, users_of_piece(users, bounds, i), plan, sharded=True,
-                                       partition=(i, n)))
-            log.info("update: piece %d/%d in %.1fs", i + 1, n, time.perf_counter() - t1)
     return files.rows
+
+
+def _piece(job: tuple[Settings, DataPaths, pd.DataFrame, Plan, int, int]
+           ) -> tuple[dict[str, tuple[pd.DataFrame, list[dt.date]]], float, int]:
+    """Piece I of N of an in-process update (`_in_shards`), on a worker process of
+    `churn.parallel.pool` (or in the step's own, `sharding.workers` 1): only reads (its raw
+    partition, its users' rows of older days of the generation `paths` is bound to); the
+    parent writes the rows. Returns the tables, the seconds it took and the process id."""
+    settings, paths, users, plan, i, n = job
+    t0 = time.perf_counter()
+    tables = _compute(settings, paths, users, plan, sharded=True, partition=(i, n))
+    return tables, time.perf_counter() - t0, os.getpid()
 
 
 def _firsts(settings: Settings, users: pd.DataFrame) -> np.ndarray:
