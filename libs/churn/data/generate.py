@@ -302,9 +302,11 @@ def _encoded_in_workers(cfg: GeneratorSettings, pop: Population, shard_users: in
     A shard's first event id is 1 + the events of the shards before it, so the shards are
     counted first, here (a seventh of a shard's drawing and encoding: 0.2 s of 1.4 s for 10,000
     users), then drawn and encoded by the workers; the caller writes. Why not count in the
-    workers too: that is a second pool, and each spawned worker costs about 2.5 s of CPU
-    importing numpy, pandas and pyarrow (measured at load 12), more than the counting of
-    100,000 users. The bytes are those of one process (`generate_test`)."""
+    workers too: that is a second pool, and each spawned worker costs 0.75-2.5 s of CPU
+    importing numpy, pandas, pyarrow and these modules (warm and cold caches, load 7-12), about
+    the counting of 100,000 users; at 1,000,000 users the count is about 20 s here (a pool
+    that serves both maps would take it to the workers). The bytes are those of one process
+    (`generate_test`)."""
     shards = _shards(cfg, pop, shard_users)
     counts = [_count_shard(s) for s in shards]
     firsts = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
