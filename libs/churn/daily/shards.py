@@ -16,7 +16,8 @@ Layout of an Indexed Job's update (beside the data root's areas, never read by o
 The merge checks that all N shards ran the same plan on the same raw data, concatenates each
 recomputed day's shard files sorted by user_id (the order of an unsharded run, so the day files
 are equal row for row) into the areas, then writes the update state and removes the shards.
-Memory: a shard holds its own users' rows only; the merge one day of every user at a time.
+Memory: a shard holds its own users' rows only; the merge about one piece of users' rows
+(a row group of a day file) plus one batch per shard (`merge_tables`), not one day of every user.
 
 In one process the pieces are contiguous ranges of user ids instead (`user_bounds`), so
 nothing needs merging: the raw events are read ONCE and partitioned to the pieces
@@ -48,7 +49,7 @@ from churn.errors import DataError
 from churn.raw.contract import EVENT_TYPES
 from churn.sampling.users import shard_of
 from churn.storage.daytables import (  # noqa: F401 (re-exported)
-    STATISTICS_COLUMNS, WRITE_BATCH_ROWS, DayFiles, day_file, dictionary_columns, piece_firsts)
+    STATISTICS_COLUMNS, WRITE_BATCH_ROWS, DayFiles, day_file, day_user_order, dictionary_columns, piece_firsts)
 from churn.storage.files import atomic_path, atomic_write_json, read_json, remove_path
 from churn.storage.paths import DataPaths
 
@@ -228,10 +229,15 @@ def table_file(folder: Path, table: str) -> Path:
 
 
 def _write_by_day(frame: pd.DataFrame, path: Path, days: set[dt.date]) -> dict[str, int]:
-    """`frame`'s rows of `days` as one row group per day (row order within a day kept);
-    returns {day: row group index}."""
+    """`frame`'s rows of `days` as one row group per day, sorted by user_id within it (stable:
+    rows of one user keep their order); returns {day: row group index}.
+
+    Why sorted by user: the merge streams each shard's row group of a day with a cursor that
+    only moves forward (`_ShardCursor`)."""
     dates = frame["as_of_date"].to_numpy().astype("datetime64[D]")
-    order = np.argsort(dates, kind="stable")
+    order = day_user_order(dates.astype(np.int64), frame["user_id"].to_numpy())
+    if order is None:
+        order = np.arange(len(frame))
     table = pa.Table.from_pandas(frame, preserve_index=False).take(pa.array(order))
     sorted_dates = dates[order]
     present, starts = np.unique(sorted_dates, return_index=True)
@@ -277,27 +283,93 @@ def _short(v: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# Rows a merge reads of a shard's row group at a time (`_ShardCursor`): about one piece of
+# users' rows of a day (`sharding.shard_users`' default 12,500), so the merge holds about one
+# piece plus one batch per shard, whatever the number of users.
+MERGE_BATCH_ROWS = 16_384
+
+
 def merge_tables(paths: DataPaths, shards: int, plan: Plan, areas: dict[str, Path],
                  firsts: np.ndarray | None = None) -> dict[str, int]:
-    """Each plan day of each table: the N shards' rows of it concatenated, sorted by user_id,
-    written over the area's day file (`areas[table]`; removed when no shard has rows that day)
-    through `DayFiles`, with row groups starting at `firsts` (`piece_firsts` of the users: the
-    bytes an update in one process writes for the same rows). Arrow tables throughout: the
-    pandas metadata the shards wrote travels with them, so the day file reads back as the
-    unsharded run's. Returns the rows written per table."""
+    """Each plan day of each table: the N shards' rows of it, sorted by user_id, written over
+    the area's day file (`areas[table]`; removed when no shard has rows that day) through
+    `DayFiles`, with row groups starting at `firsts` (`piece_firsts` of the users: the bytes
+    an update in one process writes for the same rows). Returns the rows written per table.
+
+    Streamed: a day is written one row group at a time (`DayFiles.row_group_ends`), each
+    of the rows with ids in that row group's range taken from every shard's row group of
+    the day (read in batches of MERGE_BATCH_ROWS by a cursor per shard: the shards are
+    user-hash shards, so their ids interleave, each sorted by user_id) and sorted by
+    user_id (stable: the order one sort of the whole day gave). Memory: about one piece of
+    rows plus one batch per shard, not one day of every user (1M rows x ~40 columns at
+    1,000,000 users before; README "Scale"). Without `firsts` a day is one row group,
+    merged whole. Arrow tables throughout: the pandas metadata the shards wrote travels
+    with them, so the day file reads back as the unsharded run's."""
     days_of = {"user_days": plan.grid_days, "features": plan.feature_days, "labels": plan.label_days}
     markers = [read_json(shard_dir(paths, (i, shards)) / MARKER) for i in range(shards)]
     rows = {}
     for name in TABLES:
         files = [pq.ParquetFile(table_file(shard_dir(paths, (i, shards)), name)) for i in range(shards)]
         with DayFiles({name: areas[name]}, {name: days_of[name]}, firsts) as out:
+            ends = out.row_group_ends()
             for day in days_of[name]:
-                parts = [f.read_row_group(m["row_groups"][name][day]) for f, m in zip(files, markers)
-                         if day in m["row_groups"][name]]
-                if parts:  # a day no shard has rows of loses its file (`DayFiles`)
-                    out.write_arrow(name, pa.concat_tables(parts) if len(parts) > 1 else parts[0])
+                cursors = [_ShardCursor(f, m["row_groups"][name][day], MERGE_BATCH_ROWS, f"{i}/{shards} {name} {day}")
+                           for i, (f, m) in enumerate(zip(files, markers)) if day in m["row_groups"][name]]
+                for end in ends:  # a day no shard has rows of loses its file (`DayFiles`)
+                    parts = [t for t in (c.take_below(end) for c in cursors) if t is not None]
+                    if parts:
+                        out.write_arrow(name, _by_user(pa.concat_tables(parts) if len(parts) > 1 else parts[0]))
         rows[name] = out.rows[name]
     return rows
+
+
+def _by_user(table: pa.Table) -> pa.Table:
+    """`table` stably sorted by user_id (rows of one row group's range from several shards)."""
+    ids = table.column("user_id").to_numpy()
+    if len(ids) < 2 or bool(np.all(ids[1:] >= ids[:-1])):
+        return table
+    return table.take(pa.array(np.argsort(ids, kind="stable")))
+
+
+class _ShardCursor:
+    """A shard's row group of a day (sorted by user_id), read forward in batches: each
+    `take_below(end)` returns the rows from the cursor up to the first id >= end (all the
+    rest for None), holding at most one batch beyond them."""
+
+    def __init__(self, file: pq.ParquetFile, row_group: int, batch_rows: int, what: str) -> None:
+        self._batches = file.iter_batches(batch_size=batch_rows, row_groups=[row_group])
+        self._what = what
+        self._batch: pa.RecordBatch | None = None
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._at = 0
+        self._last: int | None = None
+        self.done = False
+        self._next()
+
+    def _next(self) -> None:
+        """Load the next batch (`done` when there is none); refuse ids that go backwards."""
+        self._batch, self._at = None, 0
+        for batch in self._batches:
+            if batch.num_rows:
+                ids = batch.column("user_id").to_numpy()
+                if (self._last is not None and ids[0] < self._last) or bool(np.any(ids[1:] < ids[:-1])):
+                    raise DataError(f"merge-update: shard {self._what}: rows not sorted by user_id")
+                self._batch, self._ids, self._last = batch, ids, int(ids[-1])
+                return
+        self.done = True
+
+    def take_below(self, end: int | None) -> pa.Table | None:
+        taken: list[pa.RecordBatch] = []
+        while not self.done:
+            assert self._batch is not None
+            stop = len(self._ids) if end is None else self._at + int(np.searchsorted(self._ids[self._at:], end, side="left"))
+            if stop > self._at:
+                taken.append(self._batch.slice(self._at, stop - self._at))
+            if stop < len(self._ids):
+                self._at = stop
+                break
+            self._next()
+        return pa.Table.from_batches(taken) if taken else None
 
 
 def remove_run(paths: DataPaths, shards: int) -> None:

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -60,12 +61,12 @@ def day_file_bytes(paths: DataPaths) -> dict[str, dict[dt.date, str]]:
             for name, f in folders(paths).items()}
 
 
-def job_update(settings: Settings, paths: DataPaths) -> update.UpdateResult:
+def job_update(settings: Settings, paths: DataPaths, n: int = N_JOB) -> update.UpdateResult:
     """The Indexed Job: every pod computes its shard, then the merge."""
-    for i in range(N_JOB):
-        res = update.run_update(settings, paths, shard=(i, N_JOB))
-        assert f"shard {i}/{N_JOB} written" in res.reason
-    return update.merge_update(settings, paths, N_JOB)
+    for i in range(n):
+        res = update.run_update(settings, paths, shard=(i, n))
+        assert f"shard {i}/{n} written" in res.reason
+    return update.merge_update(settings, paths, n)
 
 
 def test_sharded_updates_equal_unsharded_row_for_row(tmp_path: Path) -> None:
@@ -153,6 +154,44 @@ def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(tmp_pa
     windows = dataclasses.replace(s["loop"].features, windows_days=(7, 14))  # other rows
     run_features(dataclasses.replace(s["loop"], features=windows), paths["loop"])
     assert features_digest_now(paths["loop"], None) != digest
+
+
+def test_the_merge_streams_many_row_groups_of_several_shards_into_the_same_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`merge-update` streams (`shards.merge_tables`): each day file is written one row group
+    (a piece of users' ids) at a time, from a cursor over each pod's shard read in batches.
+    Here 300 users and more (signups) in 15 pieces or more, 4 interleaving hash shards and
+    batches of 7 rows, so ranges span batches and batches end inside ranges: the bytes must be
+    the in-process update's, seed and an incremental day, and no write may hold more than one
+    row group's rows."""
+    base = with_shard_users(small_settings(tmp_path / "loop"), 20)  # 300 users -> 15 pieces
+    roots = {"loop": tmp_path / "loop", "job": tmp_path / "job"}
+    seed_raw(base, DataPaths.from_root(roots["loop"]))
+    shutil.copytree(roots["loop"], roots["job"])
+    s = {name: dataclasses.replace(base, paths=dataclasses.replace(base.paths, root=str(root)))
+         for name, root in roots.items()}
+    paths = {name: DataPaths.from_root(root) for name, root in roots.items()}
+    monkeypatch.setattr(shards, "MERGE_BATCH_ROWS", 7)
+    real, writes = shards.DayFiles.write_arrow, []
+
+    def recorded(self: shards.DayFiles, name: str, table: pa.Table) -> None:
+        writes.append(table.num_rows)
+        real(self, name, table)
+
+    monkeypatch.setattr(shards.DayFiles, "write_arrow", recorded)
+    for step in range(2):
+        if step:
+            for name in roots:
+                world.next_days(s[name].generator, paths[name], 1)
+                assert [o.ok for o in inbox.ingest_inbox(s[name], paths[name])] == [True]
+        writes.clear()
+        update.run_update(s["loop"], paths["loop"])
+        job = job_update(s["job"], paths["job"], 4)
+        assert day_file_bytes(paths["job"]) == day_file_bytes(paths["loop"]), f"step {step}: other bytes"
+        newest = next(reversed(day_files(paths["job"].user_days).values()))
+        assert pq.ParquetFile(newest).metadata.num_row_groups >= 15, "many row group ranges"
+        assert max(writes) <= 20 and sum(writes) >= job.feature_rows, "one row group's rows per write"
+    assert_equal_to_rebuild(s["job"], paths["job"])
 
 
 def test_a_shard_holds_only_its_users_and_the_merge_refuses_a_missing_or_stale_shard(tmp_path: Path) -> None:

@@ -157,14 +157,29 @@ class DayFiles:
         groups = [group for name, (frame, _) in tables.items() for group in self._frame_groups(name, frame)]
         self._submit(groups)
 
+    def row_group_ends(self) -> list[int | None]:
+        """Where a day file's row groups end, in user id order: the first id of each next piece
+        of `firsts`, then None (the last row group runs to the end; a list of [None] without
+        `firsts`). A row group holds the ids below its end and at or above the previous one.
+
+        Why: a writer that has a day's rows in chunks (`merge-update` streaming the pods'
+        shards) hands `write_arrow` one row group's rows at a time, cut at these ends, so the
+        file is the one `write_piece` writes for the same rows, with about one piece in memory."""
+        return [*(int(c) for c in self._cuts), None] if self._cuts is not None else [None]
+
     def write_arrow(self, name: str, table: pa.Table) -> None:
         """Rows of `name` already in Arrow (`merge-update`'s shards, read back with the pandas
-        metadata their writer converted them with), encoded as `write_piece` encodes a frame."""
+        metadata their writer converted them with), encoded as `write_piece` encodes a frame.
+
+        May be called several times for one day, in user id order, each call's rows of a day
+        within one row group's range (`row_group_ends`): each call's rows of a day are then
+        appended to that day's file as its next row group, as one call with all of them would
+        have cut them."""
         if not table.num_rows:
             return
         column = table.column("as_of_date").to_numpy()
         dates = column.astype("datetime64[D]").astype(np.int64)
-        order = _day_user_order(dates, table.column("user_id").to_numpy())
+        order = day_user_order(dates, table.column("user_id").to_numpy())
         if order is not None:
             table, dates = table.take(pa.array(order)), dates[order]
         self._submit(self._table_groups(name, table.combine_chunks(), dates))
@@ -183,7 +198,7 @@ class DayFiles:
         if not len(frame):
             return []
         dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
-        order = _day_user_order(dates, frame["user_id"].to_numpy())
+        order = day_user_order(dates, frame["user_id"].to_numpy())
         if order is not None:
             # reordered as numpy columns before the conversion: an Arrow take of the table was
             # 0.4 s a piece of 12,500 users, most of the regrouping
@@ -278,7 +293,7 @@ def day_order(days: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _day_user_order(dates: np.ndarray, users: np.ndarray) -> np.ndarray | None:
+def day_user_order(dates: np.ndarray, users: np.ndarray) -> np.ndarray | None:
     """The (day, user) order of these rows, or None when they are in it already (the update's
     pieces come by day, each day in user order)."""
     if len(dates) < 2 or _in_day_user_order(dates, users):
