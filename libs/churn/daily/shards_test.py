@@ -241,15 +241,16 @@ def test_an_in_process_run_that_fails_leaves_the_areas_and_no_shard_files(tmp_pa
     before = {name: {d: read_parquet(p) for d, p in day_files(f).items()} for name, f in folders(paths).items()}
     world.next_days(s.generator, paths, 1)
     assert [o.ok for o in inbox.ingest_inbox(s, paths)] == [True]
-    real, calls = shards.DayFiles.write_piece, []
+    # the pieces come from 2 workers as Arrow files, one `write_arrow` per table, user_days first
+    real, calls = shards.DayFiles.write_arrow, []
 
-    def full_disk(self: shards.DayFiles, tables: dict) -> None:
-        calls.append(len(tables))
+    def full_disk(self: shards.DayFiles, name: str, table: object) -> None:
+        calls.append(name) if name == "user_days" else None
         if len(calls) == 3:  # the first two pieces' rows are in the open day files already
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, tables)
+        real(self, name, table)
 
-    monkeypatch.setattr(shards.DayFiles, "write_piece", full_disk)
+    monkeypatch.setattr(shards.DayFiles, "write_arrow", full_disk)
     with pytest.raises(StorageFullError, match="no space left on device .*nothing was replaced"):
         update.run_update(s, paths)
     assert len(calls) == 3
@@ -259,6 +260,6 @@ def test_an_in_process_run_that_fails_leaves_the_areas_and_no_shard_files(tmp_pa
         assert not [p.name for p in f.iterdir() if p.name.startswith(".tmp")], f"{name}: temps of the failed run left"
         for d, p in day_files(f).items():
             pd.testing.assert_frame_equal(read_parquet(p), before[name][d], obj=f"{name} {d}")
-    monkeypatch.setattr(shards.DayFiles, "write_piece", real)
+    monkeypatch.setattr(shards.DayFiles, "write_arrow", real)
     assert update.run_update(s, paths).mode == "incremental"
     assert_equal_to_rebuild(s, paths)
