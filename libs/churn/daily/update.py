@@ -81,7 +81,7 @@ from churn.errors import DataError
 from churn.parallel.pool import ordered_map
 from churn.sampling.users import shard_count
 from churn.storage import generations
-from churn.storage.daytables import _day_user_order as day_user_order
+from churn.storage.daytables import day_user_order
 from churn.storage.daytables import read_days_of
 from churn.storage.derived import base_id, publish_tables
 from churn.storage.files import atomic_write_json, mkdirs, naming_disk_full, read_json
