@@ -3,7 +3,8 @@
     bazel run //bench:pipeline_bench -- --sizes 2000,10000,100000,1000000 --png docs/images/pipeline-scale.png
 
 prints, per size, the whole seed (every `ml_jobs bootstrap` step), train, one daily cycle and the
-peak RSS of the child process that ran it, sharded (`sharding.shard_users`) beside the unsharded
+peak RSS of the child process that ran it (summed over its process tree: the update's
+worker processes, `bench.rss.tree_rss`), sharded (`sharding.shard_users`) beside the unsharded
 code up to `--baseline-max` users (`bench/pipeline_scale.py`), and draws seconds and peak
 memory against users.
 
@@ -220,7 +221,8 @@ def render(results: list[Result], title: str) -> str:
         lines.append(f"{r.name:<18} {r.rows:>12,} {r.seconds:>9.2f} {r.cpu_s:>7.2f} {rate:>12,.0f} {r.peak_rss_mb:>8.0f}MB {base} {speed}  {r.note}")
     total = sum(r.seconds for r in results)
     cpu = sum(r.cpu_s for r in results)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # this process's own high-water mark, or a step's sampled process tree (its workers) if higher
+    peak_mb = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] + [r.peak_rss_mb for r in results])
     if any(r.baseline_s is not None for r in results):
         # Steps without a reference loop count at our own time: a lower bound of the reference.
         base_total = sum(r.baseline_s if r.baseline_s is not None else r.seconds for r in results)
