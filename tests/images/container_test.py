@@ -2,11 +2,15 @@
 
 Environment: IMAGE (`$(rootpaths)` of an oci_image), NAME (short image name), MODE: `serve`
 (args `--host 127.0.0.1 --port P`, then GET /live) or `cli` (run with `--help`, expect usage).
+The ML image also runs `update` in pieces on worker processes (`sharding.workers`: spawned
+interpreters, semaphores in /dev/shm) with the Kubernetes Jobs' read-only root filesystem.
 Tagged no-sandbox/requires-network/exclusive: podman does not work in Bazel's sandbox.
 """
 
 import os
+import re
 import subprocess
+import tempfile
 import time
 import urllib.request
 from typing import Iterator
@@ -81,3 +85,40 @@ def test_cli_help(image: str) -> None:
     result = podman("run", "--rm", "--network", "none", image, "--help", check=False)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+
+
+# 300 users in pieces of 70: the update's 5 pieces on `sharding.workers` (2) processes
+PIECES_CONFIG = """\
+generator: {n_users: 300, days: 45, signup_rate: 0.01}
+churn: {window_days: 7}
+sharding: {shard_users: 70, workers: 2}
+"""
+
+
+@pytest.mark.skipif(NAME != "ml", reason="the ML image only")
+def test_update_computes_its_pieces_on_worker_processes(image: str) -> None:
+    """generate, validate, update in containers as the Jobs run them (read-only root, /tmp a
+    tmpfs, no network), the data root a volume: the update's pieces are computed by processes
+    other than the step's own, which writes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root, conf = os.path.join(tmp, "data"), os.path.join(tmp, "churn.yaml")
+        os.mkdir(root)
+        os.chmod(root, 0o777)  # the image's user 10001 is another user on the host
+        with open(conf, "w") as fh:
+            fh.write(PIECES_CONFIG)
+        env = run_python(image, "import os; print(os.environ['CHURN_DATA_ROOT'])")
+
+        def ml_jobs(*args: str) -> subprocess.CompletedProcess:
+            return podman("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                          "-v", f"{root}:{env}", "-v", f"{conf}:/etc/churn.yaml:ro",
+                          "-e", "CHURN_MLOPS_CONFIG=/etc/churn.yaml", "-e", "MPLCONFIGDIR=/tmp",
+                          image, *args, check=False)
+
+        for step in ("generate", "validate"):
+            done = ml_jobs(step)
+            assert done.returncode == 0, done.stderr
+        update = ml_jobs("update")
+        assert update.returncode == 0, update.stderr
+        assert re.search(r"update: raw events .* partitioned to 5 pieces", update.stderr), update.stderr
+        pids = re.findall(r"update: piece \d/5 in .*s \(computed in .*s by worker process (\d+)\)", update.stderr)
+        assert len(pids) == 5, update.stderr
