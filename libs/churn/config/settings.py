@@ -355,11 +355,17 @@ class ShardingSettings:
     `workers`: processes that compute the pieces of one step at once (`churn.parallel.pool`);
     2, the cores of the machine the targets are set for. Memory is about `workers + 1` pieces
     (the pieces computed and the one being written); 1 computes in the step's own process.
+
+    `raw_workers`: the same for `generate`'s shards and `validate`'s groups of parts. 1: at
+    1,000,000 users two processes made both slower, not faster (generate 190 s wall for 179 s
+    of CPU, validate 117 s for 109 s, against 124 and 87 s of CPU in one process; the
+    update's pieces on two: 219 s wall for 355 s of CPU; README "Scale", session 12).
     """
 
     shard_users: Positive = 12_500
     wait_seconds: Positive = 3600
     workers: Positive = 2
+    raw_workers: Positive = 1
 
 
 @section

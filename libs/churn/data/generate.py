@@ -337,7 +337,7 @@ def write_raw(cfg: GeneratorSettings, paths: DataPaths, simulate_shift: bool | N
 
     Events stream shard by shard (`shard_users`: `sharding.shard_users`) into the date
     partitions (`churn.raw.store`), one part per day and shard; nothing is visible until the
-    batch commits. With `workers` > 1 (`sharding.workers`) and more than one shard, the shards
+    batch commits. With `workers` > 1 (`sharding.raw_workers`) and more than one shard, the shards
     are drawn and encoded by that many processes (`churn.parallel.pool.ordered_map`) and this
     process writes their parts in shard order: the same files byte for byte, every write (and
     its storage fault points) in this process; memory about `workers` + 1 shards.

@@ -139,7 +139,7 @@ def _raw_bytes(paths: DataPaths) -> dict[str, bytes]:
 
 
 def test_workers_write_the_same_raw_bytes_as_one_process(tmp_path: Path) -> None:
-    """Shards drawn and encoded by two processes (sharding.workers), written by this one: the
+    """Shards drawn and encoded by two processes (sharding.raw_workers), written by this one: the
     same parts, digests and manifest as one process (#16)."""
     cfg = dataclasses.replace(SMALL, n_users=3 * STREAM_USERS + 700, days=20)
     one, two = DataPaths.from_root(tmp_path / "one"), DataPaths.from_root(tmp_path / "two")

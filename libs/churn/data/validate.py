@@ -430,7 +430,7 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     and says how many other part files had it too. The caller (CLI) exits 1 when `report.ok`
     is False.
 
-    `sharding.workers` > 1, with more users than one shard (`sharding.shard_users`): the groups of parts are
+    `sharding.raw_workers` > 1, with more users than one shard (`sharding.shard_users`): the groups of parts are
     read, checked against their digests and judged by that many processes
     (`churn.parallel.pool.ordered_map`); this process buckets their ids and merges their
     judgements in part order, so the report and its digest are those of one process
@@ -447,7 +447,7 @@ def run_validate(settings: Settings, paths: DataPaths, report_path: str | None =
     parts = [p for files in raw_day_files(paths, manifest).values() for p in files]
     known = KnownUsers.of(users)
     with IdBuckets(paths.root / "shards" / "validate", shards) as buckets:
-        workers = settings.sharding.workers
+        workers = settings.sharding.raw_workers
         if workers > 1 and shards > 1 and len(parts) > 1:
             judged = _judged_in_workers(paths, manifest, exp, shards, workers)
         else:

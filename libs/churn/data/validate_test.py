@@ -437,7 +437,7 @@ def test_known_users_rows_are_the_rows_of_the_ids(ids: list[int]) -> None:
 
 
 def test_workers_give_the_report_of_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Groups of parts read and judged by two processes (sharding.workers), bucketed and merged
+    """Groups of parts read and judged by two processes (sharding.raw_workers), bucketed and merged
     here: the report file (verdict, violations, raw digest) is byte for byte the one of one
     process, on clean data and on data with violations in several parts (#16)."""
     import pyarrow.parquet as pq
@@ -453,7 +453,7 @@ def test_workers_give_the_report_of_one_process(tmp_path: Path, monkeypatch: pyt
 
     def report_bytes(workers: int) -> bytes:
         settings = dataclasses.replace(SETTINGS, sharding=dataclasses.replace(SETTINGS.sharding, shard_users=50,
-                                                                              workers=workers))
+                                                                              raw_workers=workers))
         out = tmp_path / f"report-{workers}.json"
         run_validate(settings, paths, report_path=str(out))
         doc = json.loads(out.read_text())

@@ -87,7 +87,7 @@ def step_generate(settings: Settings, simulate_shift: bool = False) -> StepResul
 
     def body() -> StepResult:
         res = write_raw(settings.generator, paths, simulate_shift=simulate_shift,
-                        shard_users=settings.sharding.shard_users, workers=settings.sharding.workers)
+                        shard_users=settings.sharding.shard_users, workers=settings.sharding.raw_workers)
         return StepResult("generate", res.events, 0.0, [res.users_path, res.events_path],
                           detail={"users": res.users, "events": res.events, "simulate_shift": simulate_shift})
 
