@@ -81,8 +81,7 @@ from churn.errors import DataError
 from churn.parallel.pool import ordered_map
 from churn.sampling.users import shard_count
 from churn.storage import generations
-from churn.storage.daytables import day_user_order
-from churn.storage.daytables import read_days_of
+from churn.storage.daytables import day_ordered_table, read_days_of
 from churn.storage.derived import base_id, publish_tables
 from churn.storage.files import atomic_write_json, mkdirs, naming_disk_full, read_json
 from churn.storage.paths import DataPaths
@@ -304,7 +303,7 @@ def _piece(job: Job) -> tuple[dict[str, Any], float, int]:
     partition and its users' rows of older days of the generation `paths` is bound to; the
     parent writes the day files. Returns the tables ({name: (frame, days)}, in this process)
     or, on a worker (`out_dir`), {name: an uncompressed Arrow IPC file of its rows in the day
-    files' (day, user) order, converted as `DayFiles.write_piece` converts a frame}, which
+    files' (day, user) order (`daytables.day_ordered_table`, the conversion of `DayFiles.write_piece`)}, which
     the writer maps instead of unpickling the frames (at 100,000 users the pickled frames
     cost 15 s more CPU than the update's 35 and held two pieces more in the writer); then the
     seconds it took and the process id."""
@@ -315,13 +314,7 @@ def _piece(job: Job) -> tuple[dict[str, Any], float, int]:
         return tables, time.perf_counter() - t0, os.getpid()
     out: dict[str, Path] = {}
     for name in list(tables):
-        frame = tables.pop(name)[0]
-        dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
-        order = day_user_order(dates, frame["user_id"].to_numpy())
-        if order is not None:
-            frame = frame.take(order)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        del frame
+        table, _ = day_ordered_table(tables.pop(name)[0])
         out[name] = out_dir / f"piece-{i:03d}-{name}.arrow"
         with naming_disk_full(out[name]), pa.ipc.new_file(str(out[name]), table.schema) as writer:
             writer.write_table(table)

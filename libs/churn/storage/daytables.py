@@ -112,6 +112,19 @@ def layout_firsts(users_snapshot: Path, shard_users: int, rows: pd.DataFrame) ->
     return piece_firsts(ids, shard_users)
 
 
+def day_ordered_table(frame: pd.DataFrame) -> tuple[pa.Table, np.ndarray]:
+    """`frame`'s rows sorted by (day, user_id) and converted to Arrow, with their day numbers:
+    the one conversion of a frame for the day files (`DayFiles.write_piece`, and an update's
+    worker processes, which hand the writer these tables)."""
+    dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    order = day_user_order(dates, frame["user_id"].to_numpy())
+    if order is not None:
+        # reordered as numpy columns before the conversion: an Arrow take of the table was
+        # 0.4 s a piece of 12,500 users, most of the regrouping
+        frame, dates = frame.take(order), dates[order]
+    return pa.Table.from_pandas(frame, preserve_index=False), dates
+
+
 class DayFiles:
     """The day files of some days of some tables, written at once: THE encoding of day files.
 
@@ -197,13 +210,7 @@ class DayFiles:
     def _frame_groups(self, name: str, frame: pd.DataFrame) -> list[tuple[pq.ParquetWriter, pa.Table]]:
         if not len(frame):
             return []
-        dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
-        order = day_user_order(dates, frame["user_id"].to_numpy())
-        if order is not None:
-            # reordered as numpy columns before the conversion: an Arrow take of the table was
-            # 0.4 s a piece of 12,500 users, most of the regrouping
-            frame, dates = frame.take(order), dates[order]
-        return self._table_groups(name, pa.Table.from_pandas(frame, preserve_index=False), dates)
+        return self._table_groups(name, *day_ordered_table(frame))
 
     def _table_groups(self, name: str, table: pa.Table, dates: np.ndarray) -> list[tuple[pq.ParquetWriter, pa.Table]]:
         """(day file's writer, one row group's rows) for each day of `days` in `table` (sorted by
