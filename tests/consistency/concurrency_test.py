@@ -7,11 +7,13 @@ nothing pending, and no temp file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,9 @@ import pytest
 from churn.pipeline.steps import bootstrap
 from churn.pipeline.testing import TINY_YAML, tiny_settings
 from churn.registry.registry import ModelRegistry
+from churn.storage.filelock import FileLock
 from churn.storage.files import is_temp_name
+from churn.storage.paths import DataPaths
 
 MAIN = Path(os.environ.get("TEST_SRCDIR", "."), os.environ.get("TEST_WORKSPACE", "_main"), "apps/ml_jobs/main.py")
 USERS, DAYS = 150, 90
@@ -34,9 +38,32 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run_all(config: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    return _collect(commands, _start(config, commands))
+
+
+def _start(config: Path, commands: list[list[str]]) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    procs = [subprocess.Popen([sys.executable, str(MAIN), "--config", str(config), *argv], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in commands]
+    return [subprocess.Popen([sys.executable, str(MAIN), "--config", str(config), *argv], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in commands]
+
+
+def _wait_until_open(procs: list[subprocess.Popen], path: Path, timeout_s: float = 300) -> None:
+    """Until every process has `path` open (a lock it is waiting for: FileLock opens the file
+    before its first flock()); bounded, and fails if one exits first."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(procs)
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} process(es) never opened {path}"
+        for p in list(pending):
+            assert p.poll() is None, f"pid {p.pid} exited ({p.returncode}) before waiting for {path}"
+            with contextlib.suppress(OSError):
+                if any(os.path.realpath(f"/proc/{p.pid}/fd/{fd}") == str(path.resolve())
+                       for fd in os.listdir(f"/proc/{p.pid}/fd")):
+                    pending.remove(p)
+        time.sleep(0.05)
+
+
+def _collect(commands: list[list[str]], procs: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
     out = []
     for argv, p in zip(commands, procs):
         stdout, stderr = p.communicate(timeout=600)
@@ -85,7 +112,14 @@ def test_concurrent_retrains_and_a_promote_leave_a_consistent_registry(seeded: P
     config.write_text(TINY_YAML.format(root=root, users=USERS, days=DAYS))
     registry = ModelRegistry(root)
     before = set(registry.versions())
-    results = _run_all(config, [["train"], ["train"], ["promote", "--reason", "during the retrains"]])
+    commands = [["train"], ["train"], ["promote", "--reason", "during the retrains"]]
+    lock_path = DataPaths.from_root(root).locks / "train.lock"
+    # held here until both trains wait for it: two trains of 0.5 s started together did not
+    # always meet (their start-up took longer than a train), so neither waited
+    with FileLock(lock_path):
+        procs = _start(config, commands)
+        _wait_until_open(procs[:2], lock_path)
+    results = _collect(commands, procs)
     trains, promote = results[:2], results[2]
     assert [r.returncode for r in trains] == [0, 0], [r.stderr[-800:] for r in trains]
     assert promote.returncode in (0, 1), promote.stderr[-800:]
@@ -97,9 +131,10 @@ def test_concurrent_retrains_and_a_promote_leave_a_consistent_registry(seeded: P
     assert len(new) == 4 and set(record["versions"]) <= new, (new, record["versions"])
     for version in registry.versions():  # each version complete: its model file verifies against its card
         registry.load(version)
-    # they started together and a train takes seconds: one waited for the other, and said who holds it
-    waited = [r for r in trains if "train.lock: waiting for the lock" in r.stderr]
-    assert len(waited) == 1 and "held by pid" in waited[0].stderr, [r.stderr[-800:] for r in trains]
+    # both waited for the lock this test held, and said who held it; then they took turns
+    waited = [r for r in trains if "train.lock: waiting for the lock" in r.stderr
+              and f"held by pid {os.getpid()}" in r.stderr]
+    assert len(waited) == 2, [r.stderr[-800:] for r in trains]
     registry.reconcile()
     assert registry.explain_alias() is not None
     assert not [e for e in registry.history() if e.get("state") == "pending"]
