@@ -230,6 +230,10 @@ class TrainingSettings:
     # with more threads than free cores (shared nodes, CPU limits) OpenMP spin-waits and
     # gradient boosting ran 17x slower in a measurement here.
     threads: Int = 1
+    # models fitted, evaluated and checked at once, each on a thread of the step
+    # (`churn.training.threads`): 2, the two model kinds; their kernels release the
+    # interpreter lock at 100,000 users and more (README "Scale"). 1: one after the other.
+    parallel_models: Positive = 2
 
 
 @section

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -198,6 +199,22 @@ def test_every_version_is_registered_with_its_portable_scorer(trained):
         assert scorer.kind == {"logistic_regression": "linear", "hist_gradient_boosting": "trees"}[trained_model.kind]
         expected = trained_model.model.predict_proba(run.test.X)[:, 1]
         np.testing.assert_allclose(scorer.risk(run.test.X), expected, rtol=0, atol=1e-9)
+
+
+def test_models_fitted_at_once_equal_models_fitted_one_after_the_other(trained, tmp_path):
+    """training.parallel_models: 2 fits (and checks) the two kinds on two threads; the models,
+    metrics, figures and portable scorers are those of fits one after the other."""
+    run, registry, versions, settings = trained
+    assert settings.training.parallel_models == 2
+    alone = small_settings(parallel_models=1)
+    serial = train_models(synthetic_training_set(300, 70), alone)
+    serial_versions = register_run(serial, ModelRegistry(tmp_path), alone, data_digest="d" * 64)
+    for at_once, one_by_one in zip(run.models, serial.models):
+        assert pickle.dumps(at_once.model) == pickle.dumps(one_by_one.model), at_once.kind
+        assert at_once.metrics == one_by_one.metrics and at_once.png == one_by_one.png
+    for version, serial_version in zip(versions, serial_versions):
+        scorer = registry.card(version)["scorer"]
+        assert scorer == ModelRegistry(tmp_path).card(serial_version)["scorer"]
 
 
 def test_a_model_without_a_portable_form_is_registered_but_never_promoted(trained, tmp_path):
