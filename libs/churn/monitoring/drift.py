@@ -278,7 +278,9 @@ def row_keys(user_ids: np.ndarray, dates: np.ndarray, seed: int = 0) -> np.ndarr
 
 
 def _first_per_user(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Positions of each user's smallest key, in user_id order."""
+    """Positions of each user's smallest key, in user_id order (ties: the first position)."""
+    if len(ids) and bool(np.all(ids[1:] > ids[:-1])):  # a day's rows: each user once, by id
+        return np.arange(len(ids))
     order = np.lexsort((keys, ids))
     sorted_ids = ids[order]
     return order[np.r_[True, sorted_ids[1:] != sorted_ids[:-1]]] if len(order) else order
@@ -325,11 +327,25 @@ class WindowSample:
             return
         ids = rows["user_id"].to_numpy().astype(np.int64)
         keys = row_keys(ids, rows["as_of_date"].to_numpy(), self.seed)
-        all_ids = np.concatenate([self.ids, ids])
-        all_keys = np.concatenate([self.keys, keys])
-        keep = _first_per_user(all_ids, all_keys)
-        matrix = np.concatenate([self.matrix, frame_matrix(rows, self.specs)])
-        self.ids, self.keys, self.matrix = all_ids[keep], all_keys[keep], matrix[keep]
+        self._merge(ids, keys, frame_matrix(rows, self.specs))
+
+    def _merge(self, ids: np.ndarray, keys: np.ndarray, matrix: np.ndarray) -> None:
+        """Fold in rows of distinct users sorted by id: a kept user's row is replaced where the
+        new key is smaller (ties keep the row already kept), new users are inserted in order.
+        In place, not a sort of the kept and new rows together: at 100,000 users that sort and
+        the copy of the kept matrix for each of 64 days were 2.5 s of drift-check's CPU."""
+        at = np.searchsorted(self.ids, ids)
+        kept = at < len(self.ids)
+        kept[kept] = self.ids[at[kept]] == ids[kept]
+        smaller = kept.copy()
+        smaller[kept] = keys[kept] < self.keys[at[kept]]
+        self.keys[at[smaller]] = keys[smaller]
+        self.matrix[at[smaller]] = matrix[smaller]
+        new = ~kept
+        if new.any():
+            self.ids = np.insert(self.ids, at[new], ids[new])
+            self.keys = np.insert(self.keys, at[new], keys[new])
+            self.matrix = np.insert(self.matrix, at[new], matrix[new], axis=0)
 
 
 def sample(rows: pd.DataFrame, specs: Sequence[FeatureSpec], window_days: int, seed: int = 0,

@@ -14,7 +14,7 @@ from churn.config.settings import MonitoringSettings
 from churn.features.schema import FeatureSpec, feature_specs, schema_to_json
 from churn.monitoring import twosample
 from churn.monitoring.drift import (
-    FAIL, OK, DriftConfigError, bin_counts, bin_edges, compare_feature, compare_samples, drift_check,
+    FAIL, OK, DriftConfigError, WindowSample, sample, bin_counts, bin_edges, compare_feature, compare_samples, drift_check,
     model_specs, one_row_per_user, select_specs, drift_report, windows, training_window,
 )
 from churn.features.rows import feature_dates, read_features
@@ -167,6 +167,31 @@ def test_one_row_per_user_is_deterministic():
     a, b = one_row_per_user(frame), one_row_per_user(frame.sample(frac=1, random_state=1))
     assert a["user_id"].tolist() == [1, 2, 3]
     assert a["as_of_date"].tolist() == b["as_of_date"].tolist()
+
+
+def test_a_window_sample_fed_day_by_day_equals_all_rows_at_once():
+    """Users who appear on later days, rows missing on some days, a day's rows by user id
+    (each user once) or several days shuffled together: the rows kept are those of one
+    `sample` of every row (the smallest key per user)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    specs = feature_specs()
+    days = pd.date_range("2025-03-01", periods=12)
+    first_day = rng.integers(0, len(days), 300)
+    grid = [(u, d) for u in range(1, 301) for i, d in enumerate(days) if i >= first_day[u - 1] and rng.random() < 0.8]
+    frame = pd.DataFrame(grid, columns=["user_id", "as_of_date"])
+    for spec in specs:
+        frame[spec.name] = _draw(spec, len(frame), rng)
+    frame["days_since_last_active"], frame["days_since_signup"] = 0.0, 100.0
+    frame = frame.sort_values(["as_of_date", "user_id"], ignore_index=True)
+    acc = WindowSample(specs, window_days=30)
+    for day in days[:9]:
+        acc.add(frame[frame["as_of_date"] == day])
+    acc.add(frame[frame["as_of_date"] > days[8]].sample(frac=1, random_state=1))
+    whole = sample(frame, specs, window_days=30)
+    assert len(whole) == frame["user_id"].nunique() and np.array_equal(acc.ids, np.unique(frame["user_id"]))
+    assert np.array_equal(acc.matrix, whole, equal_nan=True)
 
 
 @pytest.fixture(scope="module")
