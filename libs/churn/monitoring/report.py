@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from churn.monitoring.drift import DriftReport, FeatureDrift
-from churn.plotting.figures import figure_png, subplots
+from churn.plotting.charts import Bars, bars_png
 from churn.storage.files import atomic_write_json, atomic_write_text
 from churn.storage.generations import publish
 from churn.storage.paths import DRIFT_AREA, DataPaths
@@ -23,16 +23,9 @@ log = logging.getLogger(__name__)
 
 def feature_png(feature: FeatureDrift) -> bytes:
     """Bar chart of the bin shares of both windows."""
-    import numpy as np
-
-    x = np.arange(len(feature.bins))
-    with subplots(figsize=(8, 3.6)) as (fig, ax):
-        ax.bar(x - 0.2, feature.baseline_share, width=0.4, label=f"training window (n={feature.baseline_n})")
-        ax.bar(x + 0.2, feature.recent_share, width=0.4, label=f"recent window (n={feature.recent_n})")
-        ax.set_xticks(x, feature.bins, rotation=45, ha="right", fontsize=7)
-        ax.set(ylabel="share", title=f"{feature.name}: PSI {feature.psi:.3f} ({feature.status})")
-        ax.legend()
-        return figure_png(fig, dpi=80)
+    return bars_png(f"{feature.name}: PSI {feature.psi:.3f} ({feature.status})", feature.bins,
+                    [Bars(feature.baseline_share, f"training window (n={feature.baseline_n})"),
+                     Bars(feature.recent_share, f"recent window (n={feature.recent_n})", "orange")], "share")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -1,1 +1,1 @@
-"""Figures as PNG bytes: headless matplotlib (drift reports) and Pillow line charts (model evaluation)."""
+"""Figures as PNG bytes: headless matplotlib (the month's timeline) and Pillow charts (model evaluation, drift reports)."""

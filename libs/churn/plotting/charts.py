@@ -1,11 +1,13 @@
-"""Line charts on the unit square drawn with Pillow: the model card's evaluation figure.
+"""Charts drawn with Pillow: line charts on the unit square (the model card's evaluation
+figure) and grouped bar charts of shares (the drift report's figure per drifted feature).
 
 Why not matplotlib here: `train` draws one such figure per model, and at 2,000 users
 importing matplotlib and laying out and rendering two figures was about 0.9 s of the step's
 CPU (README, Benchmarks), more than either fit. A PR curve and a calibration curve need only
 axes from 0 to 1, a grid, lines, markers, text and a legend: Pillow (already installed as a
-matplotlib dependency, ~0.04 s to import) draws them in a few milliseconds. Drift reports,
-whose plots are bar charts with free axes, keep matplotlib (`churn.plotting.figures`).
+matplotlib dependency, ~0.04 s to import) draws them in a few milliseconds. The same for the
+drift report's bars: matplotlib's import was 1.4-1.7 s of drift-check at 100,000 users
+(README, "Scale"). The month's timeline keeps matplotlib (`churn.plotting.figures`).
 
 Drawn at SUPERSAMPLE times the size and scaled down by block means (anti-aliased lines and text); the PNG
 bytes are a function of the inputs alone (no timestamps), like the rest of a version.
@@ -22,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 SUPERSAMPLE = 2
 TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COLORS = {"blue": (31, 119, 180), "grey": (128, 128, 128), "text": (0, 0, 0), "grid": (225, 225, 225)}
+COLORS = {"blue": (31, 119, 180), "orange": (255, 127, 14), "grey": (128, 128, 128), "text": (0, 0, 0), "grid": (225, 225, 225)}
 # margins of a panel's plotting area, in output pixels: left, top, right, bottom
 MARGINS = (58, 30, 14, 44)
 
@@ -38,6 +40,15 @@ class Line:
     color: str = "blue"
     dashed: bool = False
     markers: bool = False
+
+
+@dataclass(frozen=True)
+class Bars:
+    """One series of a bar chart: a height per category, drawn side by side with the others."""
+
+    heights: Sequence[float]
+    label: str
+    color: str = "blue"
 
 
 @dataclass(frozen=True)
@@ -151,10 +162,74 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font: I
     draw.text(xy, text, fill=COLORS["text"], font=font, anchor=anchor)
 
 
-def _vertical_text(image: Image.Image, xy: tuple[int, int], text: str, font: ImageFont.FreeTypeFont) -> None:
-    """`text` rotated a quarter turn (reading upwards), its left edge at x, centred on y."""
+def _quarter_turn(text: str, font: ImageFont.FreeTypeFont) -> Image.Image:
+    """`text` on white, rotated a quarter turn (reading upwards)."""
     left, top, right, bottom = font.getbbox(text)
     label = Image.new("RGB", (right - left + 2, bottom - top + 2), "white")
     ImageDraw.Draw(label).text((-left + 1, -top + 1), text, fill=COLORS["text"], font=font)
-    label = label.rotate(90, expand=True)
+    return label.rotate(90, expand=True)
+
+
+def _vertical_text(image: Image.Image, xy: tuple[int, int], text: str, font: ImageFont.FreeTypeFont) -> None:
+    """`text` reading upwards, its left edge at x, centred on y (an axis title)."""
+    label = _quarter_turn(text, font)
     image.paste(label, (xy[0], xy[1] - label.height // 2))
+
+
+def bars_png(title: str, categories: Sequence[str], series: Sequence[Bars], ylabel: str,
+             size: tuple[int, int] = (640, 288)) -> bytes:
+    """Grouped bars (one group per category, one bar per series) on a y axis from 0 to a
+    little above the highest bar, the category names upright under their group, as PNG bytes."""
+    s = SUPERSAMPLE
+    width, height = size
+    image = Image.new("RGB", (width * s, height * s), "white")
+    draw = ImageDraw.Draw(image)
+    small, text = (ImageFont.load_default(size=px * s) for px in (10, 12))
+    names_height = max((small.getbbox(c)[2] - small.getbbox(c)[0] for c in categories), default=0) + 8 * s
+    left, top, right = MARGINS[0] * s, MARGINS[1] * s, width * s - MARGINS[2] * s
+    bottom = height * s - names_height - 4 * s
+    highest = max((float(h) for bars in series for h in bars.heights), default=0.0)
+    step = _tick_step(highest)
+    ymax = step * (int(highest / step) + 1)
+    for i in range(int(round(ymax / step)) + 1):
+        y = bottom - i * step / ymax * (bottom - top)
+        draw.line([(left, y), (right, y)], fill=COLORS["grid"], width=s)
+        _text(draw, (left - 4 * s, y), f"{i * step:.{_decimals(step)}f}", small, anchor="rm")
+    group = (right - left) / max(len(categories), 1)
+    bar = 0.8 * group / max(len(series), 1)
+    for k, bars in enumerate(series):
+        for j, h in enumerate(bars.heights):
+            x0 = left + j * group + 0.1 * group + k * bar
+            draw.rectangle((x0, bottom - float(h) / ymax * (bottom - top), x0 + bar, bottom), fill=COLORS[bars.color])
+    for j, name in enumerate(categories):
+        _upright_text(image, (int(left + (j + 0.5) * group), bottom + 4 * s), name, small)
+    draw.rectangle((left, top, right, bottom), outline=COLORS["text"], width=s)
+    _text(draw, ((left + right) // 2, top - 8 * s), title, text, anchor="md")
+    _vertical_text(image, (6 * s, (top + bottom) // 2), ylabel, text)
+    for k, bars in enumerate(series):  # the legend, top right
+        y = top + 6 * s + k * 16 * s
+        label_width = draw.textlength(bars.label, font=small)
+        draw.rectangle((right - label_width - 30 * s, y, right - label_width - 18 * s, y + 10 * s), fill=COLORS[bars.color])
+        _text(draw, (right - 8 * s, y + 5 * s), bars.label, small, anchor="rm")
+    out = io.BytesIO()
+    image.reduce(s).save(out, format="PNG", optimize=False)
+    return out.getvalue()
+
+
+def _tick_step(highest: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving about five ticks up to `highest`."""
+    if highest <= 0:
+        return 0.2
+    raw = highest / 5
+    power = 10.0 ** np.floor(np.log10(raw))
+    return float(min((m * power for m in (1, 2, 5, 10) if m * power >= raw)))
+
+
+def _decimals(step: float) -> int:
+    return max(0, int(-np.floor(np.log10(step))))
+
+
+def _upright_text(image: Image.Image, xy: tuple[int, int], text: str, font: ImageFont.FreeTypeFont) -> None:
+    """`text` reading upwards, its end at y, centred on x (a category under its bars)."""
+    label = _quarter_turn(text, font)
+    image.paste(label, (xy[0] - label.width // 2, xy[1]))
