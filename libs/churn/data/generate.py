@@ -25,13 +25,13 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 from churn.config.settings import GeneratorSettings
 from churn.raw.contract import EVENT_TYPES, PLANS
-from churn.parallel.pool import ordered_map
+from churn.parallel.pool import context, ordered_map
 from churn.raw.store import BatchWriter, EncodedPart, encode_events
 from churn.storage.paths import DataPaths
 
@@ -134,14 +134,12 @@ def _shift_arrays(cfg: GeneratorSettings) -> tuple[np.ndarray, np.ndarray, np.nd
     return eng, act, watch
 
 
-def chunk_events(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chunk_no: int,
-                 first_row: int = 0) -> pd.DataFrame:
+def chunk_events(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, chunk_no: int) -> pd.DataFrame:
     """Events of users [lo, hi) as a DataFrame sorted by (user_id, event_time); no event_id yet.
 
-    The user_id of an event is its user's position in the users table + 1, `pop` holding the
-    users from position `first_row` on (a worker gets only its shard's rows); the random stream
+    The user_id of an event is its user's position in the users table + 1; the random stream
     is `default_rng([seed, 1, chunk_no])` (a continued world passes one chunk number per day)."""
-    parts, rng = _draw_parts(cfg, pop, lo - first_row, hi - first_row, chunk_no)
+    parts, rng = _draw_parts(cfg, pop, lo, hi, chunk_no)
     return _assemble(cfg, lo, parts, rng)
 
 
@@ -235,9 +233,9 @@ def _shard_bounds(n_users: int, shard_users: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + per, n_users)) for lo in range(0, n_users, per)]
 
 
-def _shard_frame(cfg: GeneratorSettings, pop: Population, lo: int, hi: int, first_row: int = 0) -> pd.DataFrame:
+def _shard_frame(cfg: GeneratorSettings, pop: Population, lo: int, hi: int) -> pd.DataFrame:
     """The events of users [lo, hi), stream by stream, without event ids (see `chunk_events`)."""
-    streams = [chunk_events(cfg, pop, s, min(s + STREAM_USERS, hi), s // STREAM_USERS, first_row)
+    streams = [chunk_events(cfg, pop, s, min(s + STREAM_USERS, hi), s // STREAM_USERS)
                for s in range(lo, hi, STREAM_USERS)]
     return pd.concat(streams, ignore_index=True) if len(streams) > 1 else streams[0]
 
@@ -267,31 +265,67 @@ class _Shard:
     pop: Population  # users lo+1..hi (row 0 is user lo+1): what the event draws read
     lo: int
     hi: int
-    first_event_id: int = 0
+    index: int  # the shard's place in `_shard_bounds`: where its first event id is handed on
 
 
 def _shards(cfg: GeneratorSettings, pop: Population, shard_users: int) -> list[_Shard]:
     cols = ["engagement_score", "is_paid"]
     return [_Shard(cfg, Population(pop.users[cols].iloc[lo:hi].reset_index(drop=True),
-                                   pop.first_day[lo:hi].copy(), pop.last_day[lo:hi].copy()), lo, hi)
-            for lo, hi in _shard_bounds(cfg.n_users, shard_users)]
+                                   pop.first_day[lo:hi].copy(), pop.last_day[lo:hi].copy()), lo, hi, k)
+            for k, (lo, hi) in enumerate(_shard_bounds(cfg.n_users, shard_users))]
 
 
-def _count_shard(shard: _Shard) -> int:
-    """How many events the shard has: its streams' draws up to the counts (no times, no sort,
-    no frame), what fixes the first event id of every later shard."""
-    n = 0
-    for s in range(shard.lo, shard.hi, STREAM_USERS):
-        parts, _ = _draw_parts(shard.cfg, shard.pop, s - shard.lo, min(s + STREAM_USERS, shard.hi) - shard.lo,
-                               s // STREAM_USERS)
-        n += sum(p[0].size for p in parts)
-    return n
+# a worker's view of the shards' first event ids (`_share_firsts`): firsts[k] is shard k's
+# (0 = not known yet, -1 = an earlier shard failed), guarded by the condition
+_FIRSTS: tuple[Any, Any] | None = None
+
+
+def _share_firsts(firsts: Any, changed: Any) -> None:
+    global _FIRSTS
+    _FIRSTS = (firsts, changed)
+
+
+def _hand_on(k: int, count: int | None) -> int:
+    """Shard k's first event id, once shard k - 1 has handed it on, after handing on shard
+    k + 1's (that id + `count`; the failure mark when `count` is None: shard k failed)."""
+    assert _FIRSTS is not None, "_share_firsts not called in this process"
+    firsts, changed = _FIRSTS
+    with changed:
+        if count is None:
+            firsts[k + 1] = -1
+            changed.notify_all()
+            return -1
+        while firsts[k] == 0:
+            changed.wait()
+        first = int(firsts[k])
+        firsts[k + 1] = -1 if first < 0 else first + count
+        changed.notify_all()
+    if first < 0:
+        raise RuntimeError(f"generate: a shard before shard {k} failed")
+    return first
 
 
 def _encode_shard(shard: _Shard) -> list[EncodedPart]:
-    """The shard's events with their global ids, encoded as its day parts (a worker's piece)."""
-    ev = _shard_frame(shard.cfg, shard.pop, shard.lo, shard.hi, first_row=shard.lo)
-    ev.insert(0, "event_id", np.arange(shard.first_event_id, shard.first_event_id + len(ev), dtype=np.int64))
+    """The shard's events with their global ids, encoded as its day parts (a worker's piece).
+
+    The draws give the shard's count of events, which is handed on as the next shard's first
+    id before this one waits for its own (the previous shard's draws), then times, order and
+    encoding: each event drawn once, in whichever process."""
+    try:
+        drawn = [(s, *_draw_parts(shard.cfg, shard.pop, s - shard.lo, min(s + STREAM_USERS, shard.hi) - shard.lo,
+                                  s // STREAM_USERS))
+                 for s in range(shard.lo, shard.hi, STREAM_USERS)]
+    except BaseException:
+        _hand_on(shard.index, None)  # the later shards stop waiting (the caller raises this one first)
+        raise
+    first = _hand_on(shard.index, sum(p[0].size for _, parts, _ in drawn for p in parts))
+    streams = []
+    while drawn:
+        s, parts, rng = drawn.pop(0)  # each stream's parts freed once assembled
+        streams.append(_assemble(shard.cfg, s, parts, rng))
+    ev = pd.concat(streams, ignore_index=True) if len(streams) > 1 else streams[0]
+    del streams
+    ev.insert(0, "event_id", np.arange(first, first + len(ev), dtype=np.int64))
     return encode_events(ev)
 
 
@@ -299,19 +333,17 @@ def _encoded_in_workers(cfg: GeneratorSettings, pop: Population, shard_users: in
                         workers: int) -> Iterator[list[EncodedPart]]:
     """The shards' encoded day parts, in shard order, computed by `workers` processes.
 
-    A shard's first event id is 1 + the events of the shards before it, so the shards are
-    counted first, here (a seventh of a shard's drawing and encoding: 0.2 s of 1.4 s for 10,000
-    users), then drawn and encoded by the workers; the caller writes. Why not count in the
-    workers too: that is a second pool, and each spawned worker costs 0.75-2.5 s of CPU
-    importing numpy, pandas, pyarrow and these modules (warm and cold caches, load 7-12), about
-    the counting of 100,000 users; at 1,000,000 users the count is about 20 s here (a pool
-    that serves both maps would take it to the workers). The bytes are those of one process
-    (`generate_test`)."""
+    A shard's first event id is 1 + the events of the shards before it: each worker hands it
+    on to the next shard as soon as its draws are done (`_hand_on`, through an array shared by
+    the workers), so every event is drawn once, in the workers. Before (session 12) this
+    process counted every shard by drawing it first (`_count_shard`), while the workers
+    waited: 20 s of 1,000,000 users' generate, a seventh of the draws done twice. The bytes
+    are those of one process (`generate_test`); the caller writes."""
     shards = _shards(cfg, pop, shard_users)
-    counts = [_count_shard(s) for s in shards]
-    firsts = np.concatenate([[1], 1 + np.cumsum(counts)[:-1]]).astype(np.int64)
-    yield from ordered_map(_encode_shard, [replace(s, first_event_id=int(f)) for s, f in zip(shards, firsts)],
-                           workers)
+    ctx = context()
+    firsts = ctx.RawArray("q", len(shards) + 1)  # zeros: not known yet
+    firsts[0] = 1
+    yield from ordered_map(_encode_shard, shards, workers, setup=(_share_firsts, (firsts, ctx.Condition())))
 
 
 def with_shift(cfg: GeneratorSettings, simulate_shift: bool | None) -> GeneratorSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from churn.config.settings import GeneratorSettings
+from churn.data import generate as gen
 from churn.data.generate import EVENT_TYPES, STREAM_USERS, generate, iter_event_chunks, write_raw
+from churn.parallel.pool import context
 from churn.raw.store import raw_digest, read_events, read_users
 from churn.storage.paths import DataPaths
 
@@ -154,3 +157,25 @@ def test_workers_write_the_same_raw_bytes_as_one_process(tmp_path: Path) -> None
     assert raw_digest(one) == raw_digest(two)
     events = read_events(two).sort_values("event_id", ignore_index=True)
     assert events["event_id"].tolist() == list(range(1, res2.events + 1))
+
+
+def test_first_event_ids_are_handed_on_from_shard_to_shard_and_a_failure_stops_the_wait() -> None:
+    """`_hand_on`: a shard waits for its first id until the shard before hands it on (its
+    own first + its count), and a failed shard releases the ones after it (an error, not a
+    hang: the caller raises the failed shard's own error first)."""
+    ctx = context()
+    firsts = ctx.RawArray("q", 5)
+    firsts[0] = 1
+    gen._share_firsts(firsts, ctx.Condition())
+    got: dict[int, int] = {}
+    later = threading.Thread(target=lambda: got.update({1: gen._hand_on(1, 20)}))
+    later.start()
+    later.join(0.3)
+    assert later.is_alive() and firsts[2] == 0, "shard 1 waits for shard 0"
+    assert gen._hand_on(0, 10) == 1
+    later.join(5)
+    assert got == {1: 11} and list(firsts[:3]) == [1, 11, 31]
+    gen._hand_on(2, None)  # shard 2 failed in its draws
+    with pytest.raises(RuntimeError, match="a shard before shard 3 failed"):
+        gen._hand_on(3, 5)
+    assert firsts[4] == -1

@@ -21,24 +21,36 @@ import collections
 import logging
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
+                setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None) -> Iterator[R]:
     """`map(fn, items)` computed by up to `workers` processes, yielded in the items' order.
 
     `workers` <= 1, or one item, runs in this process (no process, the same results). `fn`
     and the items must be picklable (a module-level function; frames, paths, settings).
+    `setup`: (a module-level function, its arguments), called once in each worker before
+    its first piece (in this process when no worker is started): how the pieces get objects
+    that are shared across the processes, which only pass to a process as it starts (made
+    by `context()`: a `multiprocessing.Array`, a `Condition`).
+
+    The pieces start in the items' order (a worker takes the next one when it is free), so
+    a piece may wait for something an earlier piece publishes before it finishes (as
+    `churn.data.generate` hands on the first event ids): every earlier piece is running
+    or done, never queued behind it.
     """
     todo = list(items)
     if workers <= 1 or len(todo) <= 1:
+        if setup:
+            setup[0](*setup[1])
         yield from map(fn, todo)
         return
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_log_like_parent, initargs=_parent_logging())
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context(),
+                               initializer=_start_worker, initargs=(*_parent_logging(), setup))
     pending: collections.deque[Future[R]] = collections.deque()
     ahead = iter(todo)
     try:
@@ -57,6 +69,17 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
 
 
 _END = object()
+
+
+def context() -> multiprocessing.context.SpawnContext:
+    """The workers' start method ("spawn", above): objects shared with them are made by it."""
+    return multiprocessing.get_context("spawn")
+
+
+def _start_worker(level: int, fmt: str | None, setup: tuple[Callable[..., None], tuple[Any, ...]] | None) -> None:
+    _log_like_parent(level, fmt)
+    if setup:
+        setup[0](*setup[1])
 
 
 def _parent_logging() -> tuple[int, str | None]:

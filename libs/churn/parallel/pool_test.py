@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from churn.errors import DataError
-from churn.parallel.pool import ordered_map
+from churn.parallel.pool import context, ordered_map
 
 
 def _square_noting_start(item: tuple[Path, int]) -> tuple[int, int]:
@@ -33,6 +33,43 @@ def _die(i: int) -> int:
 def _warn(i: int) -> int:
     logging.getLogger("churn.parallel.test").warning("piece %d warns from pid %d", i, os.getpid())
     return os.getpid()
+
+
+_CHAIN: tuple | None = None  # (array, condition) shared by the pieces of a test (`_share`)
+
+
+def _share(values: object, changed: object) -> None:
+    global _CHAIN
+    _CHAIN = (values, changed)
+
+
+def _add_to_previous(i: int) -> tuple[int, int]:
+    """values[i + 1] = values[i] + i, once the piece before has set values[i]: a piece that
+    waits for an earlier one, as generate's shards wait for their first event ids."""
+    values, changed = _CHAIN
+    with changed:
+        while values[i] == 0:
+            changed.wait()
+        values[i + 1] = values[i] + i
+        changed.notify_all()
+        return values[i], os.getpid()
+
+
+def _chain(workers: int) -> list[tuple[int, int]]:
+    ctx = context()
+    values = ctx.RawArray("q", 7)
+    values[0] = 100
+    return list(ordered_map(_add_to_previous, range(6), workers, setup=(_share, (values, ctx.Condition()))))
+
+
+def test_setup_shares_objects_with_the_workers_and_a_piece_may_wait_for_an_earlier_one() -> None:
+    got = _chain(workers=2)
+    assert [v for v, _ in got] == [100, 100, 101, 103, 106, 110]
+    assert os.getpid() not in {pid for _, pid in got}
+
+
+def test_setup_runs_in_this_process_without_workers() -> None:
+    assert _chain(workers=1) == [(v, os.getpid()) for v in [100, 100, 101, 103, 106, 110]]
 
 
 def test_results_equal_map_in_order_with_at_most_workers_ahead(tmp_path: Path) -> None:
