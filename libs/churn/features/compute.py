@@ -216,26 +216,33 @@ def compute_features(user_days: pd.DataFrame, windows: Sequence[int] = WINDOWS_D
     if by_day and len(rows):
         rows = rows[day_order(grid.day[rows])]
     cols = _static(grid.frame, rows)
+    p = PAYMENT_RATE_WINDOW
+    # the 64-bit window sums kept past their own column: only the ratios' operands. Each
+    # count's sum is cast to its column's type at once: holding all 30 sums until the casts
+    # was 270 MB of a 12,500-user piece's peak (the update's worker processes, #16)
+    kept = {(n, w) for w in windows for n in ("quiz_attempts", "quiz_score_sum")}
+    kept |= {("payment_success", p), ("payment_failed", p)}
     sums: dict[tuple[str, int], np.ndarray] = {}
-    bounds = _window_bounds(rows, grid.group_start, set(windows) | {PAYMENT_RATE_WINDOW})
+    bounds = _window_bounds(rows, grid.group_start, set(windows) | {p})
     hi = rows + 1
     for name, source in list(GRID_SOURCE.items()) + [("quiz_score_sum", "quiz_score_sum")]:
         cs = _cumsum(grid.frame[source].to_numpy())
         at_t = cs[hi]
-        extra = (PAYMENT_RATE_WINDOW,) if name in ("payment_success", "payment_failed") else ()
-        for w in set(windows + extra):
+        for w in sorted({w for w in windows} | ({p} if (name, p) in kept else set())):
             diff = at_t - cs[bounds[w]]
             # float cumsum differences can be a hair below zero; integer ones are exact
-            sums[(name, w)] = diff if diff.dtype == np.int64 else np.maximum(diff, 0.0, out=diff)
+            total = diff if diff.dtype == np.int64 else np.maximum(diff, 0.0, out=diff)
+            if name in WINDOW_COUNTS and w in windows:
+                cols[f"{name}_{w}d"] = total.astype(np.float32 if name == "watch_minutes" else np.int32)
+            if (name, w) in kept:
+                sums[(name, w)] = total
+            del diff, total
         del cs, at_t
     for w in windows:
-        for name in WINDOW_COUNTS:
-            total = sums[(name, w)]
-            cols[f"{name}_{w}d"] = total.astype(np.float32 if name == "watch_minutes" else np.int32)
-        cols[f"quiz_mean_{w}d"] = _ratio(sums[("quiz_score_sum", w)], sums[("quiz_attempts", w)], 100.0)
-    p = PAYMENT_RATE_WINDOW
+        cols[f"quiz_mean_{w}d"] = _ratio(sums.pop(("quiz_score_sum", w)), sums.pop(("quiz_attempts", w)), 100.0)
     cols["payment_failure_rate_30d"] = _ratio(sums[("payment_failed", p)],
                                               sums[("payment_success", p)] + sums[("payment_failed", p)], 1.0)
+    del sums
     cols["days_since_last_active"] = _days_since_last_active(grid, rows)
     out = pd.DataFrame(cols, columns=feature_columns(windows), copy=False)  # fresh arrays: no block copy
     log.info("features: %d rows x %d features from %d grid rows in %.2fs",
