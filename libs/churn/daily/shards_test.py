@@ -108,14 +108,24 @@ def test_sharded_updates_equal_unsharded_row_for_row(tmp_path: Path) -> None:
     assert_equal_to_rebuild(settings["job"], paths["job"])
 
 
-def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(tmp_path: Path,
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """One encoding of day files (`daytables.DayFiles`): an update in 5 pieces (computed on 2
     worker processes, and in the step's own process: `sharding.workers` 1), the merge of 3
     pods' shards, and `features`, `labels` and `prepare` recomputing every day from the same
     data write byte-identical day files, so the features digest the scores record stays put
     (before, `features` and `labels` wrote pandas' `to_parquet`: other bytes for the same
-    rows, and every score was flagged stale); rows that change give other bytes."""
+    rows, and every score was flagged stale); rows that change give other bytes. The workers
+    hand their pieces over in record batches of whole days (`PIECE_BATCH_ROWS`, here about 3
+    days of a piece), each written by its own `write_arrow`."""
+    monkeypatch.setattr(update, "PIECE_BATCH_ROWS", 150)
+    real, batches = shards.DayFiles.write_arrow, []
+
+    def recorded(self: shards.DayFiles, name: str, table: pa.Table) -> None:
+        batches.append(name)
+        real(self, name, table)
+
+    monkeypatch.setattr(shards.DayFiles, "write_arrow", recorded)
     base = with_shard_users(small_settings(tmp_path / "loop"), 70)  # 300 users -> 5 pieces
     assert base.sharding.workers == 2, "the default: the pieces on worker processes"
     roots = {"loop": tmp_path / "loop", "inline": tmp_path / "inline", "job": tmp_path / "job"}
@@ -136,6 +146,7 @@ def test_every_writer_of_day_files_gives_the_same_bytes_for_the_same_rows(tmp_pa
         assert len(where) == 5, [r.getMessage() for r in caplog.records]
         # which of the 2 workers takes which piece is the pool's choice (a worker still starting)
         assert all(w.startswith("by worker") == elsewhere for w in where), (name, where)
+    assert batches.count("features") >= 5 * 4, (len(batches), "the workers' pieces in batches of a few days")
     job_update(s["job"], paths["job"])
     written = day_file_bytes(paths["loop"])
     assert day_file_bytes(paths["inline"]) == written, "the pieces computed on 2 workers and in this process differ"

@@ -81,7 +81,7 @@ from churn.errors import DataError
 from churn.parallel.pool import ordered_map
 from churn.sampling.users import shard_count
 from churn.storage import generations
-from churn.storage.daytables import day_ordered_table, read_days_of
+from churn.storage.daytables import day_ordered_table, day_user_order, read_days_of
 from churn.storage.derived import base_id, publish_tables
 from churn.storage.files import atomic_write_json, mkdirs, naming_disk_full, read_json
 from churn.storage.paths import DataPaths
@@ -298,7 +298,8 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
     out_dir = run_dir(paths, n) / "pieces" if workers > 1 and n > 1 else None
     if out_dir is not None:
         mkdirs(out_dir)
-    jobs = [(settings, paths, users_of_piece(users, bounds, i), plan, i, n, out_dir) for i in range(n)]
+    jobs = [(settings, paths, users_of_piece(users, bounds, i), plan, i, n, out_dir, PIECE_BATCH_ROWS)
+            for i in range(n)]
     with DayFiles(_areas(out), _plan_days(plan), _firsts(settings, users)) as files, \
             contextlib.closing(ordered_map(_piece, jobs, workers)) as pieces:
         # closing: a failed write (a full disk) stops the pool at once, not when the traceback
@@ -309,7 +310,8 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
                 files.write_piece(tables)
             else:
                 for name, path in tables.items():
-                    files.write_arrow(name, _mapped(path))
+                    for batch in _batches(path):  # whole days each: the row groups of one call
+                        files.write_arrow(name, batch)
             del tables
             log.info("update: piece %d/%d in %.1fs (computed in %.1fs %s)", i + 1, n, time.perf_counter() - t1,
                      computed, "in this process" if pid == os.getpid() else f"by worker process {pid}")
@@ -317,7 +319,14 @@ def _in_shards(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: 
     return files.rows
 
 
-Job = tuple[Settings, DataPaths, pd.DataFrame, Plan, int, int, "Path | None"]
+Job = tuple[Settings, DataPaths, pd.DataFrame, Plan, int, int, "Path | None", int]
+
+# Rows of a worker's Arrow record batch of a piece's table (whole days, about this many): the
+# writer reads and writes one batch at a time. Before, it memory-mapped the piece's three
+# files whole, and their pages stayed resident until the last day of each was written (270 MB
+# of the writer's RSS at 12,500 users, #16); the worker converted the grid to day order whole,
+# a second copy of it. 16 days of a 12,500-user piece.
+PIECE_BATCH_ROWS = 200_000
 
 
 def _piece(job: Job) -> tuple[dict[str, Any], float, int]:
@@ -326,36 +335,65 @@ def _piece(job: Job) -> tuple[dict[str, Any], float, int]:
     partition and its users' rows of older days of the generation `paths` is bound to; the
     parent writes the day files. Returns the tables ({name: (frame, days)}, in this process)
     or, on a worker (`out_dir`), {name: an uncompressed Arrow IPC file of its rows in the day
-    files' (day, user) order (`daytables.day_ordered_table`, the conversion of `DayFiles.write_piece`)}, which
-    the writer maps instead of unpickling the frames (at 100,000 users the pickled frames
-    cost 15 s more CPU than the update's 35 and held two pieces more in the writer); then the
-    seconds it took and the process id."""
+    files' (day, user) order, a record batch per `PIECE_BATCH_ROWS` of whole days
+    (`_write_batches`)}, which the writer reads a batch at a time instead of unpickling the
+    frames (at 100,000 users the pickled frames cost 15 s more CPU than the update's 35 and
+    held two pieces more in the writer); then the seconds it took and the process id."""
     with system_memory_pool():
         return _piece_tables(job)
 
 
 def _piece_tables(job: Job) -> tuple[dict[str, Any], float, int]:
-    settings, paths, users, plan, i, n, out_dir = job
+    settings, paths, users, plan, i, n, out_dir, batch_rows = job
     t0 = time.perf_counter()
     tables = _compute(settings, paths, users, plan, sharded=True, partition=(i, n))
     if out_dir is None:
         return tables, time.perf_counter() - t0, os.getpid()
     out: dict[str, Path] = {}
     for name in list(tables):
-        table, _ = day_ordered_table(tables.pop(name)[0])
         out[name] = out_dir / f"piece-{i:03d}-{name}.arrow"
-        with naming_disk_full(out[name]), pa.ipc.new_file(str(out[name]), table.schema) as writer:
-            writer.write_table(table)
+        _write_batches(out[name], by_days(tables.pop(name)[0], batch_rows))
     return out, time.perf_counter() - t0, os.getpid()
 
 
-def _mapped(path: Path) -> pa.Table:
-    """A piece's rows of one table, memory-mapped from the worker's file (no copy); the file
-    is unlinked at once (its pages stay readable while mapped; the run folder goes anyway)."""
-    with pa.memory_map(str(path)) as source:
-        table = pa.ipc.open_file(source).read_all()
+def by_days(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    """`frame`'s rows in (day, user) order, in frames of whole days of about `rows` rows (at
+    least one frame, maybe empty): reordered a frame at a time, not all at once."""
+    dates = frame["as_of_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    order = day_user_order(dates, frame["user_id"].to_numpy())
+    if order is not None:
+        dates = dates[order]
+    bounds = [0]
+    for start in np.flatnonzero(dates[1:] != dates[:-1]) + 1:
+        if start - bounds[-1] >= rows:
+            bounds.append(int(start))
+    bounds.append(len(dates))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        yield frame.iloc[lo:hi] if order is None else frame.take(order[lo:hi])
+
+
+def _write_batches(path: Path, frames: Iterable[pd.DataFrame]) -> None:
+    """Frames in day order as one uncompressed Arrow IPC file, a record batch each (the
+    conversion of `DayFiles.write_piece`, `daytables.day_ordered_table`)."""
+    with naming_disk_full(path), contextlib.ExitStack() as stack:
+        writer = None
+        for frame in frames:
+            table, _ = day_ordered_table(frame)
+            if writer is None:
+                writer = stack.enter_context(pa.ipc.new_file(str(path), table.schema))
+            writer.write_table(table)
+            del frame, table
+
+
+def _batches(path: Path) -> Iterator[pa.Table]:
+    """A worker's file of a piece's table (`_write_batches`), one record batch at a time, read
+    into memory: a batch is freed once written, where mapped pages stayed resident until the
+    whole file was unmapped. The file is removed after its last batch."""
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for k in range(reader.num_record_batches):
+            yield pa.Table.from_batches([reader.get_batch(k)])
     path.unlink()
-    return table
 
 
 def _firsts(settings: Settings, users: pd.DataFrame) -> np.ndarray:
