@@ -56,7 +56,7 @@ import pyarrow as pa
 
 from churn.config.settings import Settings
 from churn.data.prepare import EVENT_INPUT_COLUMNS, NEVER_ACTIVE, build_user_days, clean_events, clean_users
-from churn.features.compute import compute_features, history_days
+from churn.features.compute import compute_features, features_by_day, history_days
 from churn.labels.build import build_labels
 from churn.raw.store import day_files as raw_day_files
 from churn.raw.store import raw_digest, read_event_files, read_events, read_users, require_raw
@@ -81,7 +81,7 @@ from churn.errors import DataError
 from churn.parallel.pool import ordered_map
 from churn.sampling.users import shard_count
 from churn.storage import generations
-from churn.storage.daytables import day_ordered_table, day_user_order, read_days_of
+from churn.storage.daytables import day_batches, day_ordered_table, day_user_order, read_days_of
 from churn.storage.derived import base_id, publish_tables
 from churn.storage.files import atomic_write_json, mkdirs, naming_disk_full, read_json
 from churn.storage.paths import DataPaths
@@ -346,12 +346,13 @@ def _piece(job: Job) -> tuple[dict[str, Any], float, int]:
 def _piece_tables(job: Job) -> tuple[dict[str, Any], float, int]:
     settings, paths, users, plan, i, n, out_dir, batch_rows = job
     t0 = time.perf_counter()
-    tables = _compute(settings, paths, users, plan, sharded=True, partition=(i, n))
     if out_dir is None:
+        tables = _compute(settings, paths, users, plan, sharded=True, partition=(i, n))
         return tables, time.perf_counter() - t0, os.getpid()
-    out: dict[str, Path] = {}
+    out = {name: out_dir / f"piece-{i:03d}-{name}.arrow" for name in ("user_days", "features", "labels")}
+    tables = _compute(settings, paths, users, plan, sharded=True, partition=(i, n),
+                      features_to=lambda frames: _write_batches(out["features"], frames), batch_rows=batch_rows)
     for name in list(tables):
-        out[name] = out_dir / f"piece-{i:03d}-{name}.arrow"
         _write_batches(out[name], by_days(tables.pop(name)[0], batch_rows))
     return out, time.perf_counter() - t0, os.getpid()
 
@@ -363,11 +364,7 @@ def by_days(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
     order = day_user_order(dates, frame["user_id"].to_numpy())
     if order is not None:
         dates = dates[order]
-    bounds = [0]
-    for start in np.flatnonzero(dates[1:] != dates[:-1]) + 1:
-        if start - bounds[-1] >= rows:
-            bounds.append(int(start))
-    bounds.append(len(dates))
+    bounds = day_batches(dates, rows)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         yield frame.iloc[lo:hi] if order is None else frame.take(order[lo:hi])
 
@@ -518,13 +515,17 @@ _LABEL_GRID_COLUMNS = ["user_id", "as_of_date", "day_index", "active"]
 
 
 def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Plan, sharded: bool,
-             partition: tuple[int, int] | None = None) -> dict[str, tuple[pd.DataFrame, list[dt.date]]]:
+             partition: tuple[int, int] | None = None,
+             features_to: Callable[[Iterator[pd.DataFrame]], None] | None = None, batch_rows: int = 0,
+             ) -> dict[str, tuple[pd.DataFrame, list[dt.date]]]:
     """Grid, feature and label rows of the plan's days for `users` (one shard, or everyone).
 
     The new grid days stay in memory for the features and labels; only the older days they
     look back on are read, and (`sharded`) only these users' rows of them. `partition`: this
     piece's raw events were partitioned already (`partition_events`, in one process); else
-    they are read filtered by its users (a pod).
+    they are read filtered by its users (a pod). `features_to`: given the feature rows as
+    frames of whole days of about `batch_rows` rows (`features_by_day`) as they are computed,
+    before the labels (a worker writes them to its file), and they are not in the tables.
     """
     start, first, newest = (dt.date.fromisoformat(x) for x in (plan.start, plan.first, plan.newest))
     ids = users["user_id"].to_numpy().astype(np.int64) if sharded else None
@@ -541,8 +542,12 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
 
     lookback = max(first - _ONE * (history_days(settings.features.windows_days) - 1), start)
     history = read_grid(lookback, first - _ONE, None) if lookback < first else None
-    features = compute_features(_with_history(history, grid), settings.features.windows_days,
-                                as_of_dates=grid_days, data_start=start, by_day=True)
+    if features_to is None:
+        features = compute_features(_with_history(history, grid), settings.features.windows_days,
+                                    as_of_dates=grid_days, data_start=start, by_day=True)
+    else:
+        features_to(features_by_day(_with_history(history, grid), settings.features.windows_days,
+                                    batch_rows, as_of_dates=grid_days, data_start=start))
     del history
 
     w = settings.churn.window_days
@@ -557,6 +562,8 @@ def _compute(settings: Settings, paths: DataPaths, users: pd.DataFrame, plan: Pl
     else:
         labels = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in
                                (("user_id", "int64"), ("as_of_date", "datetime64[us]"), ("churn_label", "int8"))})
+    if features_to is not None:
+        return {"user_days": (grid, grid_days), "labels": (labels, label_days)}
     return {"user_days": (grid, grid_days), "features": (features, grid_days), "labels": (labels, label_days)}
 
 

@@ -15,6 +15,7 @@ from churn.features.compute import (
     _on_days,
     compute_features,
     feature_columns,
+    features_by_day,
     features_as_of,
     history_days,
     latest_date,
@@ -140,6 +141,26 @@ def test_rows_by_day_are_the_same_rows_in_day_file_order(grid: pd.DataFrame, fea
     expected = features.sort_values(["as_of_date", "user_id"], kind="stable").reset_index(drop=True)
     assert not got["user_id"].is_monotonic_increasing
     pd.testing.assert_frame_equal(got, expected)
+
+
+@pytest.mark.parametrize("rows", [1, 700, 10**9])
+def test_features_by_day_are_the_rows_by_day_in_frames_of_whole_days(grid: pd.DataFrame, rows: int) -> None:
+    """What the update's workers write as they compute (#16): the same rows and values as
+    `compute_features(by_day=True)`, cut only between days, about `rows` rows a frame."""
+    expected = compute_features(grid, (7, 14, 30), by_day=True)
+    frames = list(features_by_day(grid, (7, 14, 30), rows))
+    expected_frames = {1: expected["as_of_date"].nunique(), 10**9: 1}
+    if rows in expected_frames:
+        assert len(frames) == expected_frames[rows]
+    else:
+        assert 1 < len(frames) < expected_frames[1]
+    days = [set(f["as_of_date"]) for f in frames]
+    assert all(not (a & b) for a, b in zip(days[:-1], days[1:])), "a day in two frames"
+    # a frame ends at the first day that starts `rows` past its start (a day: <= 300 users)
+    assert all(rows <= len(f) < rows + 300 for f in frames[:-1])
+    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), expected)
+    empty = list(features_by_day(grid, (7, 14, 30), rows, as_of_dates=["2024-01-01"]))
+    assert len(empty) == 1 and empty[0].empty and list(empty[0].columns) == list(expected.columns)
 
 
 def test_window_sums_are_cast_to_their_columns_as_they_are_made(grid: pd.DataFrame) -> None:

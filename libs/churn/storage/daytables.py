@@ -300,6 +300,18 @@ def day_order(days: np.ndarray) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
+def day_batches(days: np.ndarray, rows: int) -> list[int]:
+    """Where to cut rows sorted by day into batches of whole days of about `rows` rows each
+    (a batch ends at the first day start at least `rows` past its own start): [0, ..., len].
+    The pieces' hand-over to the writer (`daily.update`) and its feature rows come in these."""
+    bounds = [0]
+    for start in np.flatnonzero(days[1:] != days[:-1]) + 1:
+        if start - bounds[-1] >= rows:
+            bounds.append(int(start))
+    bounds.append(len(days))
+    return bounds
+
+
 def day_user_order(dates: np.ndarray, users: np.ndarray) -> np.ndarray | None:
     """The (day, user) order of these rows, or None when they are in it already (the update's
     pieces come by day, each day in user order)."""
