@@ -360,16 +360,18 @@ class ShardingSettings:
     2, the cores of the machine the targets are set for. Memory is about `workers + 1` pieces
     (the pieces computed and the one being written); 1 computes in the step's own process.
 
-    `raw_workers`: the same for `generate`'s shards and `validate`'s groups of parts. 1: at
-    1,000,000 users two processes made both slower, not faster (generate 190 s wall for 179 s
-    of CPU, validate 117 s for 109 s, against 124 and 87 s of CPU in one process; the
-    update's pieces on two: 219 s wall for 355 s of CPU; README "Scale", session 12).
+    `raw_workers`: the same for `generate`'s shards and `validate`'s groups of parts. 2: since
+    the workers hand generate's first event ids on (no count pass in the step's process),
+    two processes are faster at 1,000,000 users (session 13, load 4.5-7: generate 113 s wall
+    for 130 s of CPU against 200 s for 117 s, validate 123 s for 92 s against 225 s for
+    90 s) and at 100,000 users on a quiet machine (generate 9.9 s against 13.4 s, validate
+    6.4 s against 8.0 s, on 149365e); each worker's start costs about 1-2 s of CPU (README "Scale").
     """
 
     shard_users: Positive = 12_500
     wait_seconds: Positive = 3600
     workers: Positive = 2
-    raw_workers: Positive = 1
+    raw_workers: Positive = 2
 
 
 @section
