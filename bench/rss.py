@@ -10,6 +10,10 @@ process and of every descendant (their children lists in /proc), so the peak is 
 the step held on the machine at once. A sum of RSS counts the pages the processes share (the
 interpreter's and the libraries' code) once per process: an upper bound, a few tens of MB per
 worker above the proportional figure (PSS), which is too slow to read every 10 ms.
+A child that has forked and not yet exec'd (subprocess's vfork: joblib runs `lscpu` once
+from train to count the physical cores) shares all its parent's pages, so its RSS is the
+parent's again: it is not counted (it is recognised by its command line, which is read from
+the parent's memory until it execs; a spawned worker has its own), its descendants are.
 """
 
 from __future__ import annotations
@@ -57,17 +61,21 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of process `pid` plus those of all its descendants (now); 0 when it has
-    exited. A process that exits while it is read counts 0, not an error."""
-    total, todo = 0, [pid]
+    """Resident bytes of process `pid` plus those of all its descendants (now), a fork that has
+    not exec'd yet excepted (the module's docstring); 0 when it has exited. A process that
+    exits while it is read counts 0, not an error."""
+    total, todo = 0, [(pid, b"")]
     while todo:
-        p = todo.pop()
+        p, parent_cmdline = todo.pop()
         try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * _PAGE
+            with open(f"/proc/{p}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            if cmdline != parent_cmdline:
+                with open(f"/proc/{p}/statm") as fh:
+                    total += int(fh.read().split()[1]) * _PAGE
             for task in os.listdir(f"/proc/{p}/task"):  # children are listed per thread
                 with open(f"/proc/{p}/task/{task}/children") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
+                    todo.extend((int(c), cmdline) for c in fh.read().split())
         except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
             continue
     return total
